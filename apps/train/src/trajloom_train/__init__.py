@@ -1,0 +1,1 @@
+"""The `train` app of TrajLoom."""
