@@ -1,0 +1,66 @@
+"""Motion metrics of TrajLoom with numpy and scipy only.
+
+Numbers equal those printed by the released benchmark scripts of zewei-Zhang/TrajLoom
+(FVMD histograms and features also equal those of the PyPI `fvmd` package).
+
+    from trajloom.metrics import fvmd, flow_tv, div_curl_energy, vepe, FVMDConfig
+"""
+
+from trajloom.metrics.flowfield import (
+    div_curl_energy,
+    div_curl_energy_per_frame,
+    flow_tv,
+    flow_tv_per_frame,
+    video_mean,
+)
+from trajloom.metrics.frechet import (
+    GaussianAccumulator,
+    GaussianStats,
+    frechet_distance,
+    gaussian_stats,
+)
+from trajloom.metrics.fvmd import (
+    FVMDAccumulator,
+    FVMDConfig,
+    FVMDResult,
+    clip_windows,
+    fvmd,
+    fvmd_features,
+    fvmd_from_features,
+    motion_histograms,
+    velocity_acceleration,
+)
+from trajloom.metrics.grid import factor_grid, infer_grid
+from trajloom.metrics.runs import RunVideo, discover_run_dirs, load_run, score_runs
+from trajloom.metrics.vepe import VEPEAccumulator, endpoint_error, vepe, vepe_sum_count
+
+__all__ = [
+    "FVMDAccumulator",
+    "FVMDConfig",
+    "FVMDResult",
+    "GaussianAccumulator",
+    "GaussianStats",
+    "RunVideo",
+    "VEPEAccumulator",
+    "clip_windows",
+    "discover_run_dirs",
+    "div_curl_energy",
+    "div_curl_energy_per_frame",
+    "endpoint_error",
+    "factor_grid",
+    "flow_tv",
+    "flow_tv_per_frame",
+    "frechet_distance",
+    "fvmd",
+    "fvmd_features",
+    "fvmd_from_features",
+    "gaussian_stats",
+    "infer_grid",
+    "load_run",
+    "motion_histograms",
+    "score_runs",
+    "velocity_acceleration",
+    "vepe",
+    "vepe_sum_count",
+    "video_mean",
+]

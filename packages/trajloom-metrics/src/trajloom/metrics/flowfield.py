@@ -50,7 +50,7 @@ def _grid_flow(
         raise ValueError(
             f"tracks must have at least 2 frames to form a flow; got T = {arr.shape[-3]}"
         )
-    x = arr.astype(np.float32, copy=False).reshape(arr.shape[:-2] + (hg, wg, 2))
+    x = arr.astype(np.float32, copy=False).reshape((*arr.shape[:-2], hg, wg, 2))
     valid = np.isfinite(x).all(axis=-1)
     if visibility is not None:
         valid &= as_visibility("visibility", visibility, arr.shape).reshape(valid.shape)
@@ -110,7 +110,7 @@ def flow_tv_per_frame(
     s = float(grid_stride)
     frames = valid.shape[:-2]
     if valid.shape[-1] >= 2:
-        term_x = (np.abs((u[..., 1:] - u[..., :-1]) / s) + np.abs((v[..., 1:] - v[..., :-1]) / s))
+        term_x = np.abs((u[..., 1:] - u[..., :-1]) / s) + np.abs((v[..., 1:] - v[..., :-1]) / s)
         tx = _masked_mean(term_x, valid[..., 1:] & valid[..., :-1])
     else:
         tx = np.full(frames, np.nan)
@@ -208,6 +208,8 @@ def video_mean(values: np.ndarray | list[float]) -> float:
     arr = np.asarray(values, dtype=np.float64).reshape(-1)
     finite = arr[np.isfinite(arr)]
     if finite.size == 0:
-        warnings.warn("video_mean: no finite per-video value; result is NaN", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            "video_mean: no finite per-video value; result is NaN", RuntimeWarning, stacklevel=2
+        )
         return float("nan")
     return float(np.mean(finite))

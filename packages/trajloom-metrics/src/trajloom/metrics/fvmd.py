@@ -109,7 +109,9 @@ class FVMDConfig:
                 f"got {self.acceleration!r}"
             )
         if self.sqrt_method not in ("eigh", "sqrtm"):
-            raise ValueError(f"FVMDConfig.sqrt_method must be 'eigh' or 'sqrtm'; got {self.sqrt_method!r}")
+            raise ValueError(
+                f"FVMDConfig.sqrt_method must be 'eigh' or 'sqrtm'; got {self.sqrt_method!r}"
+            )
         if not self.eps >= 0:
             raise ValueError(f"FVMDConfig.eps must be >= 0; got {self.eps!r}")
 
@@ -175,9 +177,7 @@ def _cube_grid(grid_hw: tuple[int, int], cell_size: int) -> tuple[int, int]:
     return mh, mw
 
 
-def _frame_histograms(
-    vectors: np.ndarray, grid_hw: tuple[int, int], cfg: FVMDConfig
-) -> np.ndarray:
+def _frame_histograms(vectors: np.ndarray, grid_hw: tuple[int, int], cfg: FVMDConfig) -> np.ndarray:
     """Histogram levels of every frame and cell: `[b, s, n, 2] -> [b, s, mh, mw, bins]`.
 
     Values are integer sums of magnitude levels (float64, exact); divide by
@@ -234,13 +234,15 @@ def motion_histograms(
         raise ValueError(
             f"vectors must have at least cube_frames = {cfg.cube_frames} frames; got {s}"
         )
-    flat = vec.reshape((-1,) + vec.shape[-3:])
+    flat = vec.reshape((-1, *vec.shape[-3:]))
     per_frame = _frame_histograms(flat, hw, cfg)[:, : ms * cfg.cube_frames]
-    cubes = per_frame.reshape((flat.shape[0], ms, cfg.cube_frames) + per_frame.shape[2:]).sum(2)
+    cubes = per_frame.reshape((flat.shape[0], ms, cfg.cube_frames, *per_frame.shape[2:])).sum(2)
     return (cubes / float(np.log2(cfg.magnitude_bins))).reshape(lead + cubes.shape[1:])
 
 
-def clip_windows(num_frames: int, clip_len: int | None, clip_stride: int = 1) -> tuple[np.ndarray, int]:
+def clip_windows(
+    num_frames: int, clip_len: int | None, clip_stride: int = 1
+) -> tuple[np.ndarray, int]:
     """Start frames and length of the sliding clips of a `num_frames`-frame sequence.
 
     `clip_len` None, <= 0 or >= T: one clip `[0, T)` (FVMD-Long). A `RuntimeWarning`
@@ -266,9 +268,7 @@ def _window_cubes(
 ) -> np.ndarray:
     """Cube sums of every clip: `[b, s, ...] -> [b, w, ms, ...]`, first `zeroed` frames left out."""
     ms = length // cube_frames
-    csum = np.concatenate(
-        [np.zeros_like(per_frame[:, :1]), np.cumsum(per_frame, axis=1)], axis=1
-    )
+    csum = np.concatenate([np.zeros_like(per_frame[:, :1]), np.cumsum(per_frame, axis=1)], axis=1)
     first = starts[:, None] + cube_frames * np.arange(ms)[None, :]
     cubes = csum[:, first + cube_frames] - csum[:, first]
     # In a clip, v[0] (and a[0], a[1]) are zero: drop those frames' contributions.
@@ -328,7 +328,9 @@ def fvmd_features(
     return out[0], out[1]
 
 
-def _distances(gt: GaussianStats, pred: GaussianStats, dim_v: int, cfg: FVMDConfig) -> tuple[float, float, float]:
+def _distances(
+    gt: GaussianStats, pred: GaussianStats, dim_v: int, cfg: FVMDConfig
+) -> tuple[float, float, float]:
     kw = {"eps": cfg.eps, "method": cfg.sqrt_method}
     d = gt.mean.shape[0]
     return (
@@ -349,7 +351,10 @@ def fvmd_from_features(
 ) -> FVMDResult:
     """FVMD from precomputed clip features `[b, ...]` (e.g. `motion_histograms` output)."""
     cfg = config or FVMDConfig()
-    feats = [np.asarray(f).reshape(np.shape(f)[0], -1) for f in (gt_velocity, gt_acceleration, pred_velocity, pred_acceleration)]
+    feats = [
+        np.asarray(f).reshape(np.shape(f)[0], -1)
+        for f in (gt_velocity, gt_acceleration, pred_velocity, pred_acceleration)
+    ]
     gt = gaussian_stats(np.concatenate(feats[:2], axis=1))
     pred = gaussian_stats(np.concatenate(feats[2:], axis=1))
     dim_v = feats[0].shape[1]

@@ -31,7 +31,9 @@ def factor_grid(num_points: int) -> tuple[int, int]:
     return best, n // best
 
 
-def infer_grid(query_xy: np.ndarray | None, num_points: int) -> tuple[tuple[int, int], np.ndarray | None]:
+def infer_grid(
+    query_xy: np.ndarray | None, num_points: int
+) -> tuple[tuple[int, int], np.ndarray | None]:
     """Infer `(Hg, Wg)` and the permutation that makes tracks row-major.
 
     Args:

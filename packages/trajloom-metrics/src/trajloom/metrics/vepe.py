@@ -49,7 +49,7 @@ def _eval_mask(
             stacklevel=3,
         )
     if visibility is not None:
-        mask &= as_visibility("visibility", visibility, err.shape + (2,))
+        mask &= as_visibility("visibility", visibility, (*err.shape, 2))
     # The released script only drops frame 0 when more than one frame is evaluated.
     if exclude_first_frame and err.shape[-2] > 1:
         mask[..., 0, :] = False
@@ -77,7 +77,7 @@ def vepe_sum_count(
     err = endpoint_error(pred_tracks, gt_tracks)
     if err.ndim != 2:
         raise ValueError(
-            f"vepe_sum_count takes one video: pred_tracks of shape [T, N, 2]; got {err.shape + (2,)}"
+            f"vepe_sum_count takes one video: pred_tracks of shape [T, N, 2]; got {(*err.shape, 2)}"
         )
     mask = _eval_mask(err, visibility, exclude_first_frame)
     return float(err[mask].sum()), int(mask.sum())
@@ -111,7 +111,7 @@ def vepe(
         raise ValueError(f"reduction must be 'per_video' or 'pooled'; got {reduction!r}")
     if reduction == "pooled":
         acc = VEPEAccumulator()
-        flat_err = err.reshape((-1,) + err.shape[-2:])
+        flat_err = err.reshape((-1, *err.shape[-2:]))
         flat_mask = mask.reshape(flat_err.shape)
         for e, m in zip(flat_err, flat_mask, strict=True):
             acc.add(float(e[m].sum()), int(m.sum()))
@@ -162,6 +162,10 @@ class VEPEAccumulator:
     def compute(self) -> float:
         """Pooled VEPE in pixels; NaN with a `RuntimeWarning` if no point was visible."""
         if self.count == 0:
-            warnings.warn("vepe: no visible finite point in any video; VEPE is NaN", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                "vepe: no visible finite point in any video; VEPE is NaN",
+                RuntimeWarning,
+                stacklevel=2,
+            )
             return float("nan")
         return self.total / self.count
