@@ -22,6 +22,7 @@ from trajloom.encoding.field import (
 )
 from trajloom.encoding.grid import (
     GridSpec,
+    axis_anchors,
     cell_anchors,
     denormalize,
     normalize,
@@ -34,6 +35,7 @@ from trajloom.encoding.temporal import latent_frames
 __all__ = [
     "GridSpec",
     "anchor_patch_embedding",
+    "axis_anchors",
     "broadcast_cells",
     "cell_anchors",
     "check_tracks",

@@ -21,7 +21,7 @@ import torch
 from einops import rearrange
 
 from trajloom.encoding.checks import check_tracks, check_visibility
-from trajloom.encoding.grid import GridSpec, normalize, pixel_anchors
+from trajloom.encoding.grid import GridSpec, axis_anchors, normalize, pixel_anchors
 
 __all__ = [
     "anchor_patch_embedding",
@@ -89,7 +89,9 @@ def encode_offsets(field: torch.Tensor, spec: GridSpec) -> torch.Tensor:
     """Absolute normalized field ``"... 2 h w"`` -> grid-anchor offsets (field minus anchors).
 
     Same arithmetic as the released VAE (``x - offset_anchor_grid``). The inverse
-    :func:`decode_offsets` is exact in float64 and within one rounding in float32.
+    :func:`decode_offsets` is exact for float32 coordinates encoded in float64 (the
+    difference of two float32 numbers fits in float64) and within two roundings in
+    float32.
     """
     anchors = pixel_anchors(spec, device=field.device, dtype=field.dtype)
     return field - anchors
@@ -152,9 +154,9 @@ def anchor_patch_embedding(weight: torch.Tensor, spec: GridSpec) -> torch.Tensor
     sum_p (sum_q W[d, 1, p, q]) ay[i s + p]``; cost ``O(d s (Hg + Wg))``.
     """
     s = spec.stride
-    anchors = pixel_anchors(spec, device=weight.device, dtype=weight.dtype)
-    ax = rearrange(anchors[0, 0, :], "(w q) -> w q", q=s)  # x anchor of each column
-    ay = rearrange(anchors[1, :, 0], "(h p) -> h p", p=s)  # y anchor of each row
+    ax, ay = axis_anchors(spec, device=weight.device, dtype=weight.dtype)
+    ax = rearrange(ax, "(w q) -> w q", q=s)  # x anchor of each pixel column, per cell column
+    ay = rearrange(ay, "(h p) -> h p", p=s)  # y anchor of each pixel row, per cell row
     term_x = torch.einsum("dq,wq->wd", weight[:, 0].sum(dim=1), ax)
     term_y = torch.einsum("dp,hp->hd", weight[:, 1].sum(dim=2), ay)
     return rearrange(term_y[:, None, :] + term_x[None, :, :], "h w d -> (h w) d")
@@ -192,4 +194,3 @@ def patch_embed_cells(
     if bias is not None:
         out = out + bias
     return out
-

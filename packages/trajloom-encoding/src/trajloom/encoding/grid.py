@@ -22,6 +22,7 @@ import torch
 
 __all__ = [
     "GridSpec",
+    "axis_anchors",
     "cell_anchors",
     "denormalize",
     "normalize",
@@ -129,12 +130,24 @@ def pixel_anchors(
     Built exactly like the released VAE buffer ``offset_anchor_grid`` (float32
     ``linspace(0.5, H - 0.5, H)``, divided by ``[W, H]``, doubled, minus one), then cast.
     """
-    ys = torch.linspace(0.5, spec.height - 0.5, steps=spec.height, device=device)
+    ax, ay = axis_anchors(spec, device=device, dtype=dtype)
+    yy, xx = torch.meshgrid(ay, ax, indexing="ij")
+    return torch.stack([xx, yy], dim=0)
+
+
+def axis_anchors(
+    spec: GridSpec, *, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The anchors factorize: x depends on the column only, y on the row only.
+
+    Returns ``(ax "w", ay "h")`` with the same bits as :func:`pixel_anchors`'s rows and
+    columns (float32 arithmetic of the released buffer, then cast).
+    """
     xs = torch.linspace(0.5, spec.width - 0.5, steps=spec.width, device=device)
-    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
-    coords = torch.stack([xx, yy], dim=0)
-    scale = torch.tensor([spec.width, spec.height], device=device).view(2, 1, 1)
-    return ((coords / scale) * 2.0 - 1.0).to(dtype)
+    ys = torch.linspace(0.5, spec.height - 0.5, steps=spec.height, device=device)
+    ax = (xs / torch.tensor(spec.width, device=device)) * 2.0 - 1.0
+    ay = (ys / torch.tensor(spec.height, device=device)) * 2.0 - 1.0
+    return ax.to(dtype), ay.to(dtype)
 
 
 def cell_anchors(

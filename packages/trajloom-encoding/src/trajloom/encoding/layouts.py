@@ -73,9 +73,7 @@ def to_tapvid(
     return points, ~np.swapaxes(visibility.astype(bool), 0, 1)
 
 
-def rescale_tracks(
-    tracks: Array, src_size: tuple[int, int], dst_size: tuple[int, int]
-) -> Array:
+def rescale_tracks(tracks: Array, src_size: tuple[int, int], dst_size: tuple[int, int]) -> Array:
     """Pixel tracks ``"... 2"`` from a ``(width, height)`` frame to another, e.g. 854x480 -> 832x480.
 
     Scales x by ``W_dst / W_src`` and y by ``H_dst / H_src`` (the released
