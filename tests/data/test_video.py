@@ -144,3 +144,11 @@ def test_reads_every_shared_clip(clip):
     frames = read_frames(clip, size=(128, 96), start=info.num_frames - 4, num_frames=4)
     assert frames.shape == (4, 96, 128, 3) and frames.dtype == np.uint8
     assert frames.std() > 1.0  # real content, not a blank decode
+
+
+def test_decode_from_bytes_matches_file(tmp_path):
+    path = write_video(tmp_path / "a.mp4", _smooth_clip(6, 32, 32))
+    from_bytes = read_video(path.read_bytes(), start=2, num_frames=3, name="shard/x.mp4")
+    np.testing.assert_array_equal(from_bytes, read_video(path, start=2, num_frames=3))
+    with pytest.raises(VideoReadError, match=r"shard/x\.mp4"):
+        read_video(b"\x00" * 64, name="shard/x.mp4")

@@ -8,6 +8,7 @@ same for videos and frame folders so that both give identical pixels for identic
 
 from __future__ import annotations
 
+import io
 import re
 from dataclasses import dataclass
 from fractions import Fraction
@@ -20,6 +21,7 @@ from PIL import Image
 
 __all__ = [
     "FRAME_SUFFIXES",
+    "VIDEO_SUFFIXES",
     "VideoInfo",
     "VideoReadError",
     "list_frame_files",
@@ -33,6 +35,9 @@ __all__ = [
 
 #: Image suffixes (lower case) that `read_frames_dir` treats as frames.
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+#: Video container suffixes (lower case) that folder scans treat as videos.
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".gif")
 
 #: Frame rate reported for folders of frames, which carry no timing of their own.
 DEFAULT_FOLDER_FPS = 30.0
@@ -84,7 +89,7 @@ def _frames_folder(path: Path) -> Path | None:
     return path
 
 
-def _check_size(size: tuple[int, int] | None, where: Path) -> tuple[int, int] | None:
+def _check_size(size: tuple[int, int] | None, where: str | Path) -> tuple[int, int] | None:
     if size is None:
         return None
     if len(size) != 2 or int(size[0]) < 1 or int(size[1]) < 1:
@@ -92,14 +97,16 @@ def _check_size(size: tuple[int, int] | None, where: Path) -> tuple[int, int] | 
     return int(size[0]), int(size[1])
 
 
-def _check_range(start: int, num_frames: int | None, where: Path) -> None:
+def _check_range(start: int, num_frames: int | None, where: str | Path) -> None:
     if start < 0:
         raise VideoReadError(f"{where}: start={start} is negative; frames count from 0")
     if num_frames is not None and num_frames < 1:
         raise VideoReadError(f"{where}: num_frames={num_frames} must be >= 1 (or None for all)")
 
 
-def _range_error(where: Path, start: int, num_frames: int | None, total: int) -> VideoReadError:
+def _range_error(
+    where: str | Path, start: int, num_frames: int | None, total: int
+) -> VideoReadError:
     want = f"[{start}, {start + num_frames})" if num_frames is not None else f"[{start}, end)"
     return VideoReadError(
         f"{where}: frame range {want} lies outside the clip of {total} frames; "
@@ -128,7 +135,18 @@ def _resize_one(frame: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
     return cv2.resize(frame, size, interpolation=interp)
 
 
-def _open(path: Path) -> av.container.InputContainer:
+def _open(path: Path | bytes, name: str | Path) -> av.container.InputContainer:
+    if isinstance(path, bytes):
+        if not path:
+            raise VideoReadError(f"{name}: video bytes are empty")
+        try:
+            container = av.open(io.BytesIO(path), mode="r")
+        except av.FFmpegError as err:
+            raise VideoReadError(f"{name}: cannot be opened as a video ({err})") from err
+        if not container.streams.video:
+            container.close()
+            raise VideoReadError(f"{name}: container has no video stream")
+        return container
     if not path.exists():
         raise VideoReadError(f"{path}: file does not exist")
     if not path.is_file():
@@ -159,7 +177,7 @@ def probe_video(path: str | Path) -> VideoInfo:
             num_frames=len(files),
             codec=files[0].suffix.lower().lstrip("."),
         )
-    with _open(path) as container:
+    with _open(path, path) as container:
         stream = container.streams.video[0]
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         fps = float(rate) if rate else 0.0
@@ -183,25 +201,28 @@ def probe_video(path: str | Path) -> VideoInfo:
 
 
 def read_video(
-    path: str | Path,
+    path: str | Path | bytes,
     *,
     size: tuple[int, int] | None = None,
     start: int = 0,
     num_frames: int | None = None,
+    name: str | None = None,
 ) -> np.ndarray:
-    """Decode frames `[start, start + num_frames)` of a video file to "t h w 3" uint8 RGB.
+    """Decode frames `[start, start + num_frames)` of a video to "t h w 3" uint8 RGB.
 
-    `size` = (width, height) resizes every frame; `num_frames=None` reads to the end.
-    Raises VideoReadError when the file is missing or undecodable, has no frames, or the
-    range does not lie inside the clip.
+    `path` is a file or the encoded bytes of one (e.g. a shard's `video.mp4` member; `name`
+    then labels it in errors). `size` = (width, height) resizes every frame;
+    `num_frames=None` reads to the end. Raises VideoReadError when the file is missing or
+    undecodable, has no frames, or the range does not lie inside the clip.
     """
-    path = Path(path)
-    size = _check_size(size, path)
-    _check_range(start, num_frames, path)
+    source: Path | bytes = path if isinstance(path, bytes) else Path(path)
+    label = name or ("<video bytes>" if isinstance(source, bytes) else str(source))
+    size = _check_size(size, label)
+    _check_range(start, num_frames, label)
     stop = None if num_frames is None else start + num_frames
     frames: list[np.ndarray] = []
     index = -1
-    with _open(path) as container:
+    with _open(source, label) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         try:
@@ -211,12 +232,12 @@ def read_video(
                 if index >= start:
                     frames.append(_resize_one(frame.to_ndarray(format="rgb24"), size))
         except av.FFmpegError as err:
-            raise VideoReadError(f"{path}: decoding failed after frame {index} ({err})") from err
+            raise VideoReadError(f"{label}: decoding failed after frame {index} ({err})") from err
     total = index + 1
     if total == 0:
-        raise VideoReadError(f"{path}: the video stream holds no decodable frames")
+        raise VideoReadError(f"{label}: the video stream holds no decodable frames")
     if not frames or (num_frames is not None and len(frames) < num_frames):
-        raise _range_error(path, start, num_frames, total)
+        raise _range_error(label, start, num_frames, total)
     return np.stack(frames)
 
 

@@ -1,0 +1,199 @@
+"""Formats: exact round trips of every on-disk layout and clear errors on bad files."""
+
+import json
+
+import numpy as np
+import pytest
+import webdataset as wds
+
+from trajloom.data.formats import (
+    FormatError,
+    RunFolder,
+    ShardSample,
+    canonical_id,
+    convert_released_to_shards,
+    decode_shard_sample,
+    load_released_npz,
+    read_captions_csv,
+    read_manifest,
+    read_run_folder,
+    read_wanmove,
+    save_released_npz,
+    shard_key,
+    write_captions_csv,
+    write_run_folder,
+    write_shards,
+    write_wanmove,
+)
+from trajloom.data.video import read_video, write_video
+
+
+def _tracks(t=9, n=5, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.random((t, n, 2)) * 100).astype(np.float32), rng.random((t, n)) > 0.3
+
+
+def _raw_samples(urls):
+    return list(wds.WebDataset(urls, shardshuffle=False))
+
+
+def test_released_npz_round_trip_is_exact_and_layout_is_n_t(tmp_path):
+    tracks, vis = _tracks()
+    path = save_released_npz(tmp_path / "clip.npz", tracks, vis)
+    with np.load(path) as raw:
+        assert raw["tracks"].shape == (5, 9, 2) and raw["visibility"].shape == (5, 9)
+        np.testing.assert_array_equal(raw["tracks"][2, 4], tracks[4, 2])
+    back_t, back_v = load_released_npz(path)
+    np.testing.assert_array_equal(back_t, tracks)
+    np.testing.assert_array_equal(back_v, vis)
+
+
+@pytest.mark.parametrize(
+    ("tkey", "vkey"), [("trajectory", "vis"), ("trajectories", "visibilities")]
+)
+def test_released_key_fallbacks(tmp_path, tkey, vkey):
+    tracks, vis = _tracks()
+    np.savez(tmp_path / "a.npz", **{tkey: tracks.swapaxes(0, 1), vkey: vis.swapaxes(0, 1)})
+    back_t, back_v = load_released_npz(tmp_path / "a.npz")
+    np.testing.assert_array_equal(back_t, tracks)
+    np.testing.assert_array_equal(back_v, vis)
+
+
+def test_released_npz_errors(tmp_path):
+    np.savez(tmp_path / "keys.npz", points=np.zeros((3, 4, 2)))
+    with pytest.raises(FormatError, match=r"keys\.npz.*found \['points'\]"):
+        load_released_npz(tmp_path / "keys.npz")
+    tracks, vis = _tracks()
+    tracks[3, 1, 0] = np.nan
+    np.savez(tmp_path / "nan.npz", tracks=tracks.swapaxes(0, 1), visibility=vis.swapaxes(0, 1))
+    with pytest.raises(FormatError, match=r"nan\.npz.*1 NaN"):
+        load_released_npz(tmp_path / "nan.npz")
+    assert load_released_npz(tmp_path / "nan.npz", allow_nonfinite=True)[0].shape == (9, 5, 2)
+    with pytest.raises(FormatError, match="does not exist"):
+        load_released_npz(tmp_path / "none.npz")
+
+
+def test_captions_csv_round_trip_and_fallbacks(tmp_path):
+    caps = {"6764402": 'a dog, "running"', "b": "two\nlines"}
+    path = write_captions_csv(tmp_path / "c.csv", caps)
+    assert path.read_text().splitlines()[0] == "videoid,video_path,text"
+    assert read_captions_csv(path) == caps
+    (tmp_path / "d.csv").write_text("videoid,video_path,text\n,clips/x7.mp4,hello\n")
+    assert read_captions_csv(tmp_path / "d.csv") == {"x7": "hello"}
+    (tmp_path / "e.csv").write_text("name,whatever\n1,2\n")
+    with pytest.raises(FormatError, match="videoid, video_path, text"):
+        read_captions_csv(tmp_path / "e.csv")
+
+
+def test_ids_and_keys():
+    assert canonical_id("/a/b/6764402.mp4") == "6764402"
+    assert shard_key("clip.v2/x") == "clip_v2_x"
+
+
+def test_shards_round_trip_with_manifest(tmp_path):
+    samples = []
+    for i in range(7):
+        tracks, vis = _tracks(seed=i)
+        samples.append(
+            ShardSample(
+                id=f"clip.{i}",
+                tracks=tracks,
+                visibility=vis,
+                meta={"width": 64, "height": 48, "stride": 16, "fps": 16.0, "source": "s"},
+                text=np.full(4, i, np.float32) if i % 2 else None,
+            )
+        )
+    manifest = write_shards(samples, tmp_path, maxcount=3)
+    assert [s["count"] for s in manifest["shards"]] == [3, 3, 1]
+    assert manifest["num_samples"] == 7 and manifest["resolutions"] == {"64x48": 7}
+    urls, again = read_manifest(tmp_path)
+    assert again == manifest and len(urls) == 3
+    decoded = [decode_shard_sample(raw) for raw in _raw_samples(urls)]
+    assert [d.id for d in decoded] == [s.id for s in samples]
+    for d, s in zip(decoded, samples, strict=True):
+        np.testing.assert_array_equal(d.tracks, s.tracks)
+        np.testing.assert_array_equal(d.visibility, s.visibility)
+        assert d.meta["width"] == 64 and d.meta["id"] == s.id
+        if s.text is None:
+            assert d.text is None
+        else:
+            np.testing.assert_array_equal(d.text, s.text)
+
+
+def test_decode_rejects_bad_members():
+    tracks, vis = _tracks()
+    from trajloom.data.formats import encode_shard_sample
+
+    good = encode_shard_sample(
+        ShardSample(id="a", tracks=tracks, visibility=vis, meta={"width": 8, "height": 8})
+    )
+    good["__url__"] = "s.tar"
+    missing = {k: v for k, v in good.items() if k != "visibility.npy"}
+    with pytest.raises(FormatError, match=r"s\.tar:a.*visibility\.npy is missing"):
+        decode_shard_sample(missing)
+    with pytest.raises(FormatError, match=r"tracks\.npy: not a readable"):
+        decode_shard_sample({**good, "tracks.npy": b"garbage"})
+    bad = tracks.copy()
+    bad[0, 0, 0] = np.nan
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, bad)
+    with pytest.raises(FormatError, match="NaN"):
+        decode_shard_sample({**good, "tracks.npy": buf.getvalue()})
+
+
+def test_convert_released_folder(tmp_path):
+    src = tmp_path / "released"
+    frames = np.zeros((9, 48, 64, 3), np.uint8)
+    for i in range(3):
+        tracks, vis = _tracks(seed=i)
+        save_released_npz(src / f"v{i}.npz", tracks, vis)
+        if i < 2:
+            write_video(src / f"v{i}.mp4", frames + 40 * i)
+    write_captions_csv(src / "captions.csv", {"v0": "zero", "v1": "one"})
+    out = tmp_path / "shards"
+    manifest = convert_released_to_shards(src, out, maxcount=2)
+    # v2 has no video and no size was given: skipped with its reason
+    assert manifest["num_samples"] == 2
+    assert len(manifest["skipped"]) == 1 and "v2.npz" in manifest["skipped"][0]
+    decoded = [decode_shard_sample(r) for r in _raw_samples(read_manifest(out)[0])]
+    assert [d.meta["caption"] for d in decoded] == ["zero", "one"]
+    assert decoded[1].size == (64, 48)
+    assert read_video(decoded[1].video).shape == (9, 48, 64, 3)
+    np.testing.assert_array_equal(decoded[0].tracks, load_released_npz(src / "v0.npz")[0])
+    manifest = convert_released_to_shards(src, tmp_path / "s2", size=(64, 48), include_video=False)
+    assert manifest["num_samples"] == 3 and manifest["skipped"] == []
+    assert "video.mp4" not in manifest["members"]
+
+
+def test_run_folder_round_trip(tmp_path):
+    pred, pvis = _tracks(seed=1)
+    gt, gvis = _tracks(seed=2)
+    run = RunFolder(
+        query_xy=gt[0],
+        pred_tracks=pred,
+        pred_visibility=pvis,
+        gt_tracks=gt,
+        gt_visibility=gvis,
+        pred_visibility_prob=pvis.astype(np.float32) * 0.9,
+        meta={"id": "x", "fps": 16},
+    )
+    folder = write_run_folder(tmp_path / "x", run)
+    assert np.load(folder / "pred_visibility.npy").dtype == np.uint8
+    back = read_run_folder(folder)
+    for name in ("query_xy", "pred_tracks", "pred_visibility", "gt_tracks", "gt_visibility"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(run, name))
+    assert back.meta == run.meta
+    assert json.loads((folder / "meta.json").read_text()) == run.meta
+
+
+def test_wanmove_round_trip_and_rescale(tmp_path):
+    tracks, vis = _tracks()
+    tp, vp = write_wanmove(tmp_path, "x", tracks, vis, src_size=(100, 50), image_size=(200, 25))
+    raw_t, raw_v = np.load(tp), np.load(vp)
+    assert raw_t.shape == (1, 9, 5, 2) and raw_t.dtype == np.float32
+    assert raw_v.shape == (1, 9, 5) and raw_v.dtype == np.bool_
+    back_t, back_v = read_wanmove(tmp_path, "x")
+    np.testing.assert_allclose(back_t, tracks * np.array([2.0, 0.5], np.float32))
+    np.testing.assert_array_equal(back_v, vis)
