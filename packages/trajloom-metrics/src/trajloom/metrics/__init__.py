@@ -9,6 +9,7 @@ Numbers equal those printed by the released benchmark scripts of zewei-Zhang/Tra
 from trajloom.metrics.flowfield import (
     div_curl_energy,
     div_curl_energy_per_frame,
+    flow_div_curl,
     flow_tv,
     flow_tv_per_frame,
     video_mean,
@@ -48,6 +49,7 @@ __all__ = [
     "div_curl_energy_per_frame",
     "endpoint_error",
     "factor_grid",
+    "flow_div_curl",
     "flow_tv",
     "flow_tv_per_frame",
     "frechet_distance",

@@ -30,6 +30,7 @@ from trajloom.metrics._checks import as_tracks, as_visibility, grid_hw_of
 __all__ = [
     "div_curl_energy",
     "div_curl_energy_per_frame",
+    "flow_div_curl",
     "flow_tv",
     "flow_tv_per_frame",
     "video_mean",
@@ -148,6 +149,34 @@ def flow_tv(
     return float(out) if out.ndim == 0 else out
 
 
+def flow_div_curl(
+    tracks: np.ndarray,
+    visibility: np.ndarray | None = None,
+    *,
+    grid_hw: tuple[int, int],
+    grid_stride: float = DEFAULT_GRID_STRIDE,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Divergence and curl of the flow on interior cells, with their validity.
+
+    Args: as `flow_tv_per_frame`; needs Hg, Wg >= 2.
+
+    Returns:
+        `(div, curl, valid)`, each `[..., t - 1, hg - 1, wg - 1]`; div and curl in
+        float32 (per frame), valid bool. Cell (i, j) uses the forward differences
+        from grid point (i, j) to (i, j + 1) and to (i + 1, j).
+    """
+    u, v, valid = _grid_flow(tracks, visibility, grid_hw)
+    if valid.shape[-2] < 2 or valid.shape[-1] < 2:
+        raise ValueError(f"grid_hw must be at least (2, 2) for divergence and curl; got {grid_hw}")
+    s = float(grid_stride)
+    du_dx = (u[..., :-1, 1:] - u[..., :-1, :-1]) / s
+    dv_dx = (v[..., :-1, 1:] - v[..., :-1, :-1]) / s
+    du_dy = (u[..., 1:, :-1] - u[..., :-1, :-1]) / s
+    dv_dy = (v[..., 1:, :-1] - v[..., :-1, :-1]) / s
+    cell = valid[..., :-1, :-1] & valid[..., :-1, 1:] & valid[..., 1:, :-1]
+    return du_dx + dv_dy, dv_dx - du_dy, cell
+
+
 def div_curl_energy_per_frame(
     tracks: np.ndarray,
     visibility: np.ndarray | None = None,
@@ -157,25 +186,18 @@ def div_curl_energy_per_frame(
 ) -> np.ndarray:
     """Mean `div^2 + curl^2` over valid interior cells of each flow frame.
 
-    Args: as `flow_tv_per_frame`; needs Hg, Wg >= 2 (else all NaN).
+    Args: as `flow_tv_per_frame`; a grid with Hg or Wg < 2 gives all NaN.
 
     Returns:
         `[..., t - 1]` float64, NaN in frames without a valid cell.
     """
-    u, v, valid = _grid_flow(tracks, visibility, grid_hw)
-    if valid.shape[-2] < 2 or valid.shape[-1] < 2:
-        return np.full(valid.shape[:-2], np.nan)
-    s = float(grid_stride)
-    # Forward differences anchored at the top-left corner of each interior cell.
-    du_dx = (u[..., :-1, 1:] - u[..., :-1, :-1]) / s
-    dv_dx = (v[..., :-1, 1:] - v[..., :-1, :-1]) / s
-    du_dy = (u[..., 1:, :-1] - u[..., :-1, :-1]) / s
-    dv_dy = (v[..., 1:, :-1] - v[..., :-1, :-1]) / s
-    corner = valid[..., :-1, :-1]
-    cell = corner & valid[..., :-1, 1:] & valid[..., 1:, :-1]
-    div = (du_dx + dv_dy).astype(np.float64)
-    curl = (dv_dx - du_dy).astype(np.float64)
-    return _masked_mean(div**2 + curl**2, cell)
+    shape = as_tracks("tracks", tracks).shape
+    hg, wg = grid_hw_of(grid_hw, shape[-2])
+    if hg < 2 or wg < 2:
+        return np.full((*shape[:-3], max(shape[-3] - 1, 0)), np.nan)
+    div, curl, cell = flow_div_curl(tracks, visibility, grid_hw=grid_hw, grid_stride=grid_stride)
+    div64, curl64 = div.astype(np.float64), curl.astype(np.float64)
+    return _masked_mean(div64**2 + curl64**2, cell)
 
 
 def div_curl_energy(
