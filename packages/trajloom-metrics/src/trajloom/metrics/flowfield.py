@@ -16,6 +16,10 @@ zewei-Zhang/TrajLoom, including its float32 arithmetic:
 - per video: mean over frames ignoring NaN; over a dataset: mean of the finite
   per-video values (`video_mean`).
 
+The released script sums in float32, and a float32 sum's rounding depends on the
+memory layout of its input; `trajloom.metrics.runs` repeats the released loading
+steps so its numbers match bit for bit, while other layouts agree to ~1e-8 relative.
+
 Units: FlowTV in pixels per frame per pixel of grid spacing; DivCurlE its square.
 """
 
