@@ -66,7 +66,7 @@ def test_nothing_visible_is_nan_with_warning():
 def test_nan_in_ground_truth_is_left_out_with_warning():
     gt = np.zeros((1, 3, 2))
     gt[0, 1] = np.nan
-    pred = np.zeros((1, 3, 2)) + [0.0, 2.0]
+    pred = np.zeros((1, 3, 2)) + np.array([0.0, 2.0])
     with pytest.warns(RuntimeWarning, match="non-finite"):
         assert vepe(pred, gt) == pytest.approx(2.0)
 
