@@ -1,0 +1,131 @@
+"""On-policy K-step loss: its limits, the detached rollout, clamped targets, the switch."""
+
+import pytest
+import torch
+
+from trajloom.flow.losses import weighted_token_mse
+from trajloom.flow.onpolicy import (
+    OnPolicyConfig,
+    endpoint_targets,
+    onpolicy_loss,
+    sub_batch_indices,
+)
+from trajloom.flow.samplers import logit_time_grid
+
+
+def _latents(b=2, t=5, n=6, c=3, seed=0):
+    return torch.randn(
+        b, t, n, c, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+    )
+
+
+@pytest.mark.parametrize("steps", [1, 3, 6])
+def test_exact_straight_field_gives_zero_loss_and_the_interpolation_path(steps):
+    x0, x1, z_hist = _latents(seed=1), _latents(seed=2), _latents(t=4, seed=3)
+    vis = (_latents(seed=4)[..., 0] > 0).double()
+    out = onpolicy_loss(
+        lambda x, t: x1 - x0, x1, z_hist, x0=x0, token_vis=vis, config=OnPolicyConfig(steps=steps)
+    )
+    assert float(out.loss) < 1e-20 and float(out.rollout) < 1e-20 and float(out.endpoint) < 1e-20
+    # on the exact field the visited states are the flow-matching interpolation states
+    for tau, state in zip(out.times.tolist(), out.states, strict=True):
+        torch.testing.assert_close(state, (1 - tau) * x0 + tau * x1)
+
+
+def test_one_step_without_extra_terms_is_flow_matching_at_t0():
+    x0, x1, z_hist = _latents(seed=1), _latents(seed=2), _latents(t=4, seed=3)
+    a = torch.tensor(0.7, dtype=torch.float64)
+
+    def field(x, t):
+        return a * x + t.view(-1, 1, 1, 1).to(x.dtype)
+
+    cfg = OnPolicyConfig(steps=1, weight_to_source=0.0, weight_endpoint=0.0, weight=0.3)
+    out = onpolicy_loss(field, x1, z_hist, x0=x0, config=cfg)
+    fm_at_0 = weighted_token_mse(field(x0, torch.zeros(2)), x1 - x0)
+    torch.testing.assert_close(out.loss, 0.3 * fm_at_0.float())
+
+
+def test_rollout_is_detached_euler_and_gradients_reach_the_model():
+    x0, x1, z_hist = _latents(seed=1), _latents(seed=2), _latents(t=4, seed=3)
+    w = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
+    out = onpolicy_loss(lambda x, t: w * x, x1, z_hist, x0=x0, config=OnPolicyConfig(steps=3))
+    assert not out.states.requires_grad
+    taus = logit_time_grid(3, dtype=torch.float64)
+    expected = x0
+    for k in range(3):
+        torch.testing.assert_close(out.states[k], expected)
+        expected = expected + (taus[k + 1] - taus[k]) * 0.5 * expected
+    (grad,) = torch.autograd.grad(out.loss, w)
+    assert torch.isfinite(grad) and float(grad) != 0.0
+
+
+def test_endpoint_term_by_hand_for_a_zero_field():
+    x0, x1, z_hist = _latents(seed=1), _latents(seed=2), _latents(t=4, seed=3)
+    cfg = OnPolicyConfig(steps=4, weight_to_source=0.0, weight=1.0, weight_endpoint=1.0)
+    out = onpolicy_loss(lambda x, t: torch.zeros_like(x), x1, z_hist, x0=x0, config=cfg)
+    # the rollout never moves; every implied endpoint is x0
+    torch.testing.assert_close(out.endpoint, (x0 - x1).pow(2).mean().float())
+    taus = out.times.double()
+    expected_roll = torch.stack(
+        [((x1 - x0) / max(1 - float(t), 0.05)).pow(2).mean() for t in taus]
+    ).mean()
+    torch.testing.assert_close(out.rollout, expected_roll.float())
+
+
+def test_denominators_are_clamped():
+    x0, x1, state = _latents(seed=1), _latents(seed=2), _latents(seed=3)
+    to_data, to_source = endpoint_targets(state, x0, x1, tau=0.999, denom_min=0.05)
+    torch.testing.assert_close(to_data, (x1 - state) / 0.05)
+    torch.testing.assert_close(to_source, (state - x0) / 0.999)
+    to_data, to_source = endpoint_targets(state, x0, x1, tau=0.0, denom_min=0.05)
+    torch.testing.assert_close(to_source, (state - x0) / 0.05)
+    # a grid crowded at t = 1 keeps the targets finite
+    out = onpolicy_loss(
+        lambda x, t: torch.zeros_like(x),
+        x1,
+        state,
+        x0=x0,
+        config=OnPolicyConfig(steps=8, grid_scale=30.0),
+    )
+    assert torch.isfinite(out.loss)
+
+
+def test_visibility_weights_apply_to_rollout_not_endpoint():
+    x0, x1, z_hist = _latents(seed=1), _latents(seed=2), _latents(t=4, seed=3)
+    vis = torch.ones(2, 5, 6, dtype=torch.float64)
+    vis[:, :, :3] = 0
+
+    def field(x, t):
+        return torch.zeros_like(x)
+
+    plain = onpolicy_loss(field, x1, z_hist, x0=x0)
+    masked = onpolicy_loss(field, x1, z_hist, x0=x0, token_vis=vis)
+    assert float(masked.rollout) != pytest.approx(float(plain.rollout))
+    torch.testing.assert_close(masked.endpoint, plain.endpoint)
+
+
+def test_disabled_is_the_without_on_policy_ablation():
+    calls = []
+
+    def field(x, t):
+        calls.append(1)
+        return x
+
+    x1, z_hist = _latents(seed=2), _latents(t=4, seed=3)
+    out = onpolicy_loss(field, x1, z_hist, config=OnPolicyConfig(enabled=False))
+    assert float(out.loss) == 0.0 and not calls
+    onpolicy_loss(field, x1, z_hist, config=OnPolicyConfig(steps=3))
+    assert len(calls) == 3
+
+
+def test_sub_batch_indices():
+    idx = sub_batch_indices(32, 8, generator=torch.Generator().manual_seed(0))
+    assert idx.shape == (8,) and len(set(idx.tolist())) == 8 and int(idx.max()) < 32
+    assert sub_batch_indices(3, 8).shape == (3,)
+
+
+def test_config_round_trip_and_validation():
+    cfg = OnPolicyConfig(steps=6, weight=0.2)
+    assert OnPolicyConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="denom_min"):
+        OnPolicyConfig(denom_min=0.0)
