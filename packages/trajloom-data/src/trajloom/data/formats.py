@@ -63,7 +63,15 @@ MANIFEST_NAME = "manifest.json"
 
 
 class FormatError(ValueError):
-    """A file does not follow its format; the message names the file and what is wrong."""
+    """A file does not follow its format; the message names the file and what is wrong.
+
+    `reason` is a short tag for statistics: missing_file, missing_key, missing_member,
+    corrupt_member, bad_shape, nan_tracks, bad_meta.
+    """
+
+    def __init__(self, message: str, reason: str = "bad_format") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def canonical_id(path_or_name: str | os.PathLike) -> str:
@@ -89,18 +97,20 @@ def shard_key(video_id: str) -> str:
 
 def _check_pair(tracks: np.ndarray, vis: np.ndarray, where: str, *, allow_nonfinite: bool) -> None:
     if tracks.ndim != 3 or tracks.shape[-1] != 2:
-        raise FormatError(f"{where}: tracks must be 't n 2', got shape {tracks.shape}")
+        raise FormatError(f"{where}: tracks must be 't n 2', got shape {tracks.shape}", "bad_shape")
     if tracks.shape[0] < 1 or tracks.shape[1] < 1:
-        raise FormatError(f"{where}: tracks are empty (shape {tracks.shape})")
+        raise FormatError(f"{where}: tracks are empty (shape {tracks.shape})", "bad_shape")
     if vis.shape != tracks.shape[:2]:
         raise FormatError(
-            f"{where}: visibility has shape {vis.shape}, expected {tracks.shape[:2]} (tracks' t n)"
+            f"{where}: visibility has shape {vis.shape}, expected {tracks.shape[:2]} (tracks' t n)",
+            "bad_shape",
         )
     if not allow_nonfinite and not np.isfinite(tracks).all():
         bad = int((~np.isfinite(tracks)).sum())
         raise FormatError(
             f"{where}: tracks hold {bad} NaN/inf coordinates; fill occluded points with a finite "
-            "position and mark them invisible"
+            "position and mark them invisible",
+            "nan_tracks",
         )
 
 
@@ -115,7 +125,7 @@ def load_released_npz(
     """
     path = Path(path)
     if not path.is_file():
-        raise FormatError(f"{path}: file does not exist")
+        raise FormatError(f"{path}: file does not exist", "missing_file")
     try:
         with np.load(path, allow_pickle=False) as data:
             keys = list(data.keys())
@@ -124,14 +134,15 @@ def load_released_npz(
             if tkey is None or vkey is None:
                 raise FormatError(
                     f"{path}: needs a tracks key ({'|'.join(RELEASED_TRACK_KEYS)}) and a "
-                    f"visibility key ({'|'.join(RELEASED_VIS_KEYS)}); found {sorted(keys)}"
+                    f"visibility key ({'|'.join(RELEASED_VIS_KEYS)}); found {sorted(keys)}",
+                    "missing_key",
                 )
             tracks_nt = np.asarray(data[tkey], dtype=np.float32)
             vis_nt = np.asarray(data[vkey])
     except FormatError:
         raise
     except (OSError, ValueError, EOFError) as err:
-        raise FormatError(f"{path}: not a readable npz ({err})") from err
+        raise FormatError(f"{path}: not a readable npz ({err})", "corrupt_member") from err
     if tracks_nt.ndim != 3 or tracks_nt.shape[-1] != 2:
         raise FormatError(f"{path}: '{tkey}' must be 'n t 2', got shape {tracks_nt.shape}")
     tracks = np.ascontiguousarray(np.swapaxes(tracks_nt, 0, 1))
@@ -273,7 +284,7 @@ def _npy_load(data: bytes, where: str) -> np.ndarray:
     try:
         return np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:
-        raise FormatError(f"{where}: not a readable .npy ({err})") from err
+        raise FormatError(f"{where}: not a readable .npy ({err})", "corrupt_member") from err
 
 
 def encode_shard_sample(sample: ShardSample) -> dict[str, Any]:
@@ -284,7 +295,7 @@ def encode_shard_sample(sample: ShardSample) -> dict[str, Any]:
     for k in _META_REQUIRED:
         if k not in sample.meta:
             raise FormatError(f"{sample.id}: meta needs '{k}' (the pixel frame of the tracks)")
-    meta = {"id": sample.id, **sample.meta}
+    meta = {**sample.meta, "id": sample.id}
     out: dict[str, Any] = {
         "__key__": shard_key(sample.id),
         "tracks.npy": _npy_bytes(tracks),
@@ -310,17 +321,19 @@ def decode_shard_sample(raw: Mapping[str, Any], *, allow_nonfinite: bool = False
     for member in ("tracks.npy", "visibility.npy", "meta.json"):
         if member not in raw:
             present = sorted(k for k in raw if not k.startswith("__"))
-            raise FormatError(f"{where}: member {member} is missing (has {present})")
+            raise FormatError(
+                f"{where}: member {member} is missing (has {present})", "missing_member"
+            )
     tracks = _npy_load(raw["tracks.npy"], f"{where}/tracks.npy")
     vis = _npy_load(raw["visibility.npy"], f"{where}/visibility.npy")
     try:
         meta = json.loads(raw["meta.json"].decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise FormatError(f"{where}/meta.json: not valid JSON ({err})") from err
+        raise FormatError(f"{where}/meta.json: not valid JSON ({err})", "bad_meta") from err
     if not isinstance(meta, dict) or any(k not in meta for k in _META_REQUIRED):
-        raise FormatError(f"{where}/meta.json: needs keys {_META_REQUIRED}")
+        raise FormatError(f"{where}/meta.json: needs keys {_META_REQUIRED}", "bad_meta")
     if vis.dtype != np.bool_:
-        raise FormatError(f"{where}/visibility.npy: must be bool, got {vis.dtype}")
+        raise FormatError(f"{where}/visibility.npy: must be bool, got {vis.dtype}", "bad_shape")
     _check_pair(tracks, vis, where, allow_nonfinite=allow_nonfinite)
     text = _npy_load(raw["text.npy"], f"{where}/text.npy") if "text.npy" in raw else None
     latent = (
