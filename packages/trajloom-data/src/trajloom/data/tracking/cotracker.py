@@ -1,0 +1,150 @@
+"""CoTracker3 offline (Karaev et al. 2024, ``facebookresearch/co-tracker``) from a local clone.
+
+Follows the repository's ``CoTrackerPredictor`` for sparse queries: frames are resized
+to the model resolution (384x512, ``align_corners=True`` scaling of coordinates), a 6x6
+support grid on frame 0 is added to the queries, the model runs forward in time and
+again on the time-reversed clip for the frames before each query, and visibility is
+``visibility * confidence > vis_threshold``. Weights are read with
+``torch.load(weights_only=True)``; nothing is fetched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from trajloom.data.tracking._clone import (
+    check_clone,
+    check_weights,
+    clone_imports,
+    import_from_clone,
+    load_weights,
+)
+from trajloom.data.tracking.base import TrackResult
+from trajloom.data.tracking.tracker import resolve_queries
+from trajloom.encoding import GridSpec
+
+__all__ = ["COTRACKER_FILES", "CoTracker3", "CoTracker3Config"]
+
+_URL = "https://github.com/facebookresearch/co-tracker"
+#: Files a clone must hold (relative to its root).
+COTRACKER_FILES = (
+    "cotracker/__init__.py",
+    "cotracker/models/core/cotracker/cotracker3_offline.py",
+    "cotracker/models/core/cotracker/cotracker3_online.py",
+    "cotracker/models/core/model_utils.py",
+)
+
+
+@dataclass(frozen=True)
+class CoTracker3Config:
+    """Where the user's CoTracker3 lives, and how to run it."""
+
+    repo_path: str  # local clone of facebookresearch/co-tracker
+    weights_path: str  # scaled_offline.pth (CoTracker3 offline)
+    window_len: int = 60  # the offline model's window; 60 for scaled_offline.pth
+    iters: int = 6  # refinement iterations (the predictor's value)
+    support_grid: int = 6  # extra g x g points on frame 0 that give the model context; 0: none
+    vis_threshold: float = 0.6  # visible when visibility * confidence exceeds this
+    device: str = "auto"  # "auto": cuda when available, else cpu
+
+    def __post_init__(self) -> None:
+        if self.window_len <= 1 or self.iters <= 0 or self.support_grid < 0:
+            raise ValueError(
+                f"CoTracker3Config: window_len > 1, iters > 0, support_grid >= 0 needed; got "
+                f"{self.window_len}, {self.iters}, {self.support_grid}"
+            )
+        if not 0.0 <= self.vis_threshold <= 1.0:
+            raise ValueError(
+                f"CoTracker3Config.vis_threshold must be in [0, 1], got {self.vis_threshold}"
+            )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class CoTracker3:
+    """CoTracker3 offline loaded from ``config.repo_path`` and ``config.weights_path`` only."""
+
+    name = "cotracker3"
+
+    def __init__(self, config: CoTracker3Config) -> None:
+        import torch
+
+        self.config = config
+        self.root = check_clone(config.repo_path, COTRACKER_FILES, "cotracker3", _URL)
+        weights = check_weights(
+            config.weights_path,
+            "cotracker3",
+            "scaled_offline.pth from https://huggingface.co/facebook/cotracker3",
+        )
+        module = import_from_clone(self.root, "cotracker.models.core.cotracker.cotracker3_offline")
+        with clone_imports(self.root):
+            model = module.CoTrackerThreeOffline(
+                stride=4, corr_radius=3, window_len=config.window_len
+            )
+        model.load_state_dict(load_weights(Path(weights)), strict=True)
+        device = config.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval().requires_grad_(False)
+        self.resolution = tuple(int(v) for v in model.model_resolution)  # (H, W)
+
+    def track(
+        self,
+        frames: np.ndarray,
+        queries: np.ndarray | None = None,
+        *,
+        stride: int | None = None,
+        grid: GridSpec | None = None,
+    ) -> TrackResult:
+        """Track ``queries "n 3"`` ``(t, x, y)``, a ``stride`` grid or a ``GridSpec`` grid."""
+        import torch
+        import torch.nn.functional as F
+
+        prepared = resolve_queries(frames, queries, stride=stride, grid=grid)
+        clip, q = prepared.frames, prepared.queries
+        t_count, h, w = clip.shape[:3]
+        hm, wm = self.resolution
+        video = torch.from_numpy(clip).permute(0, 3, 1, 2).float().to(self.device)
+        video = F.interpolate(video, (hm, wm), mode="bilinear", align_corners=True)[None]
+        # align_corners scaling: pixel 0 and the last pixel map to each other.
+        to_model = np.array([(wm - 1) / (w - 1), (hm - 1) / (h - 1)])
+        qm = q.copy()
+        qm[:, 1:] *= to_model
+        n = len(q)
+        g = self.config.support_grid
+        if g:
+            ys, xs = np.meshgrid(
+                np.linspace(0, hm - 1, g + 2)[1:-1],
+                np.linspace(0, wm - 1, g + 2)[1:-1],
+                indexing="ij",
+            )
+            support = np.stack([np.zeros(g * g), xs.ravel(), ys.ravel()], -1)
+            qm = np.concatenate([qm, support])
+        queries_t = torch.from_numpy(qm).float()[None].to(self.device)
+        with torch.no_grad(), clone_imports(self.root):
+            tracks, vis, conf, _ = self.model(
+                video=video, queries=queries_t, iters=self.config.iters
+            )
+            if q[:, 0].max() > 0:
+                flipped = queries_t.clone()
+                flipped[..., 0] = t_count - 1 - flipped[..., 0]
+                b_tracks, b_vis, b_conf, _ = self.model(
+                    video=video.flip(1), queries=flipped, iters=self.config.iters
+                )
+                before = (
+                    torch.arange(t_count, device=self.device)[:, None] < queries_t[0, :, 0][None]
+                )
+                tracks[0][before] = b_tracks[0].flip(0)[before]
+                vis[0][before] = b_vis[0].flip(0)[before]
+                conf[0][before] = b_conf[0].flip(0)[before]
+        tracks = tracks[0, :, :n].cpu().numpy().astype(np.float64) / to_model
+        score = (vis[0, :, :n] * conf[0, :, :n]).cpu().numpy()
+        frames_q = q[:, 0].astype(int)
+        tracks[frames_q, np.arange(n)] = q[:, 1:]  # the query itself is known exactly
+        score[frames_q, np.arange(n)] = 1.0
+        return prepared.finish(tracks, score > self.config.vis_threshold, score)
