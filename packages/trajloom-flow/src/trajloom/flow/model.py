@@ -117,7 +117,9 @@ def block_mean_pool(x: torch.Tensor, pool: int) -> torch.Tensor:
     deterministic pooling). Computed in float32, returned in ``x.dtype``.
     """
     if pool == 1:
-        return x
+        # Nothing to pool; the release still rounds through float32, which only float64
+        # inputs notice. Kept so that float64 runs reproduce it.
+        return x.float().to(x.dtype)
     b, h, w, d = x.shape
     ho, wo = -(-h // pool), -(-w // pool)
     padded = x.float().new_zeros(b, ho * pool, wo * pool, d)
@@ -622,9 +624,10 @@ def generator_flops_breakdown(config: GeneratorConfig, batch: int = 1) -> dict[s
         s_ctx = k * parts * pooled
     pairs = c.depth // 2
     linear = 2 * tokens * (3 * d * d + d * d)  # qkv + proj of self-attention
-    linear += 2 * tokens * 2 * d * d  # q + proj of cross-attention
     linear += 2 * tokens * 2 * d * c.mlp_hidden  # MLP
-    out["block_linear"] = c.depth * linear
+    # q + proj of cross-attention: in every temporal block, in spatial blocks with a context
+    xattn_blocks = pairs * (2 if s_ctx else 1)
+    out["block_linear"] = c.depth * linear + xattn_blocks * 2 * tokens * 2 * d * d
     kv = 2 * (batch * n * t_ctx) * d * 2 * d  # temporal blocks: per-token history
     if s_ctx:
         kv_spatial = 2 * (batch * s_ctx) * d * 2 * d

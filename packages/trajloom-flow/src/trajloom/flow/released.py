@@ -1,0 +1,135 @@
+"""Load the authors' released TrajLoom-Flow checkpoints (``zewei-Zhang/TrajLoom``).
+
+The released files are ``torch.save`` dicts: ``{"generator": state_dict}`` for the
+generator (its loader also tries ``"model"``) and ``{"model": state_dict}`` for the
+visibility predictor (also ``"predictor"``), with the architecture in JSON configs
+(``configs/trajloom_generator_config.json``, section ``generator``;
+``configs/vis_predictor_config.json``, section ``predictor``). They are read with
+``torch.load(..., weights_only=True)`` (tensors only, no code) and loaded strictly: a
+missing or unexpected key, or a shape mismatch, is an error.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trajloom.flow.config import GeneratorConfig
+from trajloom.flow.model import TrajLoomGenerator
+from trajloom.flow.visibility import VisibilityConfig, VisibilityPredictor
+
+__all__ = [
+    "from_released",
+    "read_released_state_dict",
+    "released_generator_config",
+    "released_visibility_config",
+    "visibility_from_released",
+]
+
+PathLike = str | Path
+ConfigSource = PathLike | Mapping[str, Any]
+
+_GENERATOR_KEYS = ("generator", "model")
+_VISIBILITY_KEYS = ("model", "predictor")
+_GENERIC_KEYS = ("state_dict", "model_state_dict")
+
+
+def _read_json(source: ConfigSource) -> dict[str, Any]:
+    if isinstance(source, Mapping):
+        return dict(source)
+    path = Path(source)
+    if not path.is_file():
+        raise FileNotFoundError(f"released config JSON not found: {path}")
+    with path.open() as f:
+        return json.load(f)
+
+
+def released_generator_config(config_json: ConfigSource) -> GeneratorConfig:
+    """:class:`GeneratorConfig` from a released generator config (file, full dict or its section)."""
+    d = _read_json(config_json)
+    section = d.get("generator", d)
+    if not isinstance(section, Mapping) or "hidden_size" not in section:
+        raise ValueError(
+            "released generator config has no 'generator' section with 'hidden_size'; pass "
+            "configs/trajloom_generator_config.json or its 'generator' dict"
+        )
+    return GeneratorConfig.from_dict(dict(section))
+
+
+def released_visibility_config(config_json: ConfigSource) -> VisibilityConfig:
+    """:class:`VisibilityConfig` from a released visibility config (file, dict or section).
+
+    The head is the ``predictor`` section; ``temp_stride`` (top level, default 4) gives the
+    temporal factor and ``eval.thresh`` (default 0.5) the threshold.
+    """
+    d = _read_json(config_json)
+    section = d.get("predictor", d)
+    arch_names = {f.name for f in fields(VisibilityConfig)} - {"temporal_factor", "threshold"}
+    if "predictor" in d:
+        unknown = sorted(set(section) - arch_names)
+        if unknown:
+            raise ValueError(f"released visibility 'predictor' section has unknown keys {unknown}")
+    arch = {k: v for k, v in section.items() if k in arch_names}
+    evaluation = d.get("eval")
+    threshold = evaluation.get("thresh", 0.5) if isinstance(evaluation, Mapping) else 0.5
+    return VisibilityConfig(
+        **arch, temporal_factor=int(d.get("temp_stride", 4)), threshold=float(threshold)
+    )
+
+
+def read_released_state_dict(
+    checkpoint: PathLike, keys: tuple[str, ...] = _GENERATOR_KEYS
+) -> dict[str, torch.Tensor]:
+    """The state dict inside a released ``.pt`` (``weights_only=True``), tried under ``keys``.
+
+    Falls back to ``state_dict`` / ``model_state_dict`` and to a bare state dict, as the
+    released loader does.
+    """
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"released checkpoint not found: {path}")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(ckpt, Mapping):
+        for key in (*keys, *_GENERIC_KEYS):
+            if isinstance(ckpt.get(key), Mapping):
+                return dict(ckpt[key])
+        if ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+            return dict(ckpt)
+    found = list(ckpt) if isinstance(ckpt, Mapping) else type(ckpt).__name__
+    raise ValueError(
+        f"{path}: no state dict under {[*keys, *_GENERIC_KEYS]} and not a bare state dict "
+        f"(found {found})"
+    )
+
+
+def _load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
+    result = module.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(
+            f"{source} does not match the configured {type(module).__name__}: missing keys "
+            f"{result.missing_keys}, unexpected keys {result.unexpected_keys}; check that the "
+            "config JSON is the one released with this checkpoint"
+        )
+
+
+def from_released(checkpoint: PathLike, config_json: ConfigSource) -> TrajLoomGenerator:
+    """A :class:`TrajLoomGenerator` with the released weights, in eval mode, on the CPU."""
+    config = released_generator_config(config_json)
+    model = TrajLoomGenerator(config)
+    _load_strict(model, read_released_state_dict(checkpoint, _GENERATOR_KEYS), Path(checkpoint))
+    return model.eval()
+
+
+def visibility_from_released(
+    checkpoint: PathLike, config_json: ConfigSource
+) -> VisibilityPredictor:
+    """A :class:`VisibilityPredictor` with the released weights, in eval mode, on the CPU."""
+    config = released_visibility_config(config_json)
+    model = VisibilityPredictor(config)
+    _load_strict(model, read_released_state_dict(checkpoint, _VISIBILITY_KEYS), Path(checkpoint))
+    return model.eval()
