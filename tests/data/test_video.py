@@ -152,3 +152,44 @@ def test_decode_from_bytes_matches_file(tmp_path):
     np.testing.assert_array_equal(from_bytes, read_video(path, start=2, num_frames=3))
     with pytest.raises(VideoReadError, match=r"shard/x\.mp4"):
         read_video(b"\x00" * 64, name="shard/x.mp4")
+
+
+def test_seeking_into_a_long_gop_clip_matches_sequential_decode(tmp_path):
+    import av
+
+    clip = _smooth_clip(40, 32, 48)
+    path = tmp_path / "gop.mp4"
+    # keyframes every 8 frames so that a late start seeks rather than decodes from 0
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 48, 32, "yuv420p"
+        stream.options = {"g": "8", "keyint_min": "8", "crf": "10"}
+        for f in clip:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    full = read_video(path)
+    for start in (1, 7, 8, 9, 23, 39):
+        np.testing.assert_array_equal(
+            read_video(path, start=start, num_frames=1), full[start : start + 1]
+        )
+    np.testing.assert_array_equal(read_video(path, start=17), full[17:])
+    with pytest.raises(VideoReadError, match="outside the clip"):
+        read_video(path, start=38, num_frames=3)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared real data not found at {SHARED}")
+@pytest.mark.parametrize("clip", [c for c in _shared_clips() if c.is_file()], ids=lambda p: p.name)
+def test_seek_equals_sequential_on_shared_clips(clip):
+    import av
+
+    total = probe_video(clip).num_frames
+    with av.open(str(clip)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(frames) == total
+    for start in (total // 3, total - 3):
+        np.testing.assert_array_equal(
+            read_video(clip, start=start, num_frames=3), np.stack(frames[start : start + 3])
+        )

@@ -220,25 +220,61 @@ def read_video(
     size = _check_size(size, label)
     _check_range(start, num_frames, label)
     stop = None if num_frames is None else start + num_frames
-    frames: list[np.ndarray] = []
-    index = -1
     with _open(source, label) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        try:
-            for index, frame in enumerate(container.decode(stream)):
-                if stop is not None and index >= stop:
-                    break
-                if index >= start:
-                    frames.append(_resize_one(frame.to_ndarray(format="rgb24"), size))
-        except av.FFmpegError as err:
-            raise VideoReadError(f"{label}: decoding failed after frame {index} ({err})") from err
-    total = index + 1
+        result = _decode_range(container, label, start, stop, size, seek=start > 0)
+    if result is None:
+        # the seek landed after the first wanted frame (odd timestamps): decode from the start
+        with _open(source, label) as container:
+            result = _decode_range(container, label, start, stop, size, seek=False)
+    assert result is not None  # without seeking every frame is counted
+    frames, total = result
     if total == 0:
         raise VideoReadError(f"{label}: the video stream holds no decodable frames")
     if not frames or (num_frames is not None and len(frames) < num_frames):
         raise _range_error(label, start, num_frames, total)
     return np.stack(frames)
+
+
+def _decode_range(
+    container: av.container.InputContainer,
+    label: str,
+    start: int,
+    stop: int | None,
+    size: tuple[int, int] | None,
+    *,
+    seek: bool,
+) -> tuple[list[np.ndarray], int] | None:
+    """Frames [start, stop) and the index after the last decoded one; None if a seek overshot.
+
+    With `seek`, jumps to the keyframe before `start` and numbers frames by their
+    timestamps (constant frame rate assumed), so late ranges of long clips decode fast.
+    """
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    rate, base, origin = stream.average_rate, stream.time_base, stream.start_time
+    seek = seek and bool(rate) and base is not None and origin is not None
+    if seek:
+        fps = float(rate)
+        container.seek(origin + int(start / fps / base), stream=stream, backward=True)
+    frames: list[np.ndarray] = []
+    index = -1
+    try:
+        for count, frame in enumerate(container.decode(stream)):
+            if seek:
+                if frame.pts is None:
+                    return None
+                index = round(float((frame.pts - origin) * base) * fps)
+                if count == 0 and index > start:
+                    return None
+            else:
+                index = count
+            if stop is not None and index >= stop:
+                break
+            if index >= start:
+                frames.append(_resize_one(frame.to_ndarray(format="rgb24"), size))
+    except av.FFmpegError as err:
+        raise VideoReadError(f"{label}: decoding failed after frame {index} ({err})") from err
+    return frames, index + 1
 
 
 def _read_image(file: Path) -> np.ndarray:
