@@ -1,15 +1,264 @@
-"""Command line of the bench app."""
+"""`uv run apps/bench build|eval`: build TrajLoomBench and score methods on it.
+
+    uv run apps/bench build BENCH --source kinetics=/data/kinetics --source synthetic=64
+    uv run apps/bench eval BENCH --method static=baseline:static --method ours=runs/exp1 --out results
+
+See `build.py` and `evaluate.py` for what is built and how it is scored.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=False)
+from trajloom.data.formats import FormatError
+from trajloom_bench.build import (
+    BenchConfig,
+    build_released_source,
+    build_synthetic_source,
+    build_video_source,
+    write_bench_index,
+)
+from trajloom_bench.evaluate import (
+    EvalConfig,
+    bench_sources,
+    format_markdown,
+    predict_source,
+    score_source,
+    write_results,
+)
+from trajloom_bench.methods import MethodError, load_method, parse_method, resolve_device
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="TrajLoomBench: build the benchmark from sources, score methods on it.",
+)
 
 
-@app.callback(invoke_without_command=True)
-def _root() -> None:
-    """Not built yet: see the project's issues."""
-    typer.echo("trajloom-bench: not built yet")
-    raise typer.Exit(code=2)
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code=2)
+
+
+def _pairs(values: list[str], option: str) -> list[tuple[str, str]]:
+    pairs = []
+    for value in values:
+        name, sep, target = value.partition("=")
+        if not sep or not name or not target:
+            raise _fail(f"{option} {value!r}: expected NAME=VALUE")
+        pairs.append((name, target))
+    names = [n for n, _ in pairs]
+    if len(set(names)) != len(names):
+        raise _fail(f"{option}: source names must be unique, got {names}")
+    return pairs
+
+
+@app.command()
+def build(
+    out: Annotated[Path, typer.Argument(help="Bench folder to write (one subfolder per source).")],
+    source: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME=FOLDER of raw videos, or synthetic=COUNT; repeatable. Paper groups: "
+            "kinetics, robotap, kubric, magicdata."
+        ),
+    ] = None,
+    released: Annotated[
+        list[str] | None, typer.Option(help="NAME=FOLDER in the released TrajLoomDatasets layout.")
+    ] = None,
+    width: int = 832,
+    height: int = 480,
+    stride: Annotated[int, typer.Option(help="Track grid stride (390 points at 832x480).")] = 32,
+    history: int = 81,
+    future: int = 81,
+    fps: Annotated[
+        float | None, typer.Option(help="Resample videos to this frame rate (default: keep).")
+    ] = None,
+    windows_per_video: int = 1,
+    window_stride: Annotated[
+        int | None, typer.Option(help="Frames between windows (default: one window).")
+    ] = None,
+    tracker: Annotated[str, typer.Option(help="flow (built in), alltracker, cotracker3.")] = "flow",
+    store_video: Annotated[
+        bool, typer.Option(help="Keep the window's frames in the shard.")
+    ] = True,
+    maxcount: int = 256,
+    seed: int = 0,
+    quiet: bool = False,
+) -> None:
+    """Build TrajLoomBench sources into shards + manifests, and OUT/bench.json."""
+    if released is None:
+        released = []
+    if source is None:
+        source = []
+    if not source and not released:
+        raise _fail("give at least one --source NAME=FOLDER, synthetic=COUNT or --released")
+    try:
+        cfg = BenchConfig(
+            width=width,
+            height=height,
+            stride=stride,
+            history=history,
+            future=future,
+            fps=fps,
+            windows_per_video=windows_per_video,
+            window_stride=window_stride,
+            tracker=tracker,
+            store_video=store_video,
+            maxcount=maxcount,
+            seed=seed,
+        )
+    except ValueError as err:
+        raise _fail(str(err)) from None
+    sources = _pairs(source, "--source")
+    releases = _pairs(released, "--released")
+    clash = {n for n, _ in sources} & {n for n, _ in releases}
+    if clash:
+        raise _fail(f"source names used twice: {sorted(clash)}")
+    progress = (lambda _: None) if quiet else (lambda msg: typer.echo(msg))
+    manifests = {}
+    tracker_obj = None
+    try:
+        for name, target in sources:
+            dest = out / name
+            if dest.exists():
+                shutil.rmtree(dest)
+            if name == "synthetic" or target.isdigit():
+                if not target.isdigit():
+                    raise ValueError(f"--source synthetic={target}: give the number of clips")
+                manifests[name] = build_synthetic_source(
+                    name, int(target), dest, cfg, progress=progress
+                )
+            else:
+                if tracker_obj is None:
+                    from trajloom.data.tracking import make_tracker
+
+                    tracker_obj = make_tracker(cfg.tracker)
+                manifests[name] = build_video_source(
+                    name, Path(target), dest, cfg, tracker_obj, progress=progress
+                )
+        for name, target in releases:
+            dest = out / name
+            if dest.exists():
+                shutil.rmtree(dest)
+            manifests[name] = build_released_source(name, Path(target), dest, cfg)
+    except (ValueError, FormatError) as err:
+        raise _fail(str(err)) from None
+    index = write_bench_index(out, cfg, manifests)
+    for name, manifest in manifests.items():
+        typer.echo(
+            f"{name}: {manifest['num_samples']} clips, {len(manifest.get('skipped', []))} skipped"
+        )
+        for reason in manifest.get("skipped", []):
+            typer.echo(f"  skipped: {reason}")
+    typer.echo(f"wrote {index}")
+
+
+@app.command("eval")
+def evaluate(
+    bench: Annotated[Path, typer.Argument(help="Bench folder written by `bench build`.")],
+    method: Annotated[
+        list[str],
+        typer.Option(
+            help="NAME=SPEC, repeatable. SPEC: baseline:static|constvel, a trained-set folder "
+            "(or apps/train run folder), released:DIR, vae:DIR, runs:DIR (run folders "
+            "<source>/<video>/ made elsewhere)."
+        ),
+    ],
+    out: Annotated[Path, typer.Option(help="Where run folders and tables go.")] = Path(
+        "bench-results"
+    ),
+    source: Annotated[list[str] | None, typer.Option(help="Only these sources.")] = None,
+    clip_len: Annotated[int, typer.Option(help="FVMD clip length (released README: 24).")] = 24,
+    clip_stride: int = 1,
+    seed: int = 0,
+    limit: Annotated[int | None, typer.Option(help="At most this many clips per source.")] = None,
+    device: Annotated[
+        str, typer.Option(help="auto (GPU when present), cpu, cuda, cuda:1.")
+    ] = "auto",
+    solver: str = "euler",
+    steps: int = 100,
+    quiet: bool = False,
+) -> None:
+    """Score methods per source: FVMD, FVMD-Long, FlowTV, DivCurlE (and VEPE)."""
+    if source is None:
+        source = []
+    try:
+        cfg = EvalConfig(clip_len=clip_len, clip_stride=clip_stride, seed=seed, limit=limit)
+        names, sources = bench_sources(bench, source or None)
+        specs = [parse_method(m) for m in method]
+    except (ValueError, MethodError) as err:
+        raise _fail(str(err)) from None
+    if len({s.name for s in specs}) != len(specs):
+        raise _fail(f"method names must be unique, got {[s.name for s in specs]}")
+    progress = (lambda _: None) if quiet else (lambda msg: typer.echo(msg))
+    torch_device = resolve_device(device)
+    from trajloom_bench.build import read_bench
+
+    bench_cfg = read_bench(bench).get("config", {})
+    split = (int(bench_cfg.get("history", 81)), int(bench_cfg.get("future", 81)))
+    stride = float(bench_cfg.get("stride", 32))
+    results: dict[str, dict[str, dict]] = {}
+    failures: list[str] = []
+    for spec in specs:
+        try:
+            forecaster = (
+                None
+                if spec.kind == "runs"
+                else load_method(spec, torch_device, solver=solver, steps=steps)
+            )
+        except (MethodError, ValueError, FileNotFoundError) as err:
+            raise _fail(f"method {spec.name}: {err}") from None
+        results[spec.name] = {}
+        for name in names:
+            if forecaster is None:
+                runs = Path(spec.target) / name
+                if not runs.is_dir():
+                    failures.append(f"{spec.name}/{name}: {runs} does not exist")
+                    continue
+            else:
+                runs = out / "runs" / spec.name / name
+                if runs.exists():
+                    shutil.rmtree(runs)
+                failures += predict_source(
+                    bench,
+                    name,
+                    sources[name],
+                    spec,
+                    forecaster,
+                    runs,
+                    cfg,
+                    split=split,
+                    progress=progress,
+                )
+            try:
+                results[spec.name][name] = score_source(runs, cfg, stride)
+            except ValueError as err:
+                failures.append(f"{spec.name}/{name}: cannot score ({err})")
+    settings = {
+        "bench": str(bench),
+        "clip_len": clip_len,
+        "clip_stride": clip_stride,
+        "fvmd_long": "one clip over the whole future",
+        "use_gt_visibility": True,
+        "flow_use_visibility": True,
+        "grid_stride": stride,
+        "seed": seed,
+        "solver": solver,
+        "steps": steps,
+        "methods": {s.name: f"{s.kind}:{s.target}" for s in specs},
+    }
+    paths = write_results(out, results, names, settings, failures)
+    typer.echo(format_markdown(results, names))
+    for failure in failures:
+        typer.echo(f"failed: {failure}", err=True)
+    typer.echo(f"wrote {', '.join(str(p) for p in paths.values())}")
+    if failures:
+        raise typer.Exit(code=1)
 
 
 def main() -> None:

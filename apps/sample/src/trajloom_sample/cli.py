@@ -1,15 +1,279 @@
-"""Command line of the sample app."""
+"""`uv run apps/sample INPUT... --checkpoint CKPT --out OUT`: futures for videos, npz or shards.
 
+For every clip: sample ``--num-samples`` futures and write
+
+* ``OUT/runs/sample_<k>/<id>/`` — released-layout run folders (``trajloom-metrics score
+  OUT/runs/sample_000`` and the released benchmark scripts read them);
+* ``OUT/wanmove/sample_<k>/<id>_tracks.npy`` / ``_visibility.npy`` / ``_image.jpg`` — the
+  Wan-Move export (see ``export.py`` for which frames);
+* ``OUT/renders/<id>.mp4`` (+ ``.gif``) — history and sample 0 over the video, and
+  ``OUT/renders/<id>_grid.mp4`` — every sample side by side;
+* ``OUT/summary.json`` — what was done, and what failed and why.
+
+A bad input is reported and skipped; the exit code is 1 when any input failed, 2 when
+nothing could start (bad checkpoint, bad options).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=False)
+from trajloom.data.video import write_video
+from trajloom_sample.export import write_sample_runs, write_wanmove_export
+from trajloom_sample.inputs import Clip, InputError, expand_inputs, load_clips
+from trajloom_sample.model import CheckpointError, Forecaster, load_forecaster, resolve_device
+from trajloom_sample.render import RenderConfig, render_grid, render_overlay
+
+app = typer.Typer(add_completion=False, no_args_is_help=True)
 
 
-@app.callback(invoke_without_command=True)
-def _root() -> None:
-    """Not built yet: see the project's issues."""
-    typer.echo("trajloom-sample: not built yet")
-    raise typer.Exit(code=2)
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code=2)
+
+
+def process_clip(
+    clip: Clip,
+    forecaster: Forecaster,
+    out: Path,
+    *,
+    num_samples: int,
+    seed: int,
+    render: bool,
+    gif: bool,
+    wanmove_frames: int | None,
+    render_config: RenderConfig,
+) -> dict[str, Any]:
+    """Forecast one clip and write its run folders, Wan-Move export and renders."""
+    grid = forecaster.grid
+    future = forecaster.future
+    start = time.perf_counter()
+    forecast = forecaster.forecast(
+        clip.hist_tracks,
+        clip.hist_vis,
+        frames=clip.frames[: clip.history] if clip.frames is not None else None,
+        caption=clip.caption,
+        num_samples=num_samples,
+        seed=seed,
+    )
+    seconds = time.perf_counter() - start
+    meta = {
+        "id": clip.id,
+        "source": clip.source,
+        "caption": clip.caption,
+        "hist_len": clip.history,
+        "future_len": future,
+        "grid_stride": grid.stride,
+        "noise_seed": seed,
+        **forecaster.describe(),
+    }
+    runs = write_sample_runs(
+        out / "runs",
+        clip.id,
+        grid=grid,
+        pred_tracks=forecast.tracks,
+        pred_visibility=forecast.visibility,
+        pred_probability=forecast.probability,
+        gt_tracks=clip.fut_tracks,
+        gt_visibility=clip.fut_vis,
+        meta=meta,
+    )
+    image = clip.frames[clip.history - 1] if clip.frames is not None else None
+    exports = []
+    for k in range(forecast.tracks.shape[0]):
+        exports += write_wanmove_export(
+            out / "wanmove" / f"sample_{k:03d}",
+            clip.id,
+            hist_tracks=clip.hist_tracks,
+            hist_vis=clip.hist_vis,
+            fut_tracks=forecast.tracks[k],
+            fut_vis=forecast.visibility[k],
+            size=grid.size,
+            image=image,
+            num_frames=wanmove_frames,
+        )
+    renders: list[Path] = []
+    if render:
+        grid_hw = (grid.grid_h, grid.grid_w)
+        fps = clip.fps or 16.0
+        overlay = render_overlay(
+            clip.frames,
+            clip.hist_tracks,
+            clip.hist_vis,
+            forecast.tracks[0],
+            forecast.visibility[0],
+            grid_hw=grid_hw,
+            size=grid.size,
+            config=render_config,
+        )
+        renders.append(write_video(out / "renders" / f"{clip.id}.mp4", overlay, fps=fps))
+        if gif:
+            # Half size and every other frame keep GIFs small; the MP4 has everything.
+            small = overlay[::2, ::2, ::2]
+            renders.append(write_video(out / "renders" / f"{clip.id}.gif", small, fps=fps / 2))
+        if forecast.tracks.shape[0] > 1:
+            tiles = render_grid(
+                clip.frames,
+                clip.hist_tracks,
+                clip.hist_vis,
+                [
+                    (forecast.tracks[k], forecast.visibility[k])
+                    for k in range(forecast.tracks.shape[0])
+                ],
+                grid_hw=grid_hw,
+                size=grid.size,
+                config=render_config,
+            )
+            renders.append(write_video(out / "renders" / f"{clip.id}_grid.mp4", tiles, fps=fps))
+    return {
+        "id": clip.id,
+        "source": clip.source,
+        "num_samples": int(forecast.tracks.shape[0]),
+        "has_ground_truth": clip.fut_tracks is not None,
+        "seconds": round(seconds, 3),
+        "runs": [str(p) for p in runs],
+        "wanmove": [str(p) for p in exports],
+        "renders": [str(p) for p in renders],
+    }
+
+
+@app.command()
+def sample(
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            help="Videos, released-layout .npz files, shard .tar files, folders or globs."
+        ),
+    ],
+    checkpoint: Annotated[
+        str,
+        typer.Option(
+            help="A trained-set folder, an apps/train run folder holding one, released:DIR "
+            "(the authors' checkpoints and configs), or baseline:static|constvel."
+        ),
+    ],
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("samples"),
+    num_samples: Annotated[int, typer.Option(help="Futures per clip.")] = 4,
+    solver: Annotated[str, typer.Option(help="euler or dopri5.")] = "euler",
+    steps: Annotated[int, typer.Option(help="Euler steps (released: 100).")] = 100,
+    seed: int = 0,
+    device: Annotated[str, typer.Option(help="auto (GPU when present), cpu, cuda.")] = "auto",
+    tracker: Annotated[
+        str, typer.Option(help="Tracker for videos: flow, alltracker, cotracker3.")
+    ] = "flow",
+    caption: Annotated[str, typer.Option(help="Caption for inputs that have none.")] = "",
+    render: Annotated[bool, typer.Option(help="Write MP4 overlays and the sample grid.")] = True,
+    gif: Annotated[bool, typer.Option(help="Also write a GIF of the overlay.")] = True,
+    wanmove_frames: Annotated[
+        int | None, typer.Option(help="Frames of the Wan-Move export (default: the future length).")
+    ] = None,
+    trail: Annotated[int, typer.Option(help="Trail length of the renders, frames.")] = 12,
+    width: Annotated[int, typer.Option(help="Baselines only: working width.")] = 832,
+    height: Annotated[int, typer.Option(help="Baselines only: working height.")] = 480,
+    stride: Annotated[int, typer.Option(help="Baselines only: grid stride.")] = 32,
+    history: Annotated[int, typer.Option(help="Baselines only: history frames.")] = 81,
+    future: Annotated[int, typer.Option(help="Baselines only: future frames.")] = 81,
+    video_encoder: Annotated[
+        Path | None, typer.Option(help="Released checkpoints: local Wan2.1 video VAE path.")
+    ] = None,
+    text_encoder: Annotated[
+        Path | None, typer.Option(help="Released checkpoints: local umT5 text encoder path.")
+    ] = None,
+) -> None:
+    """Predict futures of every input and write run folders, Wan-Move exports and renders."""
+    if num_samples < 1:
+        raise _fail(f"--num-samples must be >= 1, got {num_samples}")
+    if solver not in ("euler", "dopri5"):
+        raise _fail(f"--solver must be euler or dopri5, got {solver!r}")
+    if steps < 1:
+        raise _fail(f"--steps must be >= 1, got {steps}")
+    try:
+        render_config = RenderConfig(trail=trail)
+        forecaster = load_forecaster(
+            checkpoint,
+            resolve_device(device),
+            solver=solver,
+            steps=steps,
+            baseline_setup={
+                "width": width,
+                "height": height,
+                "stride": stride,
+                "history": history,
+                "future": future,
+            },
+            video_encoder=video_encoder,
+            text_encoder=text_encoder,
+        )
+    except (CheckpointError, ValueError, FileNotFoundError) as err:
+        raise _fail(str(err)) from None
+    files, failures = expand_inputs(inputs)
+    failed: list[dict[str, str]] = [{"input": spec, "reason": reason} for spec, reason in failures]
+    done: list[dict[str, Any]] = []
+
+    def make_tracker():
+        from trajloom.data.tracking import make_tracker as _make
+
+        return _make(tracker)
+
+    for path in files:
+        typer.echo(f"{path}")
+        for item in load_clips(
+            path,
+            grid=forecaster.grid,
+            history=forecaster.history,
+            future=forecaster.future,
+            tracker_factory=make_tracker,
+            caption=caption,
+        ):
+            if isinstance(item, InputError):
+                failed.append({"input": str(path), "reason": str(item)})
+                typer.echo(f"  failed: {item}", err=True)
+                continue
+            try:
+                entry = process_clip(
+                    item,
+                    forecaster,
+                    out,
+                    num_samples=num_samples,
+                    seed=seed,
+                    render=render,
+                    gif=gif,
+                    wanmove_frames=wanmove_frames,
+                    render_config=render_config,
+                )
+            except (ValueError, RuntimeError, OSError) as err:
+                failed.append({"input": item.source, "reason": f"{type(err).__name__}: {err}"})
+                typer.echo(f"  failed: {item.source}: {err}", err=True)
+                continue
+            done.append(entry)
+            typer.echo(f"  {item.id}: {entry['num_samples']} samples in {entry['seconds']:.1f} s")
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {
+        "checkpoint": checkpoint,
+        "model": forecaster.describe(),
+        "num_samples": num_samples,
+        "seed": seed,
+        "done": done,
+        "failed": failed,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+    typer.echo(f"\n{len(done)} clips done, {len(failed)} failed; summary in {out / 'summary.json'}")
+    for f in failed:
+        typer.echo(f"  FAILED {f['input']}: {f['reason']}")
+    if failed or not done:
+        raise typer.Exit(code=1)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    return str(value)
 
 
 def main() -> None:

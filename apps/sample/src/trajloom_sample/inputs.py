@@ -1,0 +1,411 @@
+"""Inputs of the sample app: videos, released-layout npz files and shards, as history clips.
+
+Every input becomes one or more :class:`Clip` objects in the pixels of the model's
+working resolution (its ``GridSpec``): history tracks "th n 2" and visibility "th n",
+the ground-truth future when the input holds one, and the frames when there are any.
+
+* A video file (any container PyAV reads): frames are resized to the working
+  resolution and the grid of the ``GridSpec`` is tracked from frame 0 with the chosen
+  tracker of ``trajloom.data.tracking``. When the video holds at least
+  ``history + future`` frames the whole window is tracked and its future part kept as
+  ground truth; otherwise only the history window is tracked (no ground truth).
+* A released-layout ``<id>.npz`` (``tracks`` "n t 2", ``visibility`` "n t"): its pixels
+  are those of ``<id>.mp4`` beside it when there is one (probed), else the working
+  resolution; tracks are rescaled to the working resolution.
+* A shard ``.tar`` written by ``trajloom.data.formats.write_shards``: every sample in it.
+"""
+
+from __future__ import annotations
+
+import glob
+import re
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trajloom.data.formats import (
+    FormatError,
+    ShardSample,
+    decode_shard_sample,
+    load_released_npz,
+    read_captions_csv,
+)
+from trajloom.data.video import VIDEO_SUFFIXES, VideoReadError, probe_video, read_video
+from trajloom.encoding import GridSpec, rescale_tracks
+
+__all__ = [
+    "Clip",
+    "InputError",
+    "clip_from_arrays",
+    "clips_from_npz",
+    "clips_from_shard",
+    "clips_from_video",
+    "expand_inputs",
+    "input_kind",
+    "iter_shard_samples",
+    "load_clips",
+]
+
+NPZ_SUFFIXES = (".npz",)
+SHARD_SUFFIXES = (".tar",)
+
+
+class InputError(ValueError):
+    """An input cannot be used; the message names the file and what to do."""
+
+
+@dataclass
+class Clip:
+    """One history window (and, when known, its true future) in working-resolution pixels.
+
+    ``hist_tracks`` "th n 2" float32, ``hist_vis`` "th n" bool; ``fut_tracks`` "tf n 2"
+    and ``fut_vis`` "tf n" (ground truth) or None; ``frames`` "t h w 3" uint8 with
+    ``th <= t <= th + tf`` frames from the first history frame on, or None.
+    """
+
+    id: str
+    source: str
+    hist_tracks: np.ndarray
+    hist_vis: np.ndarray
+    fut_tracks: np.ndarray | None = None
+    fut_vis: np.ndarray | None = None
+    frames: np.ndarray | None = None
+    caption: str = ""
+    fps: float = 16.0
+
+    @property
+    def history(self) -> int:
+        return int(self.hist_tracks.shape[0])
+
+    @property
+    def num_points(self) -> int:
+        return int(self.hist_tracks.shape[1])
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def input_kind(path: Path) -> str:
+    """ "video", "npz" or "shard" from the suffix; raises InputError otherwise."""
+    suffix = path.suffix.lower()
+    if suffix in VIDEO_SUFFIXES:
+        return "video"
+    if suffix in NPZ_SUFFIXES:
+        return "npz"
+    if suffix in SHARD_SUFFIXES:
+        return "shard"
+    raise InputError(
+        f"{path}: unknown input type {suffix or '(no suffix)'!r}; give a video "
+        f"({', '.join(VIDEO_SUFFIXES)}), a released-layout .npz or a shard .tar"
+    )
+
+
+def _natural(name: str) -> list[int | str]:
+    return [int(p) if p.isdigit() else p.lower() for p in re.split(r"(\d+)", name)]
+
+
+def expand_inputs(specs: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Files named by ``specs`` (files, folders, globs), and the specs that named nothing.
+
+    A folder contributes its npz files, shards and videos (not recursively); a video
+    with an npz of the same stem beside it is left to the npz, which then uses it.
+    Returns ``(files, failures)`` where failures are ``(spec, reason)``.
+    """
+    files: list[Path] = []
+    failures: list[tuple[str, str]] = []
+    for spec in specs:
+        path = Path(spec)
+        if path.is_dir():
+            found = [
+                p
+                for p in path.iterdir()
+                if p.is_file()
+                and p.suffix.lower() in (*VIDEO_SUFFIXES, *NPZ_SUFFIXES, *SHARD_SUFFIXES)
+            ]
+            stems_with_npz = {p.stem for p in found if p.suffix.lower() in NPZ_SUFFIXES}
+            found = [
+                p
+                for p in found
+                if not (p.suffix.lower() in VIDEO_SUFFIXES and p.stem in stems_with_npz)
+            ]
+            if not found:
+                failures.append((spec, "folder holds no video, .npz or .tar input"))
+            files.extend(sorted(found, key=lambda p: _natural(p.name)))
+        elif path.exists():
+            files.append(path)
+        elif glob.has_magic(spec):
+            matched = sorted((Path(p) for p in glob.glob(spec)), key=lambda p: _natural(p.name))
+            matched = [p for p in matched if p.is_file()]
+            if not matched:
+                failures.append((spec, "glob matched no file"))
+            files.extend(matched)
+        else:
+            failures.append((spec, "file does not exist"))
+    unique: list[Path] = []
+    seen: set[Path] = set()
+    for p in files:
+        if p.resolve() not in seen:
+            seen.add(p.resolve())
+            unique.append(p)
+    return unique, failures
+
+
+# --------------------------------------------------------------------------- arrays -> clip
+
+
+def clip_from_arrays(
+    *,
+    clip_id: str,
+    source: str,
+    tracks: np.ndarray,
+    visibility: np.ndarray,
+    src_size: tuple[int, int],
+    grid: GridSpec,
+    history: int,
+    future: int,
+    frames: np.ndarray | None = None,
+    caption: str = "",
+    fps: float = 16.0,
+) -> Clip:
+    """Cut a clip's tracks "t n 2" (pixels of ``src_size``) into history and future.
+
+    Tracks are rescaled to the grid's working resolution. The clip needs at least
+    ``history`` frames and exactly ``grid.num_points`` tracks; the future is kept when
+    ``history + future`` frames are there.
+    """
+    tracks = np.asarray(tracks, dtype=np.float32)
+    visibility = np.asarray(visibility).astype(bool)
+    t, n = tracks.shape[:2]
+    if n != grid.num_points:
+        raise InputError(
+            f"{source}: holds {n} tracks but the model's grid {grid.width}x{grid.height} at "
+            f"stride {grid.stride} has {grid.num_points} points (resolution mismatch); use a "
+            "checkpoint trained for this grid or re-track the video on it"
+        )
+    if t < history:
+        raise InputError(
+            f"{source}: holds {t} frames, shorter than the model's history window of "
+            f"{history} frames; give a longer clip"
+        )
+    if tuple(src_size) != grid.size:
+        tracks = rescale_tracks(tracks, tuple(src_size), grid.size).astype(np.float32)
+    has_future = t >= history + future
+    if frames is not None and frames.shape[0] < history:
+        frames = None
+    return Clip(
+        id=clip_id,
+        source=source,
+        hist_tracks=np.ascontiguousarray(tracks[:history]),
+        hist_vis=np.ascontiguousarray(visibility[:history]),
+        fut_tracks=np.ascontiguousarray(tracks[history : history + future]) if has_future else None,
+        fut_vis=np.ascontiguousarray(visibility[history : history + future])
+        if has_future
+        else None,
+        frames=None if frames is None else frames[: history + future],
+        caption=caption,
+        fps=fps,
+    )
+
+
+# --------------------------------------------------------------------------- videos
+
+
+def clips_from_video(
+    path: Path, *, grid: GridSpec, history: int, future: int, tracker: Any, caption: str = ""
+) -> list[Clip]:
+    """Track the grid through the first ``history`` (+ ``future``) frames of a video."""
+    try:
+        info = probe_video(path)
+    except VideoReadError as err:
+        raise InputError(str(err)) from err
+    # The header count can be an estimate: decode to be sure when it matters.
+    try:
+        frames = read_video(path, size=grid.size, num_frames=history + future)
+    except VideoReadError:
+        try:
+            frames = read_video(path, size=grid.size, num_frames=history)
+        except VideoReadError as err:
+            raise InputError(
+                f"{path}: cannot read {history} history frames ({err}); the video holds "
+                f"{info.num_frames} frames, the model's history window is {history} frames"
+            ) from err
+    result = tracker.track(frames, grid=grid)
+    return [
+        clip_from_arrays(
+            clip_id=path.stem,
+            source=str(path),
+            tracks=result.tracks,
+            visibility=result.visibility,
+            src_size=grid.size,
+            grid=grid,
+            history=history,
+            future=future,
+            frames=frames,
+            caption=caption,
+            fps=info.fps or 16.0,
+        )
+    ]
+
+
+# --------------------------------------------------------------------------- released npz
+
+
+def _caption_for(npz: Path) -> str:
+    csvs = sorted(npz.parent.glob("*.csv"))
+    if len(csvs) != 1:
+        return ""
+    try:
+        return read_captions_csv(csvs[0]).get(npz.stem, "")
+    except FormatError:
+        return ""
+
+
+def clips_from_npz(
+    path: Path, *, grid: GridSpec, history: int, future: int, caption: str = ""
+) -> list[Clip]:
+    """A released-layout npz (and its mp4 beside it, when present) as one clip."""
+    try:
+        tracks, vis = load_released_npz(path)
+    except FormatError as err:
+        raise InputError(str(err)) from err
+    video = next(
+        (path.with_suffix(s) for s in VIDEO_SUFFIXES if path.with_suffix(s).is_file()), None
+    )
+    frames = None
+    fps = 16.0
+    src_size = grid.size
+    if video is not None:
+        try:
+            info = probe_video(video)
+            src_size = (info.width, info.height)
+            fps = info.fps or fps
+            count = min(tracks.shape[0], history + future)
+            frames = read_video(video, size=grid.size, num_frames=count)
+        except VideoReadError as err:
+            raise InputError(f"{path}: its video {video.name} cannot be read ({err})") from err
+    return [
+        clip_from_arrays(
+            clip_id=path.stem,
+            source=str(path),
+            tracks=tracks,
+            visibility=vis,
+            src_size=src_size,
+            grid=grid,
+            history=history,
+            future=future,
+            frames=frames,
+            caption=caption or _caption_for(path),
+            fps=fps,
+        )
+    ]
+
+
+# --------------------------------------------------------------------------- shards
+
+
+def _split_member(name: str) -> tuple[str, str]:
+    # WebDataset's rule: the key runs up to the first dot of the base name.
+    folder, _, base = name.rpartition("/")
+    key, _, ext = base.partition(".")
+    return (f"{folder}/{key}" if folder else key), ext
+
+
+def iter_shard_samples(path: Path) -> Iterator[ShardSample]:
+    """Decode every sample of a shard ``.tar`` (members grouped by key, in file order)."""
+    try:
+        with tarfile.open(path, mode="r") as tar:
+            yield from _samples_of(tar, path)
+    except (tarfile.TarError, OSError) as err:
+        raise InputError(f"{path}: not a readable shard tar ({err})") from err
+
+
+def _samples_of(tar: tarfile.TarFile, path: Path) -> Iterator[ShardSample]:
+    current: dict[str, Any] = {}
+    for member in tar:
+        if not member.isfile():
+            continue
+        key, ext = _split_member(member.name)
+        if current and current["__key__"] != key:
+            yield decode_shard_sample(current)
+            current = {}
+        if not current:
+            current = {"__key__": key, "__url__": str(path)}
+        handle = tar.extractfile(member)
+        current[ext] = handle.read() if handle is not None else b""
+    if current:
+        yield decode_shard_sample(current)
+
+
+def _frames_of(sample: ShardSample, grid: GridSpec, count: int) -> np.ndarray | None:
+    if sample.video is None:
+        return None
+    frames = read_video(sample.video, size=grid.size, name=f"{sample.id}/video.mp4")
+    return frames[:count]
+
+
+def clips_from_shard(
+    path: Path, *, grid: GridSpec, history: int, future: int
+) -> Iterator[Clip | InputError]:
+    """Every sample of a shard as a clip; a bad sample yields its InputError instead."""
+    try:
+        for sample in iter_shard_samples(path):
+            where = f"{path}:{sample.id}"
+            try:
+                frames = _frames_of(sample, grid, history + future)
+                yield clip_from_arrays(
+                    clip_id=sample.id,
+                    source=where,
+                    tracks=sample.tracks,
+                    visibility=sample.visibility,
+                    src_size=sample.size,
+                    grid=grid,
+                    history=history,
+                    future=future,
+                    frames=frames,
+                    caption=str(sample.meta.get("caption", "")),
+                    fps=float(sample.meta.get("fps") or 16.0),
+                )
+            except (InputError, VideoReadError, FormatError) as err:
+                yield InputError(f"{where}: {err}") if not isinstance(err, InputError) else err
+    except FormatError as err:
+        yield InputError(str(err))
+
+
+def load_clips(
+    path: Path,
+    *,
+    grid: GridSpec,
+    history: int,
+    future: int,
+    tracker_factory: Any,
+    caption: str = "",
+) -> Iterator[Clip | InputError]:
+    """Clips of one input file, or InputErrors saying why (a shard may yield both)."""
+    try:
+        kind = input_kind(path)
+        if kind == "video":
+            yield from clips_from_video(
+                path,
+                grid=grid,
+                history=history,
+                future=future,
+                tracker=tracker_factory(),
+                caption=caption,
+            )
+        elif kind == "npz":
+            yield from clips_from_npz(
+                path, grid=grid, history=history, future=future, caption=caption
+            )
+        else:
+            yield from clips_from_shard(path, grid=grid, history=history, future=future)
+    except InputError as err:
+        yield err
+    except (FormatError, VideoReadError) as err:
+        yield InputError(str(err))
+    except ValueError as err:
+        # Trackers and converters raise ValueError on inputs they cannot use.
+        yield InputError(f"{path}: {err}")
