@@ -105,12 +105,22 @@ def camera_phrase(motion: CameraMotion, vocab: CameraVocab = CameraVocab()) -> s
     return ("the handheld camera " if handheld else "the camera ") + joined
 
 
+def _cauchy(resid: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Cauchy weights "k n" at 2.5 x the per-row median residual of the valid points."""
+    # rows without points get a dummy residual so nanmedian has something to chew
+    masked = np.where(valid | ~valid.any(axis=1, keepdims=True), resid, np.nan)
+    mad = np.nan_to_num(np.nanmedian(masked, axis=1), nan=1.0)
+    # a floor of a tenth of a pixel keeps exact fits from dividing by zero
+    scale = 2.5 * np.maximum(mad, 0.1)
+    return valid / (1.0 + (np.nan_to_num(resid) / scale[:, None]) ** 2)
+
+
 def fit_similarity_steps(
     tracks: np.ndarray,
     visibility: np.ndarray,
     size: tuple[int, int],
     *,
-    iterations: int = 6,
+    iterations: int = 10,
     min_points: int = 8,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Robust similarity between each pair of consecutive frames, about the image centre.
@@ -130,8 +140,14 @@ def fit_similarity_steps(
     valid = vis[:-1] & vis[1:] & np.isfinite(src).all(-1) & np.isfinite(dst).all(-1)
     src = np.where(valid[..., None], src, 0.0)
     dst = np.where(valid[..., None], dst, 0.0)
-    weights = valid.astype(np.float64)
     used = valid.sum(axis=1)
+    # start from the median displacement (robust to a minority of movers), so the first
+    # least-squares fit already discounts them
+    disp = np.where(valid[..., None], dst - src, np.nan)
+    any_valid = valid.any(axis=1)
+    disp[~any_valid] = 0.0
+    resid = np.hypot(*np.moveaxis(disp - np.nanmedian(disp, axis=1, keepdims=True), -1, 0))
+    weights = _cauchy(resid, valid)
     params = np.zeros((tracks.shape[0] - 1, 4))
     for _ in range(max(iterations, 1)):
         wsum = np.maximum(weights.sum(axis=1, keepdims=True), 1e-12)
@@ -147,12 +163,7 @@ def fit_similarity_steps(
         pred_x = a[:, None] * src[..., 0] - b[:, None] * src[..., 1] + dx[:, None]
         pred_y = b[:, None] * src[..., 0] + a[:, None] * src[..., 1] + dy[:, None]
         resid = np.hypot(dst[..., 0] - pred_x, dst[..., 1] - pred_y)
-        # rows without points get a dummy residual so nanmedian has something to chew
-        masked = np.where(valid | ~valid.any(axis=1, keepdims=True), resid, np.nan)
-        mad = np.nanmedian(masked, axis=1)
-        # a floor of a tenth of a pixel keeps exact fits from dividing by zero
-        scale = 2.5 * np.maximum(np.nan_to_num(mad, nan=1.0), 0.1)
-        weights = valid / (1.0 + (resid / scale[:, None]) ** 2)
+        weights = _cauchy(resid, valid)
     params[used < max(min_points, 3)] = np.nan
     return params, used
 
