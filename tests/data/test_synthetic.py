@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from trajloom.data.synthetic import CameraPath, SceneConfig, SyntheticClips, make_scene, scene_seed
+from trajloom.data.synthetic import (
+    CameraPath,
+    SceneConfig,
+    SyntheticClips,
+    make_scene,
+    scene_seed,
+    synthetic_shard_samples,
+)
 from trajloom.encoding import query_points
 
 SMALL = SceneConfig(width=128, height=96, stride=16, num_frames=24)
@@ -154,3 +161,26 @@ def test_synthetic_clips_sample_dict():
     assert s["caption"] == scene.caption
     with pytest.raises(ValueError, match="num_frames"):
         SyntheticClips(SMALL, history=20, future=20)
+
+
+def test_synthetic_shards_round_trip(tmp_path):
+    from trajloom.data.formats import write_shards
+    from trajloom.data.stream import ShardStream, StreamConfig
+
+    cfg = SceneConfig(width=64, height=64, stride=16, num_frames=8)
+    manifest = write_shards(synthetic_shard_samples(3, cfg, seed=2, crf=5), tmp_path, maxcount=2)
+    assert manifest["num_samples"] == 3 and manifest["members"]["video.mp4"] == 3
+    config = StreamConfig(
+        urls=(str(tmp_path),),
+        history=4,
+        future=4,
+        width=64,
+        height=64,
+        stride=16,
+        decode_frames=True,
+        shuffle_shards=False,
+    )
+    out = list(ShardStream(config))
+    scene = make_scene(scene_seed(2, 0), cfg)
+    np.testing.assert_array_equal(out[0]["fut_tracks"].numpy(), scene.tracks[4:8])
+    assert np.abs(out[0]["hist_frames"].numpy().astype(int) - scene.frames[:4]).mean() < 4.0

@@ -34,6 +34,7 @@ import torch
 from torch.utils.data import IterableDataset
 
 from trajloom.data.camera import CameraMotion, camera_phrase, shake_from_steps
+from trajloom.data.formats import ShardSample
 from trajloom.data.samples import make_window_sample
 from trajloom.encoding import GridSpec, query_points
 
@@ -44,6 +45,7 @@ __all__ = [
     "SyntheticClips",
     "make_scene",
     "scene_seed",
+    "synthetic_shard_samples",
 ]
 
 _COLOURS = {
@@ -540,6 +542,38 @@ def make_scene(
         owner=owner,
         meta=meta,
     )
+
+
+def synthetic_shard_samples(
+    count: int, config: SceneConfig, *, seed: int = 0, crf: int = 18, preset: str = "veryfast"
+) -> Iterator[ShardSample]:
+    """Scenes 0..count-1 of `seed` as ShardSamples (MP4 video when frames are rendered).
+
+    `crf` and `preset` are the x264 settings (see `trajloom.data.video.write_video`).
+
+    Feed to `trajloom.data.formats.write_shards` to build a synthetic shard set.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from trajloom.data.video import write_video
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for index in range(count):
+            scene = make_scene(scene_seed(seed, index), config)
+            video = None
+            if scene.frames is not None:
+                path = write_video(
+                    Path(tmp) / "clip.mp4", scene.frames, fps=config.fps, crf=crf, preset=preset
+                )
+                video = path.read_bytes()
+            yield ShardSample(
+                id=f"synthetic-{seed}-{index}",
+                tracks=scene.tracks,
+                visibility=scene.visibility,
+                meta=scene.meta,
+                video=video,
+            )
 
 
 class SyntheticClips(IterableDataset):

@@ -341,12 +341,20 @@ def _check_frames(frames: np.ndarray, path: Path) -> np.ndarray:
     return frames
 
 
-def write_video(path: str | Path, frames: np.ndarray, fps: float = 16.0, *, crf: int = 18) -> Path:
+def write_video(
+    path: str | Path,
+    frames: np.ndarray,
+    fps: float = 16.0,
+    *,
+    crf: int = 18,
+    preset: str = "medium",
+) -> Path:
     """Write "t h w 3" uint8 RGB frames as H.264 MP4 (yuv420p), or as GIF for a `.gif` path.
 
     yuv420p needs even sizes: an odd width or height is padded by repeating the last
     column/row, so pixel coordinates of the content stay unchanged. `crf` is the x264
-    quality (0 lossless luma, 18 visually lossless, 23 default). Returns the path.
+    quality (0 lossless luma, 18 visually lossless, 23 default); `preset` trades encoding
+    speed for size ("ultrafast" ... "veryslow"). Returns the path.
     """
     path = Path(path)
     frames = _check_frames(frames, path)
@@ -372,7 +380,7 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float = 16.0, *, crf:
         stream.width = frames.shape[2]
         stream.height = frames.shape[1]
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(crf)}
+        stream.options = {"crf": str(crf), "preset": preset}
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
