@@ -20,7 +20,7 @@ from __future__ import annotations
 import glob
 import re
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -215,9 +215,18 @@ def clip_from_arrays(
 
 
 def clips_from_video(
-    path: Path, *, grid: GridSpec, history: int, future: int, tracker: Any, caption: str = ""
+    path: Path,
+    *,
+    grid: GridSpec,
+    history: int,
+    future: int,
+    tracker_factory: Callable[[], Any],
+    caption: str = "",
 ) -> list[Clip]:
-    """Track the grid through the first ``history`` (+ ``future``) frames of a video."""
+    """Track the grid through the first ``history`` (+ ``future``) frames of a video.
+
+    ``tracker_factory()`` gives the tracker; it is called only once the frames are read.
+    """
     try:
         info = probe_video(path)
     except VideoReadError as err:
@@ -233,7 +242,7 @@ def clips_from_video(
                 f"{path}: cannot read {history} history frames ({err}); the video holds "
                 f"{info.num_frames} frames, the model's history window is {history} frames"
             ) from err
-    result = tracker.track(frames, grid=grid)
+    result = tracker_factory().track(frames, grid=grid)
     return [
         clip_from_arrays(
             clip_id=path.stem,
@@ -381,7 +390,7 @@ def load_clips(
     grid: GridSpec,
     history: int,
     future: int,
-    tracker_factory: Any,
+    tracker_factory: Callable[[], Any],
     caption: str = "",
 ) -> Iterator[Clip | InputError]:
     """Clips of one input file, or InputErrors saying why (a shard may yield both)."""
@@ -393,7 +402,7 @@ def load_clips(
                 grid=grid,
                 history=history,
                 future=future,
-                tracker=tracker_factory(),
+                tracker_factory=tracker_factory,
                 caption=caption,
             )
         elif kind == "npz":

@@ -1,0 +1,425 @@
+"""apps/sample: inputs, renders, run folders, Wan-Move export, and the CLI end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from trajloom.data.formats import (
+    ShardSample,
+    read_run_folder,
+    read_wanmove,
+    save_released_npz,
+    write_shards,
+)
+from trajloom.data.synthetic import SceneConfig, make_scene
+from trajloom.data.video import read_video, write_video
+from trajloom.encoding import GridSpec, normalize, query_points
+from trajloom.flow.config import generator_preset
+from trajloom.flow.losses import flow_matching_loss
+from trajloom.flow.model import FlowCondition, TrajLoomGenerator
+from trajloom.flow.pipeline import TrajLoomPipeline
+from trajloom.flow.visibility import (
+    VisibilityConfig,
+    VisibilityPredictor,
+    visibility_loss,
+    visibility_targets,
+)
+from trajloom.metrics import FVMDConfig, load_run, score_runs
+from trajloom.vae import LatentStats, TrajLoomVAE, save_pretrained, vae_preset
+from trajloom_sample.cli import app
+from trajloom_sample.export import (
+    sanitize_predictions,
+    wanmove_arrays,
+    write_sample_runs,
+    write_wanmove_export,
+)
+from trajloom_sample.inputs import InputError, clips_from_npz, expand_inputs, load_clips
+from trajloom_sample.render import RenderConfig, grid_colors, render_overlay, tile_videos
+
+ROOT = Path(__file__).resolve().parents[2]
+VIDEOS = ROOT.parent / "shared" / "data" / "videos"
+APP = ROOT / "apps" / "sample"
+
+
+def _walk(grid: GridSpec, frames: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Grid points drifting right with a little noise: tracks "t n 2", all visible."""
+    rng = np.random.default_rng(seed)
+    q = query_points(grid).numpy()
+    steps = np.cumsum(rng.normal(0.0, 0.3, (frames, q.shape[0], 2)), axis=0) + np.array([0.5, 0.0])
+    tracks = np.clip(q[None] + steps + 2.0, 1.0, [grid.width - 2.0, grid.height - 2.0])
+    tracks = tracks.astype(np.float32)
+    return tracks, np.ones(tracks.shape[:2], bool)
+
+
+# --------------------------------------------------------------------------- Wan-Move export
+
+
+def test_wanmove_export_shapes_dtypes_and_frames(tmp_path):
+    grid = GridSpec(128, 96, 32)
+    tracks, vis = _walk(grid, 20)
+    hist, fut = tracks[:12], tracks[12:]
+    hvis, fvis = vis[:12].copy(), vis[12:].copy()
+    fvis[3, 5] = False
+    image = np.full((96, 128, 3), 77, np.uint8)
+    paths = write_wanmove_export(
+        tmp_path,
+        "clip",
+        hist_tracks=hist,
+        hist_vis=hvis,
+        fut_tracks=fut,
+        fut_vis=fvis,
+        size=grid.size,
+        image=image,
+    )
+    t = np.load(tmp_path / "clip_tracks.npy")
+    v = np.load(tmp_path / "clip_visibility.npy")
+    f = fut.shape[0]  # default F = tf: last history frame + first tf - 1 future frames
+    assert t.shape == (1, f, grid.num_points, 2) and t.dtype == np.float32
+    assert v.shape == (1, f, grid.num_points) and v.dtype == np.bool_
+    np.testing.assert_array_equal(t[0, 0], hist[-1])
+    np.testing.assert_array_equal(t[0, 1:], fut[: f - 1])
+    assert not v[0, 4, 5] and v[0, 4].sum() == grid.num_points - 1
+    assert (tmp_path / "clip_image.jpg") in paths
+    read_t, read_v = read_wanmove(tmp_path, "clip")
+    np.testing.assert_array_equal(read_t, t[0])
+    np.testing.assert_array_equal(read_v, v[0])
+
+
+def test_wanmove_frames_option_and_bounds():
+    grid = GridSpec(128, 96, 32)
+    tracks, vis = _walk(grid, 30)
+    t, v = wanmove_arrays(tracks[:10], vis[:10], tracks[10:], vis[10:], num_frames=21)
+    assert t.shape == (21, 12, 2) and v.shape == (21, 12)
+    np.testing.assert_array_equal(t[1:], tracks[10:30])
+    with pytest.raises(ValueError, match="Wan-Move frames"):
+        wanmove_arrays(tracks[:10], vis[:10], tracks[10:], vis[10:], num_frames=22)
+
+
+def test_sanitize_hides_points_outside_and_clips():
+    tracks = np.array([[[-3.0, 5.0], [50.0, 40.0], [127.5, 10.0], [10.0, np.nan]]], np.float32)
+    vis = np.ones((1, 4), bool)
+    out, v = sanitize_predictions(tracks, vis, (128, 96))
+    assert v.tolist() == [[False, True, False, False]]
+    assert out[0, 0, 0] == 0.0 and out[0, 2, 0] == pytest.approx(127 - 1e-3)
+    np.testing.assert_array_equal(out[0, 1], tracks[0, 1])
+    assert np.isfinite(out).all()
+
+
+# --------------------------------------------------------------------------- run folders
+
+
+def test_run_folders_round_trip_and_score(tmp_path):
+    grid = GridSpec(160, 128, 32)
+    gt, gvis = _walk(grid, 16, seed=1)
+    pred = np.stack([_walk(grid, 16, seed=s)[0] for s in (2, 3)])
+    pvis = np.ones(pred.shape[:3], bool)
+    prob = np.full(pvis.shape, 0.9, np.float32)
+    folders = write_sample_runs(
+        tmp_path / "runs",
+        "vid",
+        grid=grid,
+        pred_tracks=pred,
+        pred_visibility=pvis,
+        pred_probability=prob,
+        gt_tracks=gt,
+        gt_visibility=gvis,
+        meta={"id": "vid"},
+    )
+    assert [f.relative_to(tmp_path / "runs").as_posix() for f in folders] == [
+        "sample_000/vid",
+        "sample_001/vid",
+    ]
+    for k, folder in enumerate(folders):
+        run = read_run_folder(folder)
+        np.testing.assert_array_equal(run.pred_tracks, pred[k])
+        np.testing.assert_array_equal(run.gt_tracks, gt)
+        np.testing.assert_array_equal(run.query_xy, query_points(grid).numpy())
+        assert run.pred_visibility.dtype == np.bool_ and run.meta["sample_index"] == k
+        assert np.load(folder / "pred_visibility.npy").dtype == np.uint8
+        released = load_run(folder)
+        np.testing.assert_array_equal(released.pred_tracks, pred[k])
+    scores = score_runs(tmp_path / "runs" / "sample_000", fvmd_config=FVMDConfig(clip_len=None))
+    assert scores["num_videos"] == 1 and scores["vepe"] > 0
+
+
+# --------------------------------------------------------------------------- renders
+
+
+def test_render_hides_occluded_points_and_fades_trails():
+    grid = GridSpec(64, 64, 32)
+    tf = th = 6
+    tracks = np.zeros((th + tf, 4, 2), np.float32)
+    tracks[:, :, 0] = 10 + 4 * np.arange(th + tf)[:, None]
+    tracks[:, :, 1] = np.array([10, 20, 40, 50])[None]
+    vis = np.ones((th + tf, 4), bool)
+    vis[:, 3] = False  # never visible: must leave no mark
+    cfg = RenderConfig(trail=4, thickness=1, radius=2)
+    out = render_overlay(
+        None,
+        tracks[:th],
+        vis[:th],
+        tracks[th:],
+        vis[th:],
+        grid_hw=(2, 2),
+        size=grid.size,
+        config=cfg,
+    )
+    assert out.shape == (th + tf, 64, 64, 3)
+    assert out[:, 46:55].max() == 0  # rows around y=50: the occluded point
+    last = out[-1].astype(int).sum(-1)
+    head = last[10, int(tracks[-1, 0, 0])]
+    tail = last[10, int(tracks[-4, 0, 0])]
+    assert head > tail > 0  # older segments are fainter
+    # history and future use different palettes
+    assert not np.array_equal(grid_colors((2, 2), "history"), grid_colors((2, 2), "future"))
+    assert not np.array_equal(
+        out[th - 1, 10, int(tracks[th - 1, 0, 0])], out[-1, 10, int(tracks[-1, 0, 0])]
+    )
+
+
+def test_tile_videos_layout():
+    videos = [np.full((3, 20, 30, 3), 40 * (k + 1), np.uint8) for k in range(3)]
+    grid = tile_videos(videos, max_width=10_000)
+    assert grid.shape == (3, 40, 60, 3)  # 2 x 2 cells, last empty
+    assert grid[0, 5, 5, 0] == 40 and grid[0, 5, 35, 0] == 80 and grid[0, 25, 5, 0] == 120
+    assert grid[0, 25, 35].max() == 0
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def test_npz_input_rescaled_to_model_grid(tmp_path):
+    big, model = GridSpec(256, 192, 64), GridSpec(128, 96, 32)
+    tracks, vis = _walk(big, 24)
+    save_released_npz(tmp_path / "a.npz", tracks, vis)
+    write_video(tmp_path / "a.mp4", np.zeros((24, 192, 256, 3), np.uint8), fps=8)
+    (clip,) = clips_from_npz(tmp_path / "a.npz", grid=model, history=12, future=12)
+    np.testing.assert_allclose(clip.hist_tracks, tracks[:12] * 0.5, atol=1e-5)
+    np.testing.assert_allclose(clip.fut_tracks, tracks[12:] * 0.5, atol=1e-5)
+    assert clip.frames.shape == (24, 96, 128, 3) and clip.fps == 8
+
+
+def test_bad_inputs_say_which_file_and_what(tmp_path):
+    grid = GridSpec(128, 96, 32)
+    tracks, vis = _walk(grid, 10)
+    save_released_npz(tmp_path / "short.npz", tracks, vis)
+    save_released_npz(tmp_path / "wrong.npz", *_walk(GridSpec(160, 96, 32), 30))
+    (tmp_path / "broken.mp4").write_bytes(b"not a video")
+    files, missing = expand_inputs([str(tmp_path), str(tmp_path / "none*.npz"), "nofile.mp4"])
+    assert {p.name for p in files} == {"short.npz", "wrong.npz", "broken.mp4"}
+    assert [m[0] for m in missing] == [str(tmp_path / "none*.npz"), "nofile.mp4"]
+    errors = {
+        p.name: next(load_clips(p, grid=grid, history=12, future=12, tracker_factory=None))
+        for p in files
+    }
+    assert all(isinstance(e, InputError) for e in errors.values())
+    assert "short.npz" in str(errors["short.npz"]) and "history window" in str(errors["short.npz"])
+    assert "resolution mismatch" in str(errors["wrong.npz"])
+    assert "broken.mp4" in str(errors["broken.mp4"])
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _run(*args: str):
+    """The CLI in-process (``uv run apps/sample ...`` calls the same ``main``)."""
+    return CliRunner().invoke(app, list(args))
+
+
+def build_tiny_trained_set(folder: Path, steps: int = 2) -> Path:
+    """A tiny trained set from the packages' APIs: a few steps of VAE, generator and
+    visibility head on one synthetic clip, saved as the pipeline's folder."""
+    torch.manual_seed(0)
+    vae = TrajLoomVAE(vae_preset("tiny"))
+    cfg = vae.config
+    t = cfg.num_frames
+    scene = make_scene(
+        0,
+        SceneConfig(cfg.width, cfg.height, cfg.stride, num_frames=2 * t, render_frames=False),
+    )
+    tracks = torch.from_numpy(scene.tracks).reshape(2, t, -1, 2)  # history, future
+    vis = torch.from_numpy(scene.visibility).reshape(2, t, -1)
+    values = normalize(tracks, cfg.grid)
+    opt = torch.optim.AdamW(vae.parameters(), lr=1e-3)
+    for _ in range(steps):
+        loss = vae(values, vis).losses.total
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    vae.eval()
+    with torch.no_grad():
+        z = vae.encode(values).mean
+    stats = LatentStats(z.mean(dim=(0, 1, 2)), z.std(dim=(0, 1, 2)))
+    zn = stats.normalize(z)
+    z_hist, x1 = zn[:1], zn[1:]
+    gen = TrajLoomGenerator(
+        generator_preset(
+            "tiny",
+            latent_channels=cfg.latent_channels,
+            hist_latent_frames=cfg.latent_frames,
+            fut_latent_frames=cfg.latent_frames,
+            num_frames_in=t,
+            use_video_cond=False,
+            use_text_cond=False,
+        )
+    )
+    head = VisibilityPredictor(
+        VisibilityConfig(latent_channels=cfg.latent_channels, hidden=16, depth=1)
+    )
+    opt = torch.optim.AdamW([*gen.parameters(), *head.parameters()], lr=1e-3)
+    cond = FlowCondition(z_hist=z_hist)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        loss = flow_matching_loss(lambda x, tt: gen(x, tt, cond), x1, z_hist, generator=g).loss
+        loss = loss + visibility_loss(head(x1), visibility_targets(vis[1:], cfg.temporal_factor))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return TrajLoomPipeline(vae, gen.eval(), stats, visibility=head.eval()).save_pretrained(folder)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    """A run folder as apps/train leaves it: the trained set one level down."""
+    run = tmp_path_factory.mktemp("run")
+    build_tiny_trained_set(run / "final")
+    return run
+
+
+@pytest.mark.skipif(not VIDEOS.is_dir(), reason=f"shared videos not found at {VIDEOS}")
+def test_cli_baseline_on_real_video_with_bad_inputs(tmp_path):
+    video = VIDEOS / "sam2_bedroom_kids_jumping_960x540_200f.mp4"
+    short = tmp_path / "short.mp4"
+    write_video(short, read_video(video, size=(128, 96), num_frames=5), fps=10)
+    (tmp_path / "garbage.mp4").write_bytes(b"\x00" * 100)
+    out = tmp_path / "out"
+    proc = _run(
+        str(video),
+        str(short),
+        str(tmp_path / "garbage.mp4"),
+        "--checkpoint",
+        "baseline:constvel",
+        "--out",
+        str(out),
+        "--width",
+        "128",
+        "--height",
+        "96",
+        "--history",
+        "12",
+        "--future",
+        "12",
+        "--num-samples",
+        "2",
+    )
+    assert proc.exit_code == 1, proc.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert [d["id"] for d in summary["done"]] == [video.stem]
+    reasons = {Path(f["input"]).name: f["reason"] for f in summary["failed"]}
+    assert set(reasons) == {"short.mp4", "garbage.mp4"}
+    assert "history" in reasons["short.mp4"]
+    run = read_run_folder(out / "runs" / "sample_001" / video.stem)
+    assert run.pred_tracks.shape == (12, 12, 2) and run.gt_tracks.shape == (12, 12, 2)
+    assert read_video(out / "renders" / f"{video.stem}.mp4").shape == (24, 96, 128, 3)
+    assert (out / "renders" / f"{video.stem}.gif").is_file()
+    assert read_video(out / "renders" / f"{video.stem}_grid.mp4").shape[0] == 24
+    t, v = read_wanmove(out / "wanmove" / "sample_000", video.stem)
+    assert t.shape == (12, 12, 2) and v.dtype == np.bool_
+
+
+def test_cli_refuses_unknown_checkpoint(tmp_path):
+    proc = _run(str(tmp_path), "--checkpoint", "baseline:nope", "--out", str(tmp_path / "o"))
+    assert proc.exit_code == 2 and "baseline:nope" in proc.output
+
+
+@pytest.mark.skipif(not VIDEOS.is_dir(), reason=f"shared videos not found at {VIDEOS}")
+def test_end_to_end_tiny_checkpoint_on_real_videos(tmp_path, trained_run):
+    out = tmp_path / "out"
+    proc = _run(
+        str(VIDEOS / "*.mp4"),
+        "--checkpoint",
+        str(trained_run),
+        "--out",
+        str(out),
+        "--num-samples",
+        "2",
+        "--steps",
+        "3",
+        "--seed",
+        "5",
+        "--no-gif",
+    )
+    assert proc.exit_code == 0, proc.output
+    summary = json.loads((out / "summary.json").read_text())
+    ids = sorted(d["id"] for d in summary["done"])
+    assert ids == sorted(p.stem for p in VIDEOS.glob("*.mp4")) and not summary["failed"]
+    grid = GridSpec(128, 96, 32)  # the tiny preset's grid; history = future = 17 frames
+    for vid in ids:
+        run = read_run_folder(out / "runs" / "sample_001" / vid)
+        assert run.pred_tracks.shape == (17, grid.num_points, 2)
+        assert run.gt_tracks.shape == (17, grid.num_points, 2)  # the videos are long enough
+        assert run.pred_visibility_prob.shape == (17, grid.num_points)
+        x, y = run.pred_tracks[..., 0], run.pred_tracks[..., 1]
+        assert (x >= 0).all() and (x < 128).all() and (y >= 0).all() and (y < 96).all()
+        assert read_video(out / "renders" / f"{vid}_grid.mp4").shape[0] == 34
+    # seeds: sample k uses seed + k, so the two samples differ
+    a = np.load(out / "runs" / "sample_000" / ids[0] / "pred_tracks.npy")
+    b = np.load(out / "runs" / "sample_001" / ids[0] / "pred_tracks.npy")
+    assert not np.array_equal(a, b)
+    scores = score_runs(out / "runs" / "sample_000", fvmd_config=FVMDConfig(clip_len=8))
+    assert scores["num_videos"] == len(ids) and scores["vepe"] > 0 and scores["flow_tv"] >= 0
+
+
+def test_npz_and_shard_inputs_with_tiny_checkpoint(tmp_path, trained_run):
+    grid = GridSpec(128, 96, 32)
+    tracks, vis = _walk(grid, 34)
+    save_released_npz(tmp_path / "in" / "clip.npz", tracks, vis)
+    write_shards(
+        [
+            ShardSample(f"s{k}", _walk(grid, 34, seed=k)[0], vis, meta={"width": 128, "height": 96})
+            for k in range(2)
+        ],
+        tmp_path / "shards",
+    )
+    out = tmp_path / "out"
+    proc = _run(
+        str(tmp_path / "in" / "clip.npz"),
+        str(tmp_path / "shards" / "shard-000000.tar"),
+        "--checkpoint",
+        str(trained_run / "final"),
+        "--out",
+        str(out),
+        "--num-samples",
+        "1",
+        "--steps",
+        "2",
+        "--solver",
+        "dopri5",
+        "--no-render",
+    )
+    assert proc.exit_code == 0, proc.output
+    for vid in ("clip", "s0", "s1"):
+        run = read_run_folder(out / "runs" / "sample_000" / vid)
+        np.testing.assert_allclose(
+            run.gt_tracks, (tracks if vid == "clip" else _walk(grid, 34, seed=int(vid[1]))[0])[17:]
+        )
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model"]["solver"] == "dopri5"
+
+
+def test_wrong_kind_of_checkpoint_is_refused(tmp_path):
+    vae_folder = save_pretrained(TrajLoomVAE(vae_preset("tiny")), tmp_path / "vae_only")
+    for bad, words in (
+        (vae_folder, "single model"),
+        (tmp_path / "missing", "does not exist"),
+        (vae_folder / "model.safetensors", "is a file"),
+    ):
+        proc = _run(str(tmp_path), "--checkpoint", str(bad), "--out", str(tmp_path / "o"))
+        assert proc.exit_code == 2, proc.output
+        assert str(bad) in proc.output and words in proc.output
