@@ -2,7 +2,9 @@
 
 SPEC is one of
 
-* ``baseline:static`` / ``baseline:constvel`` / ``baseline:whn`` — the baselines;
+* ``baseline:static`` / ``baseline:constvel`` — the baselines of ``trajloom.flow.baselines``
+  (``baseline:whn`` explains that the WHN-style baseline is a trained configuration:
+  give its trained-set folder);
 * ``runs:<folder>`` or a folder holding ``<source>/<video>/pred_tracks.npy`` — run folders
   produced elsewhere (scored as they are);
 * ``vae:<folder>`` — VAE reconstruction of the true future (scored with VEPE too);
@@ -221,7 +223,7 @@ def load_method(
     spec: MethodSpec, device: torch.device, *, solver: str = "euler", steps: int = 100
 ) -> Forecaster:
     """Build the forecaster of a predicting method (not ``runs``)."""
-    if spec.kind == "baseline":
+    if spec.kind == "baseline" and spec.target != "whn":
         return Baseline(spec.target)
     if spec.kind == "vae":
         from trajloom.vae.io import load_pretrained
