@@ -1,16 +1,291 @@
-"""Command line of the train app."""
+"""Command line of the train app: ``uv run apps/train [STAGE] [OPTIONS]``.
+
+With no arguments: every stage of the ``quick`` recipe on synthetic scenes, then the
+export, the evaluation and a preview, in ``runs/quick/``. Single process::
+
+    uv run apps/train                                   # quick recipe, all stages
+    uv run apps/train all --recipe paper --data 'shards/train-{000000..000099}.tar'
+    uv run apps/train flow --name quick --set flow.steps=2000
+
+Many processes (DDP: gloo on CPU, NCCL on GPU)::
+
+    torchrun --nproc_per_node 8 apps/train/__main__.py all --recipe paper --data ...
+    # two nodes, run on each:
+    torchrun --nnodes 2 --nproc_per_node 8 --rdzv-backend c10d \\
+        --rdzv-endpoint HOST:29500 --rdzv-id trajloom apps/train/__main__.py all --recipe paper ...
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=False)
+from trajloom_train.checkpoint import atomic_write_text
+from trajloom_train.config import (
+    Recipe,
+    apply_overrides,
+    config_diff,
+    recipe_from_dict,
+    recipe_to_dict,
+    scale_steps,
+)
+from trajloom_train.distributed import barrier, init_distributed, shutdown
+from trajloom_train.recipes import RECIPES, get_recipe
+from trajloom_train.stages import STAGES, RunContext, run_stage
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=False,
+    help="Train TrajLoom: VAE -> latent statistics -> generator -> on-policy -> visibility head.",
+)
+
+CONFIG_NAME = "config.json"
+
+RecipeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--recipe",
+        "-r",
+        help=f"Recipe: {', '.join(RECIPES)}. Default: the run folder's saved config, else quick.",
+    ),
+]
+NameOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--name", "-n", help="Run name: the folder runs/<name> (default: the recipe's name)."
+    ),
+]
+RunsOpt = Annotated[Path, typer.Option("--runs-dir", help="Parent folder of run folders.")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        "-s",
+        help="Override, key=value with a dotted key, e.g. flow.optim.lr=3e-4 (repeatable).",
+    ),
+]
+DataOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--data", help="Shard paths/URLs/folders (repeatable); default: synthetic scenes."
+    ),
+]
+ScaleOpt = Annotated[
+    float | None, typer.Option("--steps-scale", help="Multiply every stage's steps (e.g. 0.1).")
+]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
+StopOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--stop-after", hidden=True, help="Stop after this many steps (simulated interruption)."
+    ),
+]
+ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
+
+
+def resolve_run(
+    recipe: str | None,
+    name: str | None,
+    runs_dir: Path,
+    overrides: list[str] | None,
+    data: list[str] | None,
+    steps_scale: float | None,
+) -> tuple[Recipe, Path]:
+    """The recipe and run folder of a command; raises ValueError on any bad input.
+
+    An existing run folder keeps its saved config: a different recipe or overrides that
+    change a number the training computes are refused (logging cadence may change).
+    """
+    run_name = name or recipe or "quick"
+    run_dir = runs_dir / run_name
+    saved_path = run_dir / CONFIG_NAME
+    saved = json.loads(saved_path.read_text()) if saved_path.is_file() else None
+    if recipe is not None:
+        base = get_recipe(recipe)
+    elif saved is not None:
+        base = recipe_from_dict(saved)
+    else:
+        base = get_recipe("quick")
+    if data:
+        base = replace(base, data=replace(base.data, source="shards", shards=tuple(data)))
+    if steps_scale is not None:
+        base = scale_steps(base, steps_scale)
+    resolved = apply_overrides(base, list(overrides or []))
+    if saved is not None:
+        diff = config_diff(saved, recipe_to_dict(resolved))
+        if diff:
+            shown = "\n  ".join(diff[:12])
+            raise ValueError(
+                f"run folder {run_dir} was started with another config; resuming it with this "
+                f"one would not continue the same training. Differences:\n  {shown}\n"
+                "Use another --name for a new run, or repeat the original settings."
+            )
+    return resolved, run_dir
+
+
+def _context(
+    recipe: str | None,
+    name: str | None,
+    runs_dir: Path,
+    overrides: list[str] | None,
+    data: list[str] | None,
+    steps_scale: float | None,
+    device: str,
+    stop_after: int | None,
+    progress: bool,
+) -> RunContext:
+    resolved, run_dir = resolve_run(recipe, name, runs_dir, overrides, data, steps_scale)
+    dist = init_distributed(device)
+    if resolved.data.source == "shards":
+        from trajloom_train.data import ShardClips
+
+        ShardClips(resolved.data, resolved.seed, dist).check()
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(
+            run_dir / CONFIG_NAME, json.dumps(recipe_to_dict(resolved), indent=2) + "\n"
+        )
+        typer.echo(
+            f"run folder: {run_dir} (recipe {resolved.name}, {dist.world_size} process(es), {dist.device})"
+        )
+    barrier()
+    return RunContext(resolved, run_dir, dist, stop_after=stop_after, progress=progress)
+
+
+def _finish(ctx: RunContext) -> None:
+    """Export the trained set, evaluate it, render the preview (rank 0)."""
+    from trajloom_train.evaluate import evaluate, export_trained_set, format_table, render_preview
+
+    if ctx.dist.is_main:
+        folder = export_trained_set(ctx.run_dir)
+        typer.echo(f"trained set: {folder}")
+        summary = evaluate(ctx.recipe, ctx.run_dir, device=ctx.device)
+        typer.echo(format_table(summary["results"]))
+        typer.echo(f"evaluation: {ctx.run_dir / 'eval' / 'metrics.json'}")
+        from trajloom.flow.pipeline import TrajLoomPipeline
+
+        pipe = TrajLoomPipeline.from_pretrained(folder, device=ctx.device)
+        preview = render_preview(
+            pipe, ctx.recipe, ctx.run_dir / "preview.mp4", clips=ctx.recipe.eval.preview_clips
+        )
+        if preview is not None:
+            typer.echo(f"preview: {preview}")
+    barrier()
+
+
+def _stage_command(stage: str):
+    def command(
+        recipe: RecipeOpt = None,
+        name: NameOpt = None,
+        runs_dir: RunsOpt = Path("runs"),
+        overrides: SetOpt = None,
+        data: DataOpt = None,
+        steps_scale: ScaleOpt = None,
+        device: DeviceOpt = "auto",
+        stop_after: StopOpt = None,
+        progress: ProgressOpt = True,
+    ) -> None:
+        ctx = _context(
+            recipe, name, runs_dir, overrides, data, steps_scale, device, stop_after, progress
+        )
+        run_stage(ctx, stage)
+
+    command.__doc__ = f"Run (or resume) the '{stage}' stage of a run."
+    return command
+
+
+for _stage in STAGES:
+    app.command(name=_stage)(_stage_command(_stage))
+
+
+@app.command(name="all")
+def all_stages(
+    recipe: RecipeOpt = None,
+    name: NameOpt = None,
+    runs_dir: RunsOpt = Path("runs"),
+    overrides: SetOpt = None,
+    data: DataOpt = None,
+    steps_scale: ScaleOpt = None,
+    device: DeviceOpt = "auto",
+    stop_after: StopOpt = None,
+    progress: ProgressOpt = True,
+) -> None:
+    """Every stage in order (finished ones are skipped), then export, evaluation and preview."""
+    ctx = _context(
+        recipe, name, runs_dir, overrides, data, steps_scale, device, stop_after, progress
+    )
+    for stage in STAGES:
+        summary = run_stage(ctx, stage)
+        if not summary.get("finished", True):
+            typer.echo(f"[{stage}] stopped at step {summary['step']}; rerun to resume")
+            return
+    _finish(ctx)
+
+
+@app.command(name="eval")
+def eval_command(
+    recipe: RecipeOpt = None,
+    name: NameOpt = None,
+    runs_dir: RunsOpt = Path("runs"),
+    overrides: SetOpt = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Export the trained set of a finished run, evaluate it and render the preview."""
+    ctx = _context(recipe, name, runs_dir, overrides, None, None, device, None, True)
+    _finish(ctx)
+
+
+@app.command(name="config")
+def show_config(
+    recipe: RecipeOpt = None,
+    name: NameOpt = None,
+    runs_dir: RunsOpt = Path("runs"),
+    overrides: SetOpt = None,
+    data: DataOpt = None,
+    steps_scale: ScaleOpt = None,
+) -> None:
+    """Print the resolved recipe as JSON (every key --set accepts)."""
+    resolved, _ = resolve_run(recipe, name, runs_dir, overrides, data, steps_scale)
+    typer.echo(json.dumps(recipe_to_dict(resolved), indent=2))
 
 
 @app.callback(invoke_without_command=True)
-def _root() -> None:
-    """Not built yet: see the project's issues."""
-    typer.echo("trajloom-train: not built yet")
-    raise typer.Exit(code=2)
+def _root(ctx: typer.Context) -> None:
+    if ctx.invoked_subcommand is None:
+        all_stages(
+            recipe=None,
+            name=None,
+            runs_dir=Path("runs"),
+            overrides=None,
+            data=None,
+            steps_scale=None,
+            device="auto",
+            stop_after=None,
+            progress=True,
+        )
 
 
 def main() -> None:
-    app()
+    """Entry point; bad input ends with a one-line error and exit status 2."""
+    try:
+        app(standalone_mode=False)
+    except (ValueError, FileNotFoundError, KeyError) as err:
+        typer.echo(f"error: {err}", err=True)
+        shutdown()
+        sys.exit(2)
+    except typer.Exit as exit_:
+        shutdown()
+        sys.exit(exit_.exit_code)
+    except Exception as err:
+        import click
+
+        if isinstance(err, click.exceptions.ClickException):
+            err.show()
+            sys.exit(err.exit_code)
+        raise
+    shutdown()

@@ -1,0 +1,171 @@
+"""Training checkpoints: atomic folders, keep the last k, resume exactly.
+
+A checkpoint is ``<stage>/checkpoints/step-00000100/`` with ``model.safetensors`` (the
+trained module), ``ema.safetensors`` (EMA weights, when the stage keeps them) and
+``train_state.pt`` (step, optimizer state, RNG states, data position; only tensors and
+plain Python values, so it loads with ``torch.load(..., weights_only=True)``). The folder
+is written under a temporary name and renamed into place, so a killed process leaves
+either the previous checkpoint or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+__all__ = [
+    "Checkpoint",
+    "atomic_write_text",
+    "capture_rng",
+    "checkpoint_step",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "load_checkpoint",
+    "restore_rng",
+    "save_checkpoint",
+]
+
+_STEP_DIR = re.compile(r"^step-(\d{8})$")
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def capture_rng() -> dict[str, Any]:
+    """The torch (CPU and CUDA), numpy and Python RNG states as tensors and plain values."""
+    # The legacy global numpy RNG is what third-party code draws from: save it as it is.
+    np_state = np.random.get_state()  # noqa: NPY002
+    py_version, py_state, py_gauss = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "kind": str(np_state[0]),
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": {"version": py_version, "state": list(py_state), "gauss": py_gauss},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    """Inverse of :func:`capture_rng`."""
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(  # noqa: NPY002
+        (
+            n["kind"],
+            n["keys"].numpy().astype(np.uint32),
+            n["pos"],
+            n["has_gauss"],
+            n["cached_gaussian"],
+        )
+    )
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+
+
+class Checkpoint:
+    """A loaded checkpoint: ``model``, ``ema`` (or None) state dicts and ``train_state``."""
+
+    def __init__(
+        self,
+        path: Path,
+        model: dict[str, torch.Tensor],
+        ema: dict[str, torch.Tensor] | None,
+        train_state: dict[str, Any],
+    ) -> None:
+        self.path = path
+        self.model = model
+        self.ema = ema
+        self.train_state = train_state
+
+    @property
+    def step(self) -> int:
+        return int(self.train_state["step"])
+
+
+def list_checkpoints(stage_dir: str | Path) -> list[Path]:
+    """Complete checkpoint folders of a stage, oldest first."""
+    root = Path(stage_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and _STEP_DIR.match(p.name)]
+    return sorted(found, key=lambda p: int(_STEP_DIR.match(p.name).group(1)))
+
+
+def checkpoint_step(path: str | Path) -> int:
+    """The step of a checkpoint folder, from its name."""
+    match = _STEP_DIR.match(Path(path).name)
+    if match is None:
+        raise ValueError(f"{path} is not a checkpoint folder (step-XXXXXXXX)")
+    return int(match.group(1))
+
+
+def latest_checkpoint(stage_dir: str | Path) -> Path | None:
+    found = list_checkpoints(stage_dir)
+    return found[-1] if found else None
+
+
+def save_checkpoint(
+    stage_dir: str | Path,
+    step: int,
+    model_state: dict[str, torch.Tensor],
+    ema_state: dict[str, torch.Tensor] | None,
+    train_state: dict[str, Any],
+    *,
+    keep_last: int,
+) -> Path:
+    """Write checkpoint ``step`` atomically and delete all but the newest ``keep_last``."""
+    root = Path(stage_dir) / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{step:08d}"
+    tmp = root / f".step-{step:08d}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    save_file(_tensors(model_state), str(tmp / "model.safetensors"))
+    if ema_state is not None:
+        save_file(_tensors(ema_state), str(tmp / "ema.safetensors"))
+    torch.save({**train_state, "step": int(step)}, tmp / "train_state.pt")
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    for old in list_checkpoints(stage_dir)[:-keep_last]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Checkpoint:
+    """Read a checkpoint folder written by :func:`save_checkpoint` (no pickled code)."""
+    path = Path(path)
+    model = load_file(str(path / "model.safetensors"), device=str(device))
+    ema_file = path / "ema.safetensors"
+    ema = load_file(str(ema_file), device=str(device)) if ema_file.is_file() else None
+    train_state = torch.load(path / "train_state.pt", map_location="cpu", weights_only=True)
+    return Checkpoint(path, model, ema, train_state)

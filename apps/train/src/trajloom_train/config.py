@@ -1,0 +1,492 @@
+"""The training recipe: one frozen dataclass tree, overridable by dotted keys, saved as JSON.
+
+A recipe holds every setting of every stage: the data, the model configs of the packages
+(``VAEConfig``, ``GeneratorConfig``, ``VisibilityConfig``), their loss configs, and one
+:class:`StageConfig` (steps, batches, optimizer, EMA, logging cadence) per trained stage.
+Shape fields of the models follow from ``data`` (:func:`resolve`), so a run cannot train a
+generator on a grid its VAE does not have.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from typing import Any
+
+from trajloom.flow.config import GeneratorConfig
+from trajloom.flow.losses import FlowLossConfig
+from trajloom.flow.onpolicy import OnPolicyConfig
+from trajloom.flow.visibility import VisibilityConfig
+from trajloom.vae.config import VAEConfig
+from trajloom.vae.losses import VAELossConfig
+
+__all__ = [
+    "DERIVED_KEYS",
+    "RUNTIME_KEYS",
+    "DataConfig",
+    "EvalConfig",
+    "OptimConfig",
+    "Recipe",
+    "StageConfig",
+    "StatsConfig",
+    "VisTrainConfig",
+    "apply_overrides",
+    "config_diff",
+    "recipe_from_dict",
+    "recipe_to_dict",
+    "resolve",
+    "scale_steps",
+]
+
+SCHEDULES = ("constant", "cosine")
+SOURCES = ("synthetic", "shards")
+PRECISIONS = ("bf16", "fp32")
+
+
+def _positive(owner: str, **values: int) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{owner}.{name} must be a positive int, got {value!r}")
+
+
+def _non_negative(owner: str, **values: int) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{owner}.{name} must be an int >= 0, got {value!r}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where clips come from and the working geometry every model is built for."""
+
+    source: str = "synthetic"  # "synthetic": scenes drawn on the fly; "shards": WebDataset
+    shards: tuple[str, ...] = ()  # shard paths/URLs/folders (brace patterns allowed)
+    width: int = 256  # working resolution, pixels
+    height: int = 128
+    stride: int = 16  # grid stride = VAE patch = generator token cell
+    history: int = 17  # frames per history window (= VAE segment length)
+    future: int = 17  # frames per future window
+    # Synthetic: distinct training scenes (clip i uses scene i mod pool); 0 draws a new scene
+    # for every sample. A pool keeps scene generation out of the step time on small CPUs.
+    scene_pool: int = 1024
+    min_objects: int = 1
+    max_objects: int = 4
+    val_clips: int = 16  # held-out clips for periodic validation
+    shuffle_buffer: int = 256  # shards: samples held for shuffling
+    window_stride: int | None = None  # shards: frames between windows (None: one per clip)
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ValueError(f"data.source must be one of {SOURCES}, got {self.source!r}")
+        object.__setattr__(self, "shards", tuple(str(s) for s in self.shards))
+        if self.source == "shards" and not self.shards:
+            raise ValueError("data.source='shards' needs data.shards (paths or URLs); none given")
+        _positive("data", width=self.width, height=self.height, stride=self.stride)
+        _positive("data", history=self.history, future=self.future, val_clips=self.val_clips)
+        _non_negative("data", scene_pool=self.scene_pool, shuffle_buffer=self.shuffle_buffer)
+        _positive("data", min_objects=self.min_objects, max_objects=self.max_objects)
+        if self.width % self.stride or self.height % self.stride:
+            raise ValueError(
+                f"data: {self.width}x{self.height} must be a multiple of stride {self.stride}"
+            )
+        if self.history != self.future:
+            raise ValueError(
+                f"data.history={self.history} and data.future={self.future} must be equal: one "
+                "VAE encodes both windows (the paper uses 81 + 81)"
+            )
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with linear warmup and a constant or cosine schedule; gradient-norm clipping."""
+
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    schedule: str = "constant"
+    min_lr: float = 0.0  # cosine floor
+    clip_grad_norm: float = 1.0  # 0 disables clipping
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        if not self.lr > 0 or self.min_lr < 0 or self.weight_decay < 0 or self.clip_grad_norm < 0:
+            raise ValueError(
+                f"optim: lr must be > 0 and min_lr, weight_decay, clip_grad_norm >= 0, got "
+                f"{self.lr}, {self.min_lr}, {self.weight_decay}, {self.clip_grad_norm}"
+            )
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"optim.betas must be two numbers in [0, 1), got {self.betas}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"optim.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        _non_negative("optim", warmup_steps=self.warmup_steps)
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """One trained stage: length, batches, optimizer, EMA, and the logging cadence.
+
+    ``batch_size`` is the global batch per optimizer step, over all processes and
+    accumulation steps; ``micro_batch_size`` is what one process runs per forward pass.
+    Accumulation = batch_size / (micro_batch_size x world size), so the same recipe gives
+    the same updates on 1 CPU or 8 GPUs.
+    """
+
+    steps: int = 100
+    batch_size: int = 16
+    micro_batch_size: int = 16
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    ema_decay: float = 0.0  # 0: no EMA; sampling and export use the EMA weights otherwise
+    log_every: int = 10
+    val_every: int = 0  # 0: validate only at the end
+    preview_every: int = 0  # 0: no periodic preview
+    save_every: int = 0  # 0: checkpoint only at the end
+    keep_last: int = 3  # checkpoints kept
+
+    def __post_init__(self) -> None:
+        _positive("stage", steps=self.steps, batch_size=self.batch_size)
+        _positive("stage", micro_batch_size=self.micro_batch_size, log_every=self.log_every)
+        _positive("stage", keep_last=self.keep_last)
+        _non_negative(
+            "stage",
+            val_every=self.val_every,
+            preview_every=self.preview_every,
+            save_every=self.save_every,
+        )
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"stage.ema_decay must be in [0, 1), got {self.ema_decay}")
+
+    def accumulation(self, world_size: int) -> int:
+        """Micro-batches per process per step; raises if the batch does not split evenly."""
+        per_step = self.micro_batch_size * world_size
+        if self.batch_size % per_step:
+            raise ValueError(
+                f"batch_size={self.batch_size} is not a multiple of micro_batch_size="
+                f"{self.micro_batch_size} x {world_size} processes; change one of them "
+                "(--set <stage>.micro_batch_size=...)"
+            )
+        return self.batch_size // per_step
+
+
+@dataclass(frozen=True)
+class StatsConfig:
+    """Latent statistics: how many training clips to encode (both windows of each)."""
+
+    clips: int = 256
+    batch_size: int = 32  # per process
+
+    def __post_init__(self) -> None:
+        _positive("stats", clips=self.clips, batch_size=self.batch_size)
+
+
+@dataclass(frozen=True)
+class VisTrainConfig:
+    """What the visibility head trains on (released ``vis_predictor_config.json`` ``train``)."""
+
+    segments: tuple[str, ...] = ("hist", "fut")  # windows whose latents train the head
+    pos_weight: float = 0.0  # BCE weight of the visible class (0: unweighted)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "segments", tuple(self.segments))
+        if not self.segments or not set(self.segments) <= {"hist", "fut"}:
+            raise ValueError(
+                f"vis_train.segments must be from ('hist', 'fut'), got {self.segments}"
+            )
+        if self.pos_weight < 0:
+            raise ValueError(f"vis_train.pos_weight must be >= 0, got {self.pos_weight}")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """The final evaluation on held-out synthetic clips and the preview render."""
+
+    clips: int = 32  # held-out clips (seeds disjoint from training and validation)
+    solver: str = "euler"  # "euler" or "dopri5"
+    steps: int = 10  # Euler steps (paper default: 10)
+    preview_clips: int = 2  # clips drawn side by side in preview.mp4
+    fps: float = 8.0  # preview frame rate
+    fvmd_clip_len: int = 16  # FVMD window length (<= future frames)
+    fvmd_clip_stride: int = 1
+
+    def __post_init__(self) -> None:
+        if self.solver not in ("euler", "dopri5"):
+            raise ValueError(f"eval.solver must be 'euler' or 'dopri5', got {self.solver!r}")
+        _positive("eval", clips=self.clips, steps=self.steps, fvmd_clip_len=self.fvmd_clip_len)
+        _positive("eval", fvmd_clip_stride=self.fvmd_clip_stride)
+        _non_negative("eval", preview_clips=self.preview_clips)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything a run trains with. Build one with a recipe function, then :func:`resolve`."""
+
+    name: str
+    seed: int = 0
+    precision: str = "bf16"  # autocast dtype on CUDA; CPU always runs float32
+    activation_checkpointing: bool = False
+    # Probability of training a sample with the null caption (released
+    # text_encoder.dropout_prob 0.1); used only when the clips carry text embeddings.
+    text_dropout: float = 0.1
+    data: DataConfig = field(default_factory=DataConfig)
+    vae_model: VAEConfig = field(default_factory=VAEConfig)
+    vae_loss: VAELossConfig = field(default_factory=VAELossConfig)
+    vae: StageConfig = field(default_factory=StageConfig)
+    stats: StatsConfig = field(default_factory=StatsConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    flow_loss: FlowLossConfig = field(default_factory=FlowLossConfig)
+    flow: StageConfig = field(default_factory=StageConfig)
+    onpolicy_loss: OnPolicyConfig = field(default_factory=OnPolicyConfig)
+    onpolicy: StageConfig = field(default_factory=StageConfig)
+    visibility_model: VisibilityConfig = field(default_factory=VisibilityConfig)
+    vis_train: VisTrainConfig = field(default_factory=VisTrainConfig)
+    vis: StageConfig = field(default_factory=StageConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if not 0.0 <= self.text_dropout <= 1.0:
+            raise ValueError(f"text_dropout must be in [0, 1], got {self.text_dropout}")
+
+    def stage(self, name: str) -> StageConfig:
+        return getattr(self, name)
+
+
+# Model fields that follow from the data and the VAE (set by `resolve`, never by hand).
+DERIVED_KEYS = frozenset(
+    {
+        "vae_model.width",
+        "vae_model.height",
+        "vae_model.stride",
+        "vae_model.num_frames",
+        "vae_model.gradient_checkpointing",
+        "vae_loss.beta",
+        "generator.latent_channels",
+        "generator.hist_latent_frames",
+        "generator.fut_latent_frames",
+        "generator.input_height",
+        "generator.input_width",
+        "generator.patch_size",
+        "generator.num_frames_in",
+        "generator.latent_time_stride",
+        "generator.activation_checkpointing",
+        "visibility_model.latent_channels",
+        "visibility_model.temporal_factor",
+    }
+)
+
+# Keys that may change when a run is resumed: they change what is logged or kept, never a
+# number the training computes.
+RUNTIME_KEYS = frozenset(
+    {"log_every", "val_every", "preview_every", "save_every", "keep_last", "eval", "stats"}
+)
+
+
+def resolve(recipe: Recipe) -> Recipe:
+    """Set every derived shape field from ``data`` and the VAE; returns the new recipe."""
+    d = recipe.data
+    ckpt = recipe.activation_checkpointing
+    vae = replace(
+        recipe.vae_model,
+        width=d.width,
+        height=d.height,
+        stride=d.stride,
+        num_frames=d.history,
+        gradient_checkpointing=ckpt,
+    )
+    gen = replace(
+        recipe.generator,
+        latent_channels=vae.latent_channels,
+        hist_latent_frames=vae.latent_frames,
+        fut_latent_frames=vae.latent_frames,
+        input_height=d.height,
+        input_width=d.width,
+        patch_size=d.stride,
+        num_frames_in=d.history,
+        latent_time_stride=vae.temporal_factor,
+        activation_checkpointing=ckpt,
+    )
+    vis = replace(
+        recipe.visibility_model,
+        latent_channels=vae.latent_channels,
+        temporal_factor=vae.temporal_factor,
+    )
+    loss = replace(recipe.vae_loss, beta=vae.beta)
+    return replace(recipe, vae_model=vae, generator=gen, visibility_model=vis, vae_loss=loss)
+
+
+# ----------------------------------------------------------------------------- overrides
+
+
+def _parse_value(key: str, text: str, current: Any) -> Any:
+    """Parse ``text`` as the type of ``current`` (the field's present value)."""
+    try:
+        if isinstance(current, bool):
+            lowered = text.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("expected true or false")
+        if isinstance(current, int) or (current is None and text.strip().lstrip("-").isdigit()):
+            return int(text)
+        if isinstance(current, float):
+            return float(text)
+        if isinstance(current, tuple):
+            if text.strip().startswith("["):
+                return tuple(json.loads(text))
+            items = [s.strip() for s in text.split(",") if s.strip()]
+            if (
+                current
+                and isinstance(current[0], (int, float))
+                and not isinstance(current[0], bool)
+            ):
+                kind = type(current[0])
+                return tuple(kind(s) for s in items)
+            return tuple(items)
+        if current is None and text.strip().lower() in ("none", "null"):
+            return None
+        return text
+    except ValueError as err:
+        raise ValueError(
+            f"override {key}={text!r}: cannot parse as {type(current).__name__} ({err})"
+        ) from err
+
+
+def _keys(obj: Any, prefix: str = "") -> list[str]:
+    out = []
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        path = f"{prefix}{f.name}"
+        if is_dataclass(value):
+            out += _keys(value, path + ".")
+        else:
+            out.append(path)
+    return out
+
+
+def _set(obj: Any, parts: list[str], text: str, full: str) -> Any:
+    names = {f.name for f in fields(obj)}
+    head = parts[0]
+    if head not in names:
+        raise KeyError(head)
+    current = getattr(obj, head)
+    if len(parts) == 1:
+        if is_dataclass(current):
+            raise KeyError(head)
+        value = _parse_value(full, text, current)
+    else:
+        if not is_dataclass(current):
+            raise KeyError(head)
+        value = _set(current, parts[1:], text, full)
+    try:
+        return replace(obj, **{head: value})
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"override {full}={text!r} is invalid: {err}") from err
+
+
+def apply_overrides(recipe: Recipe, overrides: list[str]) -> Recipe:
+    """Apply ``key=value`` overrides (dotted keys, e.g. ``flow.optim.lr=3e-4``), then resolve.
+
+    Unknown keys, unparsable values and derived shape keys raise ValueError naming the
+    key and what to do.
+    """
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like key=value (e.g. flow.steps=200)")
+        key, text = item.split("=", 1)
+        key = key.strip()
+        if key in DERIVED_KEYS:
+            raise ValueError(
+                f"override {key!r} is derived from the data geometry and the VAE; set data.* "
+                "or vae_model.* instead"
+            )
+        try:
+            recipe = _set(recipe, key.split("."), text, key)
+        except KeyError:
+            valid = [k for k in _keys(recipe) if k not in DERIVED_KEYS]
+            close = [k for k in valid if key.split(".")[-1] in k]
+            hint = f"; did you mean one of {close[:8]}" if close else ""
+            raise ValueError(
+                f"unknown override key {key!r}{hint}. Valid keys: `trajloom-train config` "
+                "prints the resolved recipe"
+            ) from None
+    return resolve(recipe)
+
+
+def scale_steps(recipe: Recipe, factor: float) -> Recipe:
+    """Every stage's steps (and warmups, cadences) times ``factor`` (at least 1 step)."""
+    if not factor > 0:
+        raise ValueError(f"steps scale must be > 0, got {factor}")
+
+    def scaled(n: int, floor: int) -> int:
+        return max(floor, round(n * factor)) if n else 0
+
+    out = recipe
+    for name in ("vae", "flow", "onpolicy", "vis"):
+        s = recipe.stage(name)
+        optim = replace(s.optim, warmup_steps=scaled(s.optim.warmup_steps, 0))
+        out = replace(
+            out,
+            **{
+                name: replace(
+                    s,
+                    steps=scaled(s.steps, 1),
+                    optim=optim,
+                    val_every=scaled(s.val_every, 1),
+                    preview_every=scaled(s.preview_every, 1),
+                    save_every=scaled(s.save_every, 1),
+                    log_every=scaled(s.log_every, 1),
+                )
+            },
+        )
+    return out
+
+
+# ----------------------------------------------------------------------------- JSON
+
+
+def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
+    """JSON-ready nested dict (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(recipe)))
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown} (written by another version?)")
+    kwargs = {}
+    for name, value in data.items():
+        kind = hints.get(name)
+        if isinstance(kind, type) and is_dataclass(kind):
+            kwargs[name] = _build(kind, value, f"{where}.{name}")
+        elif isinstance(value, list):
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def recipe_from_dict(data: dict[str, Any]) -> Recipe:
+    """Inverse of :func:`recipe_to_dict`."""
+    return resolve(_build(Recipe, data, "recipe"))
+
+
+def config_diff(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ, ignoring :data:`RUNTIME_KEYS` at any depth."""
+    out = []
+    for key in sorted(set(saved) | set(current)):
+        if key in RUNTIME_KEYS:
+            continue
+        a, b = saved.get(key), current.get(key)
+        path = f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_diff(a, b, path + ".")
+        elif a != b:
+            out.append(f"{path}: {a!r} -> {b!r}")
+    return out

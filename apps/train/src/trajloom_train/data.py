@@ -1,0 +1,218 @@
+"""Clips for training: synthetic scenes drawn by index, or WebDataset shards through trajloom.data.
+
+Both sources answer ``batch(indices)`` with a collated batch (``trajloom.data.samples``
+keys: ``hist_tracks "b th n 2"``, ``hist_vis "b th n"``, ``fut_tracks``, ``fut_vis``,
+``id``, ``caption``, optional ``text_emb``, ``video_latent``).
+
+* Synthetic: sample ``g`` of the training split is scene ``perm_e[g mod P]`` of a pool of
+  ``P`` scenes, ``e = g div P`` (a fresh permutation per pass); without a pool, scene ``g``
+  itself. Validation and evaluation splits use other seed streams, so they never share a
+  scene with training. Deterministic in ``g``: resuming and data parallelism need nothing
+  else.
+* Shards: each process reads its share of the shards (``ShardStream`` splits them by
+  rank) in the order the stream's seed and epoch fix; a resumed run fast-forwards to the
+  sample position of its step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from trajloom.data.samples import collate, make_window_sample
+from trajloom.data.synthetic import SceneConfig, make_scene, scene_seed
+from trajloom_train.config import DataConfig
+from trajloom_train.distributed import Dist
+
+__all__ = [
+    "EVAL",
+    "TRAIN",
+    "VAL",
+    "ShardClips",
+    "SyntheticClips",
+    "make_train_source",
+    "sample_generator",
+    "sample_seed",
+]
+
+TRAIN, VAL, EVAL = 0, 1, 2
+# Epoch numbers of trajloom.data.synthetic.scene_seed reserved for the held-out splits.
+_SPLIT_EPOCH = {VAL: 1_000_001, EVAL: 1_000_002}
+
+
+def sample_seed(seed: int, *keys: int) -> int:
+    """An independent 63-bit seed for (seed, keys...)."""
+    state = np.random.SeedSequence([seed, *keys]).generate_state(2, dtype=np.uint32)
+    return int(state[0]) << 31 ^ int(state[1])
+
+
+def sample_generator(seed: int, *keys: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A torch generator for one sample's random draws."""
+    return torch.Generator(device=device).manual_seed(sample_seed(seed, *keys))
+
+
+def scene_config(data: DataConfig, *, render_frames: bool = False) -> SceneConfig:
+    return SceneConfig(
+        width=data.width,
+        height=data.height,
+        stride=data.stride,
+        num_frames=data.history + data.future,
+        min_objects=data.min_objects,
+        max_objects=data.max_objects,
+        render_frames=render_frames,
+    )
+
+
+class SyntheticClips:
+    """Synthetic clips by index (see the module docstring)."""
+
+    def __init__(self, data: DataConfig, seed: int, split: int = TRAIN) -> None:
+        self.data = data
+        self.seed = seed
+        self.split = split
+        self.pool = data.scene_pool if split == TRAIN else 0
+        self._config = scene_config(data)
+        self._memo: dict[int, dict[str, Any]] = {}
+        self._perms: dict[int, np.ndarray] = {}
+
+    def scene_index(self, g: int) -> int:
+        if not self.pool:
+            return g
+        epoch, pos = divmod(g, self.pool)
+        if epoch not in self._perms:
+            self._perms = {epoch: np.random.default_rng([self.seed, epoch]).permutation(self.pool)}
+        return int(self._perms[epoch][pos])
+
+    def seed_of(self, g: int) -> int:
+        """The trajloom.data scene seed of sample ``g``."""
+        if self.split == TRAIN:
+            return scene_seed(self.seed, self.scene_index(g))
+        return scene_seed(self.seed, g, _SPLIT_EPOCH[self.split])
+
+    def sample(self, g: int, *, frames: bool = False) -> dict[str, Any]:
+        """One window sample (``trajloom.data.samples`` dict); ``frames`` renders the video."""
+        key = self.scene_index(g) if self.split == TRAIN else g
+        if self.pool and not frames and key in self._memo:
+            return self._memo[key]
+        s = self.seed_of(g)
+        cfg = scene_config(self.data, render_frames=True) if frames else self._config
+        scene = make_scene(s, cfg)
+        h = self.data.history
+        sample = make_window_sample(
+            f"synthetic-{s}",
+            scene.tracks,
+            scene.visibility,
+            start=0,
+            history=h,
+            future=self.data.future,
+            frames=None if scene.frames is None else scene.frames[:h],
+            caption=scene.caption,
+            camera=scene.camera_phrase,
+            meta=scene.meta,
+        )
+        if frames:
+            sample["all_frames"] = scene.frames
+        elif self.pool:
+            self._memo[key] = sample
+        return sample
+
+    def batch(self, indices: list[int]) -> dict[str, Any]:
+        return collate([self.sample(g) for g in indices])
+
+    @property
+    def reusable(self) -> bool:
+        """True when sample ids repeat (a pool): per-clip caches pay off."""
+        return bool(self.pool)
+
+
+class ShardClips:
+    """Training windows from shards, this process's share, epoch after epoch."""
+
+    def __init__(self, data: DataConfig, seed: int, dist: Dist) -> None:
+        from trajloom.data.stream import ShardStream, StreamConfig
+
+        config = StreamConfig(
+            urls=data.shards,
+            history=data.history,
+            future=data.future,
+            window_stride=data.window_stride,
+            width=data.width,
+            height=data.height,
+            stride=data.stride,
+            shuffle_buffer=data.shuffle_buffer,
+            seed=seed,
+        )
+        self.stream = ShardStream(config, rank=dist.rank, world_size=dist.world_size)
+        self.position = 0  # samples this process has consumed
+        self.epoch = 0
+        self._iter: Iterator[dict[str, Any]] | None = None
+
+    def _next(self) -> dict[str, Any]:
+        for _ in range(2):
+            if self._iter is None:
+                self.stream.set_epoch(self.epoch)
+                self._iter = iter(self.stream)
+            try:
+                return next(self._iter)
+            except StopIteration:
+                self._iter = None
+                self.epoch += 1
+        raise ValueError(
+            f"the shards {list(self.stream.urls)[:3]}... yield no usable clip for this process "
+            f"(loader stats: {self.stream.stats.as_dict()}); check the paths, the grid "
+            "(data.width/height/stride) and the clip length (data.history + data.future)"
+        )
+
+    def check(self) -> None:
+        """Fail before training when the shards hold no usable clip."""
+        self._next()
+        self._iter = None
+        self.epoch = 0
+
+    def take(self, start: int, count: int) -> dict[str, Any]:
+        """Samples ``start .. start + count - 1`` of this process's sequence."""
+        if start < self.position:
+            self._iter, self.position, self.epoch = None, 0, 0
+        while self.position < start:
+            self._next()
+            self.position += 1
+        samples = [self._next() for _ in range(count)]
+        self.position += count
+        return collate(samples)
+
+    reusable = False
+
+
+class TrainSource:
+    """The training clips of a stage, addressed by (step, micro-batch, global indices)."""
+
+    def __init__(self, data: DataConfig, seed: int, dist: Dist, micro_batch: int, accum: int):
+        self.dist = dist
+        self.micro_batch = micro_batch
+        self.accum = accum
+        if data.source == "shards":
+            self.shards: ShardClips | None = ShardClips(data, seed, dist)
+            self.shards.check()
+            self.synthetic = None
+        else:
+            self.shards = None
+            self.synthetic = SyntheticClips(data, seed, TRAIN)
+
+    @property
+    def reusable(self) -> bool:
+        return self.synthetic is not None and self.synthetic.reusable
+
+    def batch(self, step: int, micro: int, indices: list[int]) -> dict[str, Any]:
+        if self.synthetic is not None:
+            return self.synthetic.batch(indices)
+        start = (step * self.accum + micro) * self.micro_batch
+        return self.shards.take(start, len(indices))
+
+
+def make_train_source(
+    data: DataConfig, seed: int, dist: Dist, micro_batch: int, accum: int
+) -> TrainSource:
+    return TrainSource(data, seed, dist, micro_batch, accum)
