@@ -411,3 +411,28 @@ def test_generator_flops_equal_measured_matmul_flops(overrides):
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(x, t, cond)
     assert generator_flops(config, batch=3) == counter.get_total_flops()
+
+
+def test_mixed_precision_hands_one_dtype_to_attention(monkeypatch):
+    # Under autocast q and k leave their RMSNorm in float32 on CUDA; the model casts them
+    # back to v's dtype. Here: bfloat16 autocast on the CPU, every attention call recorded.
+    import trajloom.flow.model as model_module
+
+    seen = []
+    real = model_module.attention
+
+    def recording(q, k, v, **kwargs):
+        seen.append((q.dtype, k.dtype, v.dtype))
+        return real(q, k, v, **kwargs)
+
+    monkeypatch.setattr(model_module, "attention", recording)
+    config = generator_preset("tiny")
+    model = TrajLoomGenerator(config)
+    x, t, cond = make_batch(config)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        v = model(x, t, cond)
+    assert torch.isfinite(v.float()).all()
+    assert len(seen) == 2 * config.depth  # self + cross attention in every block
+    assert all(q == k == v for q, k, v in seen)
+    q, k = model_module._qk_norm(torch.randn(2, 3, 4, 8), torch.randn(2, 3, 4, 8), torch.bfloat16)
+    assert q.dtype == k.dtype == torch.bfloat16

@@ -18,7 +18,9 @@ the release are in how the numbers are computed, not in the numbers:
   step, is projected once per sample and attended by all steps' queries in one call.
 * The per-block debug buffer ``last_gate_xattn_mean`` (non-persistent, not in the file)
   is not kept; :meth:`TrajLoomGenerator.xattn_gates` computes the same statistic.
-* Every attention goes through ``trajloom.vae.attention.attention`` ("b s h d").
+* Every attention goes through ``trajloom.vae.attention.attention`` ("b s h d"); q and k
+  are cast back to v's dtype after their RMSNorm, so that mixed precision (where autocast
+  runs rms_norm in float32) hands one dtype to every kernel.
 """
 
 from __future__ import annotations
@@ -34,12 +36,13 @@ from torch.utils.checkpoint import checkpoint
 
 from trajloom.flow.config import GeneratorConfig
 from trajloom.vae.attention import attention
-from trajloom.vae.layers import Mlp, SelfAttention
+from trajloom.vae.layers import Mlp
 
 __all__ = [
     "CrossAttention",
     "FlowCondition",
     "GeneratorBlock",
+    "SelfAttention",
     "TrajLoomGenerator",
     "block_mean_pool",
     "generator_flops",
@@ -195,6 +198,39 @@ class FlowCondition:
 # -----------------------------------------------------------------------------
 
 
+def _qk_norm(
+    q: torch.Tensor, k: torch.Tensor, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    # RMSNorm over each head's vector, no affine. Under CUDA autocast rms_norm returns
+    # float32 while v stays bfloat16; cast back so that every attention kernel (xformers
+    # is not autocast-aware) sees one dtype.
+    e = q.shape[-1]
+    return F.rms_norm(q, (e,), eps=NORM_EPS).to(dtype), F.rms_norm(k, (e,), eps=NORM_EPS).to(dtype)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with QK RMSNorm (released keys ``qkv``, ``proj``).
+
+    ``qkv``'s output is laid out ``(three heads head_dim)``, as released.
+    """
+
+    def __init__(self, dim: int, num_heads: int, *, qk_norm: bool = True) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.qk_norm = qk_norm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x: "b s d"`` -> ``"b s d"``."""
+        b, seq, d = x.shape
+        q, k, v = self.qkv(x).reshape(b, seq, 3, self.num_heads, self.head_dim).unbind(2)
+        if self.qk_norm:
+            q, k = _qk_norm(q, k, v.dtype)
+        return self.proj(attention(q, k, v).reshape(b, seq, d))
+
+
 class CrossAttention(nn.Module):
     """Multi-head cross-attention, queries from ``x`` and keys/values from ``context``.
 
@@ -229,8 +265,7 @@ class CrossAttention(nn.Module):
             kv = kv.reshape(b * g, context.shape[2], 2, h, e)
         k, v = kv.unbind(2)
         if self.qk_norm:
-            q = F.rms_norm(q, (e,), eps=NORM_EPS)
-            k = F.rms_norm(k, (e,), eps=NORM_EPS)
+            q, k = _qk_norm(q, k, v.dtype)
         out = attention(q, k, v)
         return self.proj(out.reshape(b, g, seq, d))
 
@@ -246,7 +281,7 @@ class GeneratorBlock(nn.Module):
 
     def __init__(self, hidden_size: int, num_heads: int, mlp_hidden: int, *, qk_norm: bool) -> None:
         super().__init__()
-        self.attn = SelfAttention(hidden_size, num_heads, qkv_bias=True, qk_norm=qk_norm)
+        self.attn = SelfAttention(hidden_size, num_heads, qk_norm=qk_norm)
         self.xattn = CrossAttention(hidden_size, num_heads, qk_norm=qk_norm)
         self.mlp = Mlp(hidden_size, mlp_hidden)
         self.adaLN = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 9 * hidden_size))
