@@ -171,7 +171,7 @@ def test_eval_vae_reconstruction_reports_vepe(tmp_path):
         "--height",
         96,
         "--history",
-        17,
+        20,
         "--future",
         17,
         "--no-store-video",
@@ -179,12 +179,18 @@ def test_eval_vae_reconstruction_reports_vepe(tmp_path):
     )
     assert res.exit_code == 0, res.output
     torch.manual_seed(0)
-    save_pretrained(TrajLoomVAE(vae_preset("tiny")), tmp_path / "vae")
+    save_pretrained(TrajLoomVAE(vae_preset("tiny")), tmp_path / "vae")  # 17 frames
     out = tmp_path / "res"
     res = _run("eval", bench, "--method", f"recon=vae:{tmp_path / 'vae'}", "--out", out, "--quiet")
     assert res.exit_code == 0, res.output
     r = json.loads((out / "results.json").read_text())["results"]["recon"]["synthetic"]
     assert r["vepe"] > 0 and r["num_videos"] == 2
+    # The future starts at the bench's boundary (frame 20), whatever the method's windows.
+    urls, _ = read_manifest(bench / "synthetic")
+    sample = next(iter_shard_samples(Path(urls[0])))
+    run = read_run_folder(out / "runs" / "recon" / "synthetic" / sample.id)
+    np.testing.assert_array_equal(run.gt_tracks, sample.tracks[20:37])
+    assert run.meta["cond_index"] == 20
 
 
 def test_eval_refuses_bad_methods_and_reports_mismatch(synthetic_bench, tmp_path):

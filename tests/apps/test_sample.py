@@ -286,9 +286,10 @@ def build_tiny_trained_set(folder: Path, steps: int = 2) -> Path:
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory) -> Path:
-    """A run folder as apps/train leaves it: the trained set one level down."""
+    """A run folder as apps/train leaves it: stage folders, and the trained set in trained/."""
     run = tmp_path_factory.mktemp("run")
-    build_tiny_trained_set(run / "final")
+    save_pretrained(TrajLoomVAE(vae_preset("tiny")), run / "vae" / "final")
+    build_tiny_trained_set(run / "trained")
     return run
 
 
@@ -392,7 +393,7 @@ def test_npz_and_shard_inputs_with_tiny_checkpoint(tmp_path, trained_run):
         str(tmp_path / "in" / "clip.npz"),
         str(tmp_path / "shards" / "shard-000000.tar"),
         "--checkpoint",
-        str(trained_run / "final"),
+        str(trained_run / "trained"),
         "--out",
         str(out),
         "--num-samples",

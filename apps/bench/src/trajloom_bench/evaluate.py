@@ -88,10 +88,35 @@ def _source_samples(bench_root: Path, source: dict[str, Any]) -> Iterator[ShardS
         yield from iter_shard_samples(Path(url))
 
 
-def _prepare(
-    sample: ShardSample, method: Forecaster, split: tuple[int, int]
-) -> tuple[GridSpec, int, int, np.ndarray, np.ndarray]:
-    """The sample's tracks in the method's grid pixels, and the history/future split."""
+@dataclass(frozen=True)
+class _Window:
+    """A clip cut for one method: history ``[boundary - th, boundary)``, future after it."""
+
+    grid: GridSpec
+    boundary: int  # first future frame: the bench's own history length
+    th: int
+    tf: int
+    tracks: np.ndarray  # "t n 2" in pixels of ``grid``
+    vis: np.ndarray  # "t n"
+
+    @property
+    def start(self) -> int:
+        return self.boundary - self.th
+
+    def history(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.tracks[self.start : self.boundary], self.vis[self.start : self.boundary]
+
+    def future(self) -> tuple[np.ndarray, np.ndarray]:
+        end = self.boundary + self.tf
+        return self.tracks[self.boundary : end], self.vis[self.boundary : end]
+
+
+def _prepare(sample: ShardSample, method: Forecaster, split: tuple[int, int]) -> _Window:
+    """The sample's tracks in the method's grid pixels, cut at the bench's boundary.
+
+    Every method forecasts from the same frame, the bench's history length, whatever
+    windows it takes: a shorter history ends there, a shorter future starts there.
+    """
     src = GridSpec(
         int(sample.meta["width"]), int(sample.meta["height"]), int(sample.meta.get("stride", 32))
     )
@@ -107,13 +132,16 @@ def _prepare(
     if grid.size != src.size:
         tracks = rescale_tracks(tracks, src.size, grid.size).astype(np.float32)
     t = tracks.shape[0]
-    history = method.history or split[0]
-    future = method.future or split[1]
-    if history + future > t:
+    boundary = min(split[0], t)
+    th = method.history or boundary
+    tf = method.future or min(split[1], t - boundary)
+    if th > boundary or boundary + tf > t:
         raise ValueError(
-            f"{sample.id}: {t} frames, but the method needs {history} history + {future} future"
+            f"{sample.id}: the method needs {th} history + {tf} future frames around frame "
+            f"{boundary}, but the clip has {boundary} history + {t - boundary} future frames; "
+            "build the bench with --history/--future at least the method's"
         )
-    return grid, history, future, tracks, sample.visibility
+    return _Window(grid, boundary, th, tf, tracks, sample.visibility)
 
 
 def predict_source(
@@ -130,42 +158,45 @@ def predict_source(
 ) -> list[str]:
     """Write a run folder per clip of one source under ``out``; returns the failures.
 
-    ``split`` = (history, future) frames for methods that take any length (baselines):
-    the bench's own window split.
+    ``split`` = the bench's (history, future) frames: where every forecast starts, and the
+    lengths for methods that take any (baselines).
     """
     failures: list[str] = []
     for i, sample in enumerate(_source_samples(bench_root, source)):
         if cfg.limit is not None and i >= cfg.limit:
             break
         try:
-            grid, th, tf, tracks, vis = _prepare(sample, method, split)
+            w = _prepare(sample, method, split)
             frames = None
-            if sample.video is not None:
-                frames = read_video(sample.video, size=grid.size, num_frames=th, name=sample.id)
+            if sample.video is not None and method.wants_frames:
+                frames = read_video(
+                    sample.video, size=w.grid.size, start=w.start, num_frames=w.th, name=sample.id
+                )
+            (hist, hvis), (gt, gvis) = w.history(), w.future()
             forecast = method.forecast(
-                tracks[:th],
-                vis[:th],
-                future=tf,
+                hist,
+                hvis,
+                future=w.tf,
                 frames=frames,
                 caption=str(sample.meta.get("caption", "")),
                 num_samples=1,
                 seed=cfg.seed + i,
-                gt_tracks=tracks[th : th + tf],
-                gt_vis=vis[th : th + tf],
+                gt_tracks=gt,
+                gt_vis=gvis,
             )
         except (ValueError, VideoReadError, FormatError) as err:
             failures.append(f"{source_name}/{sample.id}: {err}")
             progress(f"fail {source_name}/{sample.id}: {err}")
             continue
-        pred, pvis = _sanitize(forecast.tracks[0], forecast.visibility[0], grid.size)
+        pred, pvis = _sanitize(forecast.tracks[0], forecast.visibility[0], w.grid.size)
         write_run_folder(
             out / sample.id,
             RunFolder(
-                query_xy=query_points(grid).numpy(),
+                query_xy=query_points(w.grid).numpy(),
                 pred_tracks=pred,
                 pred_visibility=pvis,
-                gt_tracks=tracks[th : th + tf],
-                gt_visibility=vis[th : th + tf],
+                gt_tracks=gt,
+                gt_visibility=gvis,
                 pred_visibility_prob=None
                 if forecast.probability is None
                 else forecast.probability[0],
@@ -174,11 +205,12 @@ def predict_source(
                     "source": source_name,
                     "method": spec.name,
                     "spec": f"{spec.kind}:{spec.target}",
-                    "hist_len": th,
-                    "future_len": tf,
-                    "H": grid.height,
-                    "W": grid.width,
-                    "grid_stride": grid.stride,
+                    "cond_index": w.boundary,
+                    "hist_len": w.th,
+                    "future_len": w.tf,
+                    "H": w.grid.height,
+                    "W": w.grid.width,
+                    "grid_stride": w.grid.stride,
                     "noise_seed": cfg.seed + i,
                 },
             ),

@@ -56,6 +56,7 @@ class Forecaster(Protocol):
     grid: GridSpec | None  # the grid it needs; None: any
     history: int | None  # history frames it needs; None: any
     future: int | None  # future frames it predicts; None: any
+    wants_frames: bool  # whether it uses the history frames (else they are not decoded)
 
     def forecast(
         self,
@@ -123,6 +124,7 @@ class Baseline:
     grid: GridSpec | None = None
     history: int | None = None
     future: int | None = None
+    wants_frames: bool = False
 
     def forecast(
         self,
@@ -158,6 +160,7 @@ class VAEReconstruction:
     grid: GridSpec | None = None
     history: int | None = None
     future: int | None = None
+    wants_frames: bool = False
 
     def __post_init__(self) -> None:
         self.grid = self.model.config.grid

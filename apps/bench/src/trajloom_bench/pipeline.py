@@ -1,9 +1,10 @@
 """Trained sets and released checkpoints as bench methods, through ``TrajLoomPipeline``.
 
 Same rules as the sample app: a trained-set folder holds ``pipeline.json``; a run folder
-of ``apps/train`` holds one up to three levels down (``final``/``export``/``trained_set``
-preferred, else the newest); ``released:DIR`` holds the authors' configs and ``.pt``
-files (``*vae*``, ``*vis*``, the generator the remaining one). A WHN-style trained set
+of ``apps/train`` holds one up to three levels down (``trained`` - what apps/train
+writes - ``final``, ``export`` or ``trained_set`` preferred, else the newest);
+``released:DIR`` holds the authors' configs and ``.pt`` files (``*vae*``, ``*vis*``, the
+generator the remaining one). A WHN-style trained set
 (``PipelineConfig(mode="whn")``) is a trained-set folder like any other.
 """
 
@@ -19,7 +20,7 @@ from trajloom_bench.methods import Forecast, MethodError, MethodSpec
 
 __all__ = ["PipelineMethod", "find_released_files", "find_trained_set", "load_pipeline_forecaster"]
 
-_PREFERRED = ("final", "export", "trained_set", "pipeline")
+_PREFERRED = ("trained", "final", "export", "trained_set", "pipeline")
 
 
 def find_trained_set(folder: Path) -> Path:
@@ -78,6 +79,7 @@ class PipelineMethod:
         self.grid = pipe.grid
         self.history = pipe.num_frames
         self.future = pipe.num_frames
+        self.wants_frames = pipe.video_encoder is not None and pipe.generator.config.use_video_cond
 
     def forecast(
         self,
@@ -92,11 +94,7 @@ class PipelineMethod:
         gt_tracks: np.ndarray | None = None,
         gt_vis: np.ndarray | None = None,
     ) -> Forecast:
-        use_frames = (
-            frames is not None
-            and self.pipe.video_encoder is not None
-            and self.pipe.generator.config.use_video_cond
-        )
+        use_frames = frames is not None and self.wants_frames
         out = self.pipe(
             torch.from_numpy(np.ascontiguousarray(hist_tracks, dtype=np.float32)),
             torch.from_numpy(np.ascontiguousarray(hist_vis, dtype=bool)),

@@ -4,8 +4,8 @@ Where a checkpoint is found:
 
 * a trained-set folder: it holds ``pipeline.json`` (``TrajLoomPipeline.save_pretrained``);
 * a run folder of ``apps/train``: the trained set inside it (searched up to three levels
-  down; with several, one named ``final``/``export``/``trained_set`` wins, else the most
-  recently written one);
+  down; with several, one named ``trained`` (what apps/train writes), ``final``,
+  ``export`` or ``trained_set`` wins, else the most recently written one);
 * ``released:DIR``: the authors' files anywhere under DIR — configs
   ``trajloom_vae_config.json``, ``trajloom_generator_config.json``,
   ``vae_latent_stats.json``, optionally ``vis_predictor_config.json``, and ``.pt``
@@ -30,7 +30,7 @@ __all__ = [
     "load_pipeline_forecaster",
 ]
 
-_PREFERRED = ("final", "export", "trained_set", "pipeline")
+_PREFERRED = ("trained", "final", "export", "trained_set", "pipeline")
 
 
 def find_trained_set(folder: Path) -> Path:
