@@ -17,6 +17,7 @@ Figures:
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 import warnings
@@ -29,12 +30,13 @@ from trajloom.data.synthetic import SceneConfig, make_scene, synthetic_shard_sam
 APPETITE = 4.0  # samples/s one GPU consumes at paper scale (a few per second)
 
 
-def clips_per_second(config: SceneConfig, count: int) -> float:
+def clips_per_second(config: SceneConfig, count: int) -> tuple[float, float]:
+    """(clips per wall-clock second, clips per CPU second of this process)."""
     make_scene(0, config)  # warm up caches and imports
-    start = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     for seed in range(1, count + 1):
         make_scene(seed, config)
-    return count / (time.perf_counter() - start)
+    return count / (time.perf_counter() - wall), count / (time.process_time() - cpu)
 
 
 def loader_rate(urls: str, *, frames: bool, workers: int, batches: int) -> tuple[float, int]:
@@ -60,6 +62,7 @@ def main() -> None:
     n_paper = 3 if args.quick else 10
     n_shard_clips = 8 if args.quick else 24
 
+    print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     small = SceneConfig(width=256, height=256, stride=16, num_frames=32)
     paper = SceneConfig(width=832, height=480, stride=32, num_frames=162)
     print("== synthetic scenes (make_scene, one process) ==")
@@ -102,6 +105,7 @@ def main() -> None:
                         f"({seen} samples), {rate / APPETITE:6.1f}x a GPU's appetite "
                         f"of {APPETITE:.0f}/s"
                     )
+    print(f"load average at end: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -197,3 +197,22 @@ def test_wanmove_round_trip_and_rescale(tmp_path):
     back_t, back_v = read_wanmove(tmp_path, "x")
     np.testing.assert_allclose(back_t, tracks * np.array([2.0, 0.5], np.float32))
     np.testing.assert_array_equal(back_v, vis)
+
+
+def test_decode_rejects_bad_meta_and_non_numeric_embeddings():
+    import io
+
+    from trajloom.data.formats import encode_shard_sample
+
+    tracks, vis = _tracks()
+    good = encode_shard_sample(
+        ShardSample(id="a", tracks=tracks, visibility=vis, meta={"width": 8, "height": 8})
+    )
+    bad_meta = {**good, "meta.json": json.dumps({"width": "wide", "height": 8}).encode()}
+    with pytest.raises(FormatError, match="'width' must be a positive int") as info:
+        decode_shard_sample(bad_meta)
+    assert info.value.reason == "bad_meta"
+    buf = io.BytesIO()
+    np.save(buf, np.array(["a", "b"]))
+    with pytest.raises(FormatError, match=r"text\.npy: must be numeric"):
+        decode_shard_sample({**good, "text.npy": buf.getvalue()})

@@ -332,6 +332,13 @@ def decode_shard_sample(raw: Mapping[str, Any], *, allow_nonfinite: bool = False
         raise FormatError(f"{where}/meta.json: not valid JSON ({err})", "bad_meta") from err
     if not isinstance(meta, dict) or any(k not in meta for k in _META_REQUIRED):
         raise FormatError(f"{where}/meta.json: needs keys {_META_REQUIRED}", "bad_meta")
+    for k in _META_REQUIRED:
+        value = meta[k]
+        integral = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+        if isinstance(value, bool) or not integral or value < 1:
+            raise FormatError(
+                f"{where}/meta.json: '{k}' must be a positive int, got {value!r}", "bad_meta"
+            )
     if vis.dtype != np.bool_:
         raise FormatError(f"{where}/visibility.npy: must be bool, got {vis.dtype}", "bad_shape")
     _check_pair(tracks, vis, where, allow_nonfinite=allow_nonfinite)
@@ -341,6 +348,13 @@ def decode_shard_sample(raw: Mapping[str, Any], *, allow_nonfinite: bool = False
         if "video_latent.npy" in raw
         else None
     )
+    for name, array in (("text.npy", text), ("video_latent.npy", latent), ("tracks.npy", tracks)):
+        if array is not None and not (
+            np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
+        ):
+            raise FormatError(
+                f"{where}/{name}: must be numeric, got dtype {array.dtype}", "corrupt_member"
+            )
     return ShardSample(
         id=str(meta.get("id", raw.get("__key__", ""))),
         tracks=tracks.astype(np.float32, copy=False),
