@@ -36,6 +36,7 @@ from torch.utils.data import IterableDataset
 from trajloom.data.camera import CameraMotion, camera_phrase, shake_from_steps
 from trajloom.data.formats import ShardSample
 from trajloom.data.samples import make_window_sample
+from trajloom.data.stream import node_and_worker
 from trajloom.encoding import GridSpec, query_points
 
 __all__ = [
@@ -398,7 +399,7 @@ def _sample_camera(rng: np.random.Generator, cfg: SceneConfig) -> CameraPath:
         pan=signed(0.2, 1.0) * cfg.max_camera_speed if rng.random() < cfg.p_pan else 0.0,
         tilt=signed(0.2, 1.0) * cfg.max_camera_speed if rng.random() < cfg.p_tilt else 0.0,
         # at most +-50% size change over the clip
-        zoom=signed(0.25, 0.4) / t * 1.0 if rng.random() < cfg.p_zoom else 0.0,
+        zoom=signed(0.25, 0.4) / t if rng.random() < cfg.p_zoom else 0.0,
         roll=signed(0.2, 0.5) / t if rng.random() < cfg.p_roll else 0.0,
         shake=float(rng.uniform(0.006, 0.012)) if rng.random() < cfg.p_shake else 0.0,
     )
@@ -620,13 +621,8 @@ class SyntheticClips(IterableDataset):
         """Select the clips of `epoch` (call before creating the DataLoader iterator)."""
         self.epoch = int(epoch)
 
-    def _slot(self) -> tuple[int, int]:
-        from trajloom.data.stream import node_and_worker
-
-        return node_and_worker(self.rank, self.world_size)
-
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        slot, slots = self._slot()
+        slot, slots = node_and_worker(self.rank, self.world_size)
         index = slot
         while self.count is None or index < self.count:
             s = scene_seed(self.seed, index, self.epoch)
