@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -246,7 +247,7 @@ class TrajLoomVAE(nn.Module):
         spec = self.config.grid
         pos = sincos_2d(self.config.hidden_size, spec.grid_h, spec.grid_w)
         self.pos_embed.data.copy_(torch.from_numpy(pos).float()[None])
-        frames = torch.arange(self.config.num_frames, dtype=torch.float32).numpy()
+        frames = np.arange(self.config.num_frames, dtype=np.float32)
         temp = sincos_1d(self.config.hidden_size, frames)
         self.temp_embed_in.data.copy_(torch.from_numpy(temp).float()[None])
         # Zero output layer: the initial reconstruction is the anchor grid itself.
