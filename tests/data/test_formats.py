@@ -216,3 +216,14 @@ def test_decode_rejects_bad_meta_and_non_numeric_embeddings():
     np.save(buf, np.array(["a", "b"]))
     with pytest.raises(FormatError, match=r"text\.npy: must be numeric"):
         decode_shard_sample({**good, "text.npy": buf.getvalue()})
+
+
+def test_converter_estimates_the_camera_phrase(tmp_path):
+    from trajloom.data.synthetic import CameraPath, SceneConfig, make_scene
+
+    cfg = SceneConfig(width=128, height=96, stride=16, num_frames=24, render_frames=False)
+    scene = make_scene(0, cfg, camera=CameraPath(tilt=-0.01))
+    save_released_npz(tmp_path / "src" / "tilt.npz", scene.tracks, scene.visibility)
+    convert_released_to_shards(tmp_path / "src", tmp_path / "out", size=(128, 96))
+    (decoded,) = [decode_shard_sample(r) for r in _raw_samples(read_manifest(tmp_path / "out")[0])]
+    assert decoded.meta["camera"] == scene.camera_phrase == "the camera tilts down"

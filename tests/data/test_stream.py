@@ -254,3 +254,25 @@ def test_config_round_trip_and_validation(shards):
         StreamConfig(urls=("x",), width=100)
     with pytest.raises(ValueError, match="name no shards"):
         ShardStream(StreamConfig(urls=(str(shards / "nothing-{0..0}.tar")[:0],)))
+
+
+def test_camera_phrase_is_appended_once(tmp_path):
+    from trajloom.data.stream import caption_with_camera
+
+    assert (
+        caption_with_camera("A dog runs.", "the camera pans left")
+        == "A dog runs; the camera pans left."
+    )
+    assert caption_with_camera("", "static camera") == "Static camera."
+    assert caption_with_camera("x; static camera.", "static camera") == "x; static camera."
+    sample = _sample(0)
+    sample.meta = {**sample.meta, "caption": "A thing moves.", "camera": "the camera rolls"}
+    write_shards([sample], tmp_path)
+    out = next(iter(ShardStream(StreamConfig(urls=(str(tmp_path),), **BASE))))
+    assert (
+        out["caption"] == "A thing moves; the camera rolls." and out["camera"] == "the camera rolls"
+    )
+    plain = next(
+        iter(ShardStream(StreamConfig(urls=(str(tmp_path),), append_camera=False, **BASE)))
+    )
+    assert plain["caption"] == "A thing moves."

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import webdataset as wds
 
+from trajloom.data.camera import camera_phrase, estimate_camera_motion
 from trajloom.data.video import VIDEO_SUFFIXES, VideoReadError, probe_video
 
 __all__ = [
@@ -453,6 +454,7 @@ def _released_samples(
     fps: float | None,
     source: str,
     include_video: bool,
+    camera: bool,
     skipped: list[str],
 ) -> Iterator[ShardSample]:
     for item in items:
@@ -471,6 +473,10 @@ def _released_samples(
                 f"{item.npz}: no video beside it and no size given; pass size=(width, height)"
             )
             continue
+        phrase = ""
+        if camera:
+            motion = estimate_camera_motion(tracks, vis, (int(width), int(height)))
+            phrase = camera_phrase(motion)
         meta = {
             "width": int(width),
             "height": int(height),
@@ -478,7 +484,7 @@ def _released_samples(
             "fps": float(fps if fps is not None else clip_fps),
             "source": source,
             "caption": captions.get(item.id, ""),
-            "camera": "",
+            "camera": phrase,
         }
         video = item.video.read_bytes() if include_video and item.video is not None else None
         yield ShardSample(id=item.id, tracks=tracks, visibility=vis, meta=meta, video=video)
@@ -495,14 +501,17 @@ def convert_released_to_shards(
     fps: float | None = None,
     source: str = "released",
     include_video: bool = True,
+    camera: bool = True,
     maxcount: int = 256,
 ) -> dict[str, Any]:
     """Convert a released-layout folder (or any folder of `<id>.npz` + `<id>.mp4`) to shards.
 
     The tracks' pixel frame is the video's size (probed), else `size`; the video bytes are
     stored unchanged. `captions` is a CSV (`videoid, video_path, text`); when omitted, a
-    `*.csv` in `src` is used if there is exactly one. Unreadable items are skipped and
-    listed in the manifest under "skipped" (with reasons). Returns the manifest.
+    `*.csv` in `src` is used if there is exactly one. With `camera`, the camera phrase
+    estimated from the tracks (`trajloom.data.camera`) goes into meta "camera". Unreadable
+    items are skipped and listed in the manifest under "skipped" (with reasons). Returns
+    the manifest.
     """
     src = Path(src)
     if captions is None:
@@ -522,6 +531,7 @@ def convert_released_to_shards(
             fps=fps,
             source=source,
             include_video=include_video,
+            camera=camera,
             skipped=skipped,
         ),
         out,

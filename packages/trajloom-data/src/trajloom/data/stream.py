@@ -49,6 +49,7 @@ __all__ = [
     "SkippedSampleWarning",
     "StreamConfig",
     "assign_shards",
+    "caption_with_camera",
     "expand_shard_urls",
     "make_loader",
     "node_and_worker",
@@ -82,6 +83,7 @@ class StreamConfig:
     decode_frames: bool = False  # decode and resize the history frames from video.mp4
     frame_size: tuple[int, int] | None = None  # (width, height) of frames; None: working size
     strict: bool = False  # raise DataError on bad input instead of skipping it
+    append_camera: bool = True  # end captions with meta "camera" (appendix E.2) if not there
 
     def __post_init__(self) -> None:
         if isinstance(self.urls, str):
@@ -153,6 +155,16 @@ class LoaderStats:
         for delta in batch.get("stats_delta", {}).get("deltas", []):
             if delta.get("pid") != os.getpid():
                 self.add(delta)
+
+
+def caption_with_camera(caption: str, camera: str) -> str:
+    """`caption` ending with the camera phrase: "A dog runs; the camera pans left slowly."."""
+    caption, camera = caption.strip(), camera.strip()
+    if not camera or camera in caption:
+        return caption
+    if not caption:
+        return camera[0].upper() + camera[1:] + "."
+    return f"{caption.rstrip('.')}; {camera}."
 
 
 def node_and_worker(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
@@ -328,6 +340,9 @@ class ShardStream(IterableDataset):
                 return
         tracks = rescale_tracks(sample.tracks, sample.size, cfg.spec.size)
         meta = sample.meta
+        caption = str(meta.get("caption", ""))
+        if cfg.append_camera:
+            caption = caption_with_camera(caption, str(meta.get("camera", "")))
         for start in starts:
             yield make_window_sample(
                 sample.id,
@@ -338,7 +353,7 @@ class ShardStream(IterableDataset):
                 future=cfg.future,
                 overlap=cfg.overlap,
                 frames=None if frames is None else frames[start : start + cfg.history],
-                caption=str(meta.get("caption", "")),
+                caption=caption,
                 camera=str(meta.get("camera", "")),
                 meta=meta,
                 text_emb=sample.text,
