@@ -424,3 +424,74 @@ def test_wrong_kind_of_checkpoint_is_refused(tmp_path):
         proc = _run(str(tmp_path), "--checkpoint", str(bad), "--out", str(tmp_path / "o"))
         assert proc.exit_code == 2, proc.output
         assert str(bad) in proc.output and words in proc.output
+
+
+def _write_released_layout(trained_set: Path, root: Path) -> Path:
+    """The trained set in the authors' layout: configs/*.json and checkpoints/*.pt."""
+    pipe = TrajLoomPipeline.from_pretrained(trained_set)
+    (root / "configs").mkdir(parents=True)
+    (root / "checkpoints").mkdir()
+    torch.save({"vae": pipe.vae.state_dict()}, root / "checkpoints" / "trajloom_vae.pt")
+    torch.save(
+        {"generator": pipe.generator.state_dict()}, root / "checkpoints" / "trajloom_generator.pt"
+    )
+    torch.save(
+        {"model": pipe.visibility.state_dict()}, root / "checkpoints" / "visibility_predictor.pt"
+    )
+    (root / "configs" / "trajloom_vae_config.json").write_text(
+        json.dumps(pipe.vae.config.to_released_dict())
+    )
+    (root / "configs" / "trajloom_generator_config.json").write_text(
+        json.dumps(
+            {
+                "generator": pipe.generator.config.to_dict(),
+                "train": {"x0_mode": "anchor_first", "x0_noise_std": 0.1},
+            }
+        )
+    )
+    vc = pipe.visibility.config
+    (root / "configs" / "vis_predictor_config.json").write_text(
+        json.dumps(
+            {
+                "predictor": {
+                    "latent_channels": vc.latent_channels,
+                    "hidden": vc.hidden,
+                    "depth": vc.depth,
+                }
+            }
+        )
+    )
+    pipe.latent_stats.to_json(root / "configs" / "vae_latent_stats.json")
+    return root
+
+
+def test_released_checkpoints_give_the_trained_sets_futures(tmp_path, trained_run):
+    released = _write_released_layout(trained_run / "trained", tmp_path / "TrajLoom")
+    grid = GridSpec(128, 96, 32)
+    save_released_npz(tmp_path / "in" / "clip.npz", *_walk(grid, 34, seed=7))
+    outs = {}
+    for name, ckpt in (("ours", str(trained_run)), ("released", f"released:{released}")):
+        outs[name] = tmp_path / name
+        proc = _run(
+            str(tmp_path / "in" / "clip.npz"),
+            "--checkpoint",
+            ckpt,
+            "--out",
+            str(outs[name]),
+            "--num-samples",
+            "2",
+            "--steps",
+            "3",
+            "--no-render",
+        )
+        assert proc.exit_code == 0, proc.output
+    for k in range(2):
+        a = read_run_folder(outs["ours"] / "runs" / f"sample_{k:03d}" / "clip")
+        b = read_run_folder(outs["released"] / "runs" / f"sample_{k:03d}" / "clip")
+        np.testing.assert_allclose(a.pred_tracks, b.pred_tracks, atol=1e-4)
+        np.testing.assert_array_equal(a.pred_visibility, b.pred_visibility)
+    (released / "checkpoints" / "extra_vae.pt").write_bytes(b"")
+    proc = _run(
+        str(tmp_path / "in"), "--checkpoint", f"released:{released}", "--out", str(tmp_path / "x")
+    )
+    assert proc.exit_code == 2 and "one VAE .pt" in proc.output
