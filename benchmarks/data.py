@@ -70,12 +70,13 @@ def main() -> None:
         ("256x256 x 32, stride 16", small, n_small),
         ("832x480 x 162, stride 32", paper, n_paper),
     ):
-        rendered = clips_per_second(cfg, count)
-        tracks_only = clips_per_second(
+        rendered, rendered_cpu = clips_per_second(cfg, count)
+        tracks_only, tracks_cpu = clips_per_second(
             SceneConfig(**{**cfg.to_dict(), "render_frames": False}), count * 5
         )
         print(
-            f"{name}: {rendered:8.2f} clips/s with frames, {tracks_only:8.1f} clips/s tracks only"
+            f"{name}: {rendered:7.2f} clips/s with frames ({rendered_cpu:7.2f} per CPU-s), "
+            f"{tracks_only:7.1f} clips/s tracks only ({tracks_cpu:7.1f} per CPU-s)"
         )
 
     print(f"== shard loader: {n_shard_clips} clips of 162 frames x 390 tracks, 81 + 81 window ==")
