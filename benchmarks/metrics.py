@@ -13,15 +13,23 @@ allocations during each metric (data chunk excluded), plus the process max RSS.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import resource
+import sys
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 
-import numpy as np
+# BLAS threads must be fixed before numpy loads; on a shared 2-core machine a
+# multi-threaded OpenBLAS eigh can run 10x slower than a single thread.
+_THREADS = sys.argv[sys.argv.index("--threads") + 1] if "--threads" in sys.argv else "1"
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, _THREADS)
 
-from trajloom.metrics import (
+import numpy as np  # noqa: E402
+
+from trajloom.metrics import (  # noqa: E402
     FVMDAccumulator,
     FVMDConfig,
     VEPEAccumulator,
@@ -38,7 +46,9 @@ STRIDE = 32.0
 def chunks(num_clips: int, chunk: int, seed: int = 0) -> Iterator[tuple[np.ndarray, ...]]:
     """Yield `(gt [b, 81, 390, 2], pred, vis [b, 81, 390])` float32 / bool chunks."""
     rng = np.random.default_rng(seed)
-    ys, xs = np.meshgrid(np.arange(GRID_HW[0]) * STRIDE, np.arange(GRID_HW[1]) * STRIDE, indexing="ij")
+    ys, xs = np.meshgrid(
+        np.arange(GRID_HW[0]) * STRIDE, np.arange(GRID_HW[1]) * STRIDE, indexing="ij"
+    )
     seeds = np.stack([xs.ravel(), ys.ravel()], axis=-1).astype(np.float32)
     done = 0
     while done < num_clips:
@@ -79,11 +89,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="40 clips instead of 1000")
     parser.add_argument("--clips", type=int, default=None, help="number of clips (default 1000)")
     parser.add_argument("--chunk", type=int, default=50, help="clips per streamed chunk")
+    parser.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1)")
     parser.add_argument("--skip-long", action="store_true", help="skip FVMD-Long (4800-dim eigh)")
     args = parser.parse_args()
     n = args.clips or (40 if args.quick else 1000)
     print(f"{n} clips x {FRAMES} frames x {GRID_HW[0] * GRID_HW[1]} tracks, chunks of {args.chunk}")
-    print(f"machine: {platform.processor() or platform.machine()}, numpy {np.__version__}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load average "
+        f"{os.getloadavg()[0]:.1f}, numpy {np.__version__}, "
+        f"BLAS threads {os.environ['OPENBLAS_NUM_THREADS']}"
+    )
 
     acc = FVMDAccumulator(FVMDConfig(clip_len=24, clip_stride=1), GRID_HW)
     measure(
@@ -115,7 +130,9 @@ def main() -> None:
         "DivCurlE (visibility)",
         n,
         args.chunk,
-        lambda gt, pred, vis: dc.extend(div_curl_energy(pred, vis, grid_hw=GRID_HW, grid_stride=STRIDE)),
+        lambda gt, pred, vis: dc.extend(
+            div_curl_energy(pred, vis, grid_hw=GRID_HW, grid_stride=STRIDE)
+        ),
         lambda: f"{video_mean(dc):.5f}",
     )
     ve = VEPEAccumulator()
