@@ -276,3 +276,11 @@ def test_camera_phrase_is_appended_once(tmp_path):
         iter(ShardStream(StreamConfig(urls=(str(tmp_path),), append_camera=False, **BASE)))
     )
     assert plain["caption"] == "A thing moves."
+
+
+def test_missing_shard_is_skipped_not_fatal(shards, tmp_path):
+    urls = (str(tmp_path / "gone.tar"), str(shards / "shard-000000.tar"))
+    ds = ShardStream(StreamConfig(urls=urls, shuffle_shards=False, **BASE))
+    with pytest.warns(SkippedSampleWarning, match=r"gone\.tar.*corrupt_shard.*cannot open"):
+        ids = [s["id"] for s in ds]
+    assert ids == ["clip0", "clip1", "clip2"] and ds.stats.skipped["corrupt_shard"] == 1
