@@ -11,7 +11,12 @@ import math
 from pathlib import Path
 from typing import Annotated, Any
 
-import typer
+try:
+    import typer
+except ModuleNotFoundError as err:
+    raise ModuleNotFoundError(
+        "the trajloom-metrics command needs typer: pip install 'trajloom-metrics[cli]'"
+    ) from err
 
 from trajloom.metrics.flowfield import DEFAULT_GRID_STRIDE
 from trajloom.metrics.fvmd import FVMDConfig
