@@ -174,9 +174,12 @@ def score_runs(
                 cropped += 1
             gt_c, pred_c, vis_c, gvis_c = _crop([gt, run.pred_tracks, vis, run.gt_visibility], t, n)
             vepe_vis = gvis_c if vepe_use_visibility else None
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                entry["vepe"] = vepe_acc.update(pred_c, gt_c, vepe_vis)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    entry["vepe"] = vepe_acc.update(pred_c, gt_c, vepe_vis)
+            except ValueError as err:
+                notes.append(f"vepe: left out {name}: {err}")
             if fvmd_error is None:
                 try:
                     hw, order = infer_grid(run.query_xy, n)
