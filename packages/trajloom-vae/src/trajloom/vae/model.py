@@ -155,6 +155,8 @@ class VAEBlock(nn.Module):
         self.norm1 = nn.RMSNorm(hidden_size, eps=1e-6)
         self.attn = SelfAttention(hidden_size, num_heads, qkv_bias=True)
         self.norm2 = nn.RMSNorm(hidden_size, eps=1e-6)
+        # Frozen: it never sees a gradient, and DDP refuses trainable unused parameters.
+        self.norm2.weight.requires_grad_(False)
         self.norm3 = nn.RMSNorm(hidden_size, eps=1e-6)
         self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio))
         self.gate_msa = nn.Parameter(torch.zeros(1, 1, hidden_size))
