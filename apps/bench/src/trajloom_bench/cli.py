@@ -8,13 +8,15 @@ See `build.py` and `evaluate.py` for what is built and how it is scored.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from trajloom.data.formats import FormatError
+from trajloom.data.tracking import make_tracker
 from trajloom_bench.build import (
     BenchConfig,
     build_released_source,
@@ -42,6 +44,17 @@ app = typer.Typer(
 def _fail(message: str) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(code=2)
+
+
+def _options(values: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings -> a dict; values read as JSON when they parse (numbers, true)."""
+    options: dict[str, Any] = {}
+    for key, raw in _pairs(values, "--tracker-option"):
+        try:
+            options[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            options[key] = raw
+    return options
 
 
 def _pairs(values: list[str], option: str) -> list[tuple[str, str]]:
@@ -83,6 +96,13 @@ def build(
         int | None, typer.Option(help="Frames between windows (default: one window).")
     ] = None,
     tracker: Annotated[str, typer.Option(help="flow (built in), alltracker, cotracker3.")] = "flow",
+    tracker_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="KEY=VALUE setting of the tracker's config, repeatable (learned trackers: "
+            "repo_path=..., weights_path=...)."
+        ),
+    ] = None,
     store_video: Annotated[
         bool, typer.Option(help="Keep the window's frames in the shard.")
     ] = True,
@@ -91,6 +111,8 @@ def build(
     quiet: bool = False,
 ) -> None:
     """Build TrajLoomBench sources into shards + manifests, and OUT/bench.json."""
+    if tracker_option is None:
+        tracker_option = []
     if released is None:
         released = []
     if source is None:
@@ -135,9 +157,10 @@ def build(
                 )
             else:
                 if tracker_obj is None:
-                    from trajloom.data.tracking import make_tracker
-
-                    tracker_obj = make_tracker(cfg.tracker)
+                    try:
+                        tracker_obj = make_tracker(cfg.tracker, **_options(tracker_option))
+                    except TypeError as err:
+                        raise ValueError(f"--tracker {cfg.tracker}: {err}") from err
                 manifests[name] = build_video_source(
                     name, Path(target), dest, cfg, tracker_obj, progress=progress
                 )

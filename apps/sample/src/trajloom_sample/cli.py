@@ -24,7 +24,8 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from trajloom.data.video import write_video
+from trajloom.data.tracking import TRACKERS, make_tracker
+from trajloom.data.video import VIDEO_SUFFIXES, write_video
 from trajloom_sample.export import write_sample_runs, write_wanmove_export
 from trajloom_sample.inputs import Clip, InputError, expand_inputs, load_clips
 from trajloom_sample.model import CheckpointError, Forecaster, load_forecaster, resolve_device
@@ -36,6 +37,20 @@ app = typer.Typer(add_completion=False, no_args_is_help=True)
 def _fail(message: str) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(code=2)
+
+
+def parse_options(values: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings -> a dict; values read as JSON when they parse (numbers, true)."""
+    options: dict[str, Any] = {}
+    for value in values:
+        key, sep, raw = value.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{value!r} is not KEY=VALUE")
+        try:
+            options[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            options[key] = raw
+    return options
 
 
 def process_clip(
@@ -62,7 +77,8 @@ def process_clip(
         num_samples=num_samples,
         seed=seed,
     )
-    seconds = time.perf_counter() - start
+    seconds = {"forecast": time.perf_counter() - start}
+    start = time.perf_counter()
     meta = {
         "id": clip.id,
         "source": clip.source,
@@ -98,6 +114,8 @@ def process_clip(
             image=image,
             num_frames=wanmove_frames,
         )
+    seconds["export"] = time.perf_counter() - start
+    start = time.perf_counter()
     renders: list[Path] = []
     if render:
         grid_hw = (grid.grid_h, grid.grid_w)
@@ -131,12 +149,13 @@ def process_clip(
                 config=render_config,
             )
             renders.append(write_video(out / "renders" / f"{clip.id}_grid.mp4", tiles, fps=fps))
+        seconds["render"] = time.perf_counter() - start
     return {
         "id": clip.id,
         "source": clip.source,
         "num_samples": int(forecast.tracks.shape[0]),
         "has_ground_truth": clip.fut_tracks is not None,
-        "seconds": round(seconds, 3),
+        "seconds": {k: round(v, 3) for k, v in seconds.items()},
         "runs": [str(p) for p in runs],
         "wanmove": [str(p) for p in exports],
         "renders": [str(p) for p in renders],
@@ -167,6 +186,13 @@ def sample(
     tracker: Annotated[
         str, typer.Option(help="Tracker for videos: flow, alltracker, cotracker3.")
     ] = "flow",
+    tracker_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="KEY=VALUE setting of the tracker's config, repeatable (learned trackers: "
+            "repo_path=..., weights_path=...)."
+        ),
+    ] = None,
     caption: Annotated[str, typer.Option(help="Caption for inputs that have none.")] = "",
     render: Annotated[bool, typer.Option(help="Write MP4 overlays and the sample grid.")] = True,
     gif: Annotated[bool, typer.Option(help="Also write a GIF of the overlay.")] = True,
@@ -187,12 +213,20 @@ def sample(
     ] = None,
 ) -> None:
     """Predict futures of every input and write run folders, Wan-Move exports and renders."""
+    if tracker_option is None:
+        tracker_option = []
     if num_samples < 1:
         raise _fail(f"--num-samples must be >= 1, got {num_samples}")
     if solver not in ("euler", "dopri5"):
         raise _fail(f"--solver must be euler or dopri5, got {solver!r}")
     if steps < 1:
         raise _fail(f"--steps must be >= 1, got {steps}")
+    if tracker not in TRACKERS:
+        raise _fail(f"--tracker {tracker!r}: choose one of {sorted(TRACKERS)}")
+    try:
+        tracker_kwargs = parse_options(tracker_option)
+    except ValueError as err:
+        raise _fail(f"--tracker-option: {err}") from None
     try:
         render_config = RenderConfig(trail=trail)
         forecaster = load_forecaster(
@@ -216,21 +250,34 @@ def sample(
     failed: list[dict[str, str]] = [{"input": spec, "reason": reason} for spec, reason in failures]
     done: list[dict[str, Any]] = []
 
-    def make_tracker():
-        from trajloom.data.tracking import make_tracker as _make
+    video_tracker = None
+    if any(p.suffix.lower() in VIDEO_SUFFIXES for p in files):
+        # Built once before any input (learned trackers load weights), shared by all videos.
+        try:
+            video_tracker = make_tracker(tracker, **tracker_kwargs)
+        except (TypeError, ValueError, FileNotFoundError) as err:
+            raise _fail(f"--tracker {tracker} with {tracker_kwargs}: {err}") from None
 
-        return _make(tracker)
+    def tracker_factory() -> Any:
+        return video_tracker
 
     for path in files:
         typer.echo(f"{path}")
-        for item in load_clips(
+        clips = load_clips(
             path,
             grid=forecaster.grid,
             history=forecaster.history,
             future=forecaster.future,
-            tracker_factory=make_tracker,
+            tracker_factory=tracker_factory,
             caption=caption,
-        ):
+        )
+        while True:
+            # Reading, decoding and tracking happen while the next clip is produced.
+            start = time.perf_counter()
+            item = next(clips, None)
+            read_seconds = time.perf_counter() - start
+            if item is None:
+                break
             if isinstance(item, InputError):
                 failed.append({"input": str(path), "reason": str(item)})
                 typer.echo(f"  failed: {item}", err=True)
@@ -251,8 +298,10 @@ def sample(
                 failed.append({"input": item.source, "reason": f"{type(err).__name__}: {err}"})
                 typer.echo(f"  failed: {item.source}: {err}", err=True)
                 continue
+            entry["seconds"] = {"read_and_track": round(read_seconds, 3), **entry["seconds"]}
             done.append(entry)
-            typer.echo(f"  {item.id}: {entry['num_samples']} samples in {entry['seconds']:.1f} s")
+            timing = ", ".join(f"{k} {v:.1f} s" for k, v in entry["seconds"].items())
+            typer.echo(f"  {item.id}: {entry['num_samples']} samples ({timing})")
     out.mkdir(parents=True, exist_ok=True)
     summary = {
         "checkpoint": checkpoint,
