@@ -164,3 +164,30 @@ def test_tiny_generator_overfits_one_batch():
     x0 = draw_source(z_hist, 3, generator=torch.Generator().manual_seed(99))
     sample = sample_euler(lambda x, t: model(x, t), x0, uniform_time_grid(20))
     assert float((sample - x1).abs().mean()) < 0.2 * float((x0 - x1).abs().mean())
+
+
+@pytest.mark.slow
+def test_tiny_trajloom_generator_overfits_one_batch():
+    from trajloom.flow.config import generator_preset
+    from trajloom.flow.model import FlowCondition, TrajLoomGenerator
+
+    torch.manual_seed(0)
+    cfg = generator_preset("tiny", depth=2, hidden_size=32, num_heads=2)
+    model = TrajLoomGenerator(cfg)
+    shape = (2, cfg.fut_latent_frames, cfg.num_tokens, cfg.latent_channels)
+    x1 = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+    z_hist = torch.randn(
+        (2, cfg.hist_latent_frames, cfg.num_tokens, cfg.latent_channels),
+        generator=torch.Generator().manual_seed(2),
+    )
+    cond = FlowCondition(z_hist=z_hist)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(120):
+        out = flow_matching_loss(lambda x, t: model(x, t, cond), x1, z_hist, generator=g)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        losses.append(out.loss.item())
+    assert sum(losses[-10:]) / 10 < 0.5 * sum(losses[:10]) / 10

@@ -8,6 +8,7 @@ from trajloom.flow.onpolicy import (
     OnPolicyConfig,
     endpoint_targets,
     onpolicy_loss,
+    select_samples,
     sub_batch_indices,
 )
 from trajloom.flow.samplers import logit_time_grid
@@ -129,3 +130,15 @@ def test_config_round_trip_and_validation():
     assert OnPolicyConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="denom_min"):
         OnPolicyConfig(denom_min=0.0)
+
+
+def test_select_samples_indexes_every_tensor_field():
+    from trajloom.flow.model import FlowCondition
+
+    cond = FlowCondition(
+        z_hist=torch.arange(4.0).view(4, 1, 1, 1), text=torch.arange(8.0).view(4, 2)
+    )
+    sub = select_samples(cond, torch.tensor([3, 1]))
+    assert sub.z_hist.flatten().tolist() == [3.0, 1.0]
+    assert sub.text.tolist() == [[6.0, 7.0], [2.0, 3.0]]
+    assert sub.video is None and sub.hist_vis is None

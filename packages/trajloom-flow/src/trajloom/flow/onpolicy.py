@@ -28,6 +28,7 @@ marked as such.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -43,6 +44,7 @@ __all__ = [
     "OnPolicyOutput",
     "endpoint_targets",
     "onpolicy_loss",
+    "select_samples",
     "sub_batch_indices",
 ]
 
@@ -117,6 +119,24 @@ def sub_batch_indices(
 ) -> torch.Tensor:
     """``min(size, batch)`` distinct sample indices, drawn without replacement."""
     return torch.randperm(batch, generator=generator)[: min(size, batch)]
+
+
+def select_samples(cond: Any, index: torch.Tensor) -> Any:
+    """The samples ``index`` of a condition dataclass (e.g. ``FlowCondition``) or a tensor.
+
+    Every tensor field is indexed along its batch axis; None fields stay None. Use it to
+    bind the on-policy sub-batch: ``lambda x, t: model(x, t, select_samples(cond, idx))``.
+    """
+    if isinstance(cond, torch.Tensor):
+        return cond[index.to(cond.device)]
+    if not dataclasses.is_dataclass(cond):
+        raise TypeError(f"select_samples takes a tensor or a dataclass, got {type(cond).__name__}")
+    changes = {
+        f.name: select_samples(getattr(cond, f.name), index)
+        for f in dataclasses.fields(cond)
+        if isinstance(getattr(cond, f.name), torch.Tensor)
+    }
+    return dataclasses.replace(cond, **changes)
 
 
 def _zero(like: torch.Tensor) -> torch.Tensor:
