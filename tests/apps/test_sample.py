@@ -332,6 +332,27 @@ def test_cli_baseline_on_real_video_with_bad_inputs(tmp_path):
     assert read_video(out / "renders" / f"{video.stem}_grid.mp4").shape[0] == 24
     t, v = read_wanmove(out / "wanmove" / "sample_000", video.stem)
     assert t.shape == (12, 12, 2) and v.dtype == np.bool_
+    # Without ground truth only the history is tracked: no gt in the run folder.
+    proc = _run(
+        str(video),
+        "--checkpoint",
+        "baseline:static",
+        "--out",
+        str(tmp_path / "nogt"),
+        "--width",
+        "128",
+        "--height",
+        "96",
+        "--history",
+        "12",
+        "--future",
+        "12",
+        "--no-ground-truth",
+        "--no-render",
+    )
+    assert proc.exit_code == 0, proc.output
+    run = read_run_folder(tmp_path / "nogt" / "runs" / "sample_000" / video.stem)
+    assert run.gt_tracks is None and run.pred_tracks.shape == (12, 12, 2)
 
 
 def test_cli_refuses_unknown_checkpoint(tmp_path):

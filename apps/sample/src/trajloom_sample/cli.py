@@ -194,6 +194,13 @@ def sample(
         ),
     ] = None,
     caption: Annotated[str, typer.Option(help="Caption for inputs that have none.")] = "",
+    ground_truth: Annotated[
+        bool,
+        typer.Option(
+            help="Videos: also track the true future when the video is long enough (run "
+            "folders then hold gt_tracks for scoring); off tracks the history only."
+        ),
+    ] = True,
     render: Annotated[bool, typer.Option(help="Write MP4 overlays and the sample grid.")] = True,
     gif: Annotated[bool, typer.Option(help="Also write a GIF of the overlay.")] = True,
     wanmove_frames: Annotated[
@@ -270,6 +277,7 @@ def sample(
             future=forecaster.future,
             tracker_factory=tracker_factory,
             caption=caption,
+            ground_truth=ground_truth,
         )
         while True:
             # Reading, decoding and tracking happen while the next clip is produced.

@@ -222,19 +222,27 @@ def clips_from_video(
     future: int,
     tracker_factory: Callable[[], Any],
     caption: str = "",
+    ground_truth: bool = True,
 ) -> list[Clip]:
     """Track the grid through the first ``history`` (+ ``future``) frames of a video.
 
     ``tracker_factory()`` gives the tracker; it is called only once the frames are read.
+    With ``ground_truth`` the future window is tracked too when the video holds it (its
+    frames are then shown under the predicted future as well); without it only the
+    history window is read and tracked.
     """
     try:
         info = probe_video(path)
     except VideoReadError as err:
         raise InputError(str(err)) from err
-    # The header count can be an estimate: decode to be sure when it matters.
-    try:
-        frames = read_video(path, size=grid.size, num_frames=history + future)
-    except VideoReadError:
+    frames = None
+    if ground_truth:
+        # The header count can be an estimate: decode to be sure.
+        try:
+            frames = read_video(path, size=grid.size, num_frames=history + future)
+        except VideoReadError:
+            frames = None  # shorter than history + future: the history alone, below
+    if frames is None:
         try:
             frames = read_video(path, size=grid.size, num_frames=history)
         except VideoReadError as err:
@@ -392,6 +400,7 @@ def load_clips(
     future: int,
     tracker_factory: Callable[[], Any],
     caption: str = "",
+    ground_truth: bool = True,
 ) -> Iterator[Clip | InputError]:
     """Clips of one input file, or InputErrors saying why (a shard may yield both)."""
     try:
@@ -404,6 +413,7 @@ def load_clips(
                 future=future,
                 tracker_factory=tracker_factory,
                 caption=caption,
+                ground_truth=ground_truth,
             )
         elif kind == "npz":
             yield from clips_from_npz(
