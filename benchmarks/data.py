@@ -39,6 +39,23 @@ def clips_per_second(config: SceneConfig, count: int) -> tuple[float, float]:
     return count / (time.perf_counter() - wall), count / (time.process_time() - cpu)
 
 
+def cpu_cost(urls: str, *, frames: bool, samples: int) -> float:
+    """Samples per CPU-second of the stream in this process (no DataLoader), after one sample.
+
+    On a loaded machine wall-clock rates understate what a free core does; this is the
+    per-core figure to multiply by the number of workers a training node can give.
+    """
+    config = StreamConfig(
+        urls=(urls,), history=81, future=81, decode_frames=frames, resample=True, seed=1
+    )
+    it = iter(ShardStream(config))
+    next(it)
+    cpu = time.process_time()
+    for _ in range(samples):
+        next(it)
+    return samples / (time.process_time() - cpu)
+
+
 def loader_rate(urls: str, *, frames: bool, workers: int, batches: int) -> tuple[float, int]:
     """Steady-state samples/s of an endless (resampling) stream, after the first batch."""
     config = StreamConfig(
@@ -106,6 +123,17 @@ def main() -> None:
                         f"({seen} samples), {rate / APPETITE:6.1f}x a GPU's appetite "
                         f"of {APPETITE:.0f}/s"
                     )
+            for frames in (False, True):
+                per_cpu = cpu_cost(
+                    str(shard_dir),
+                    frames=frames,
+                    samples=(8 if args.quick else 24) if frames else 200,
+                )
+                label = "with frames   " if frames else "without frames"
+                print(
+                    f"{label} in-process: {per_cpu:8.1f} samples per CPU-second "
+                    f"({per_cpu / APPETITE:6.2f}x a GPU's appetite per worker core)"
+                )
     print(f"load average at end: {os.getloadavg()[0]:.1f}")
 
 
