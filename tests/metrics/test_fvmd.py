@@ -236,3 +236,12 @@ def test_bad_inputs(rng):
         acc.update(gt[1, :8], gt[1, :8])
     with pytest.raises(ValueError, match="differs from the grid"):
         acc.update(gt[1], gt[1], grid_hw=(5, 20))
+
+
+def test_nothing_visible_warns_and_gives_zero_features(rng):
+    tracks = rng.normal(size=(2, 12, 100, 2))
+    with pytest.warns(RuntimeWarning, match="no track is visible"):
+        fv, fa = fvmd_features(
+            tracks, np.zeros((2, 12, 100)), grid_hw=(10, 10), config=FVMDConfig(clip_len=8)
+        )
+    assert not fv.any() and not fa.any()

@@ -318,6 +318,16 @@ def fvmd_features(
             f"tracks must have at least cube_frames = {cfg.cube_frames} frames per clip; "
             f"got clips of {length} frames"
         )
+    if visibility is not None:
+        vis = as_visibility("visibility", visibility, x.shape)
+        if not (vis[:, 1:] & vis[:, :-1]).any():
+            warnings.warn(
+                "fvmd_features: no track is visible in two consecutive frames; every motion "
+                "vector is gated to zero and the features are all zero",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        visibility = vis
     v, a = velocity_acceleration(x, visibility, acceleration=cfg.acceleration)
     scale = float(np.log2(cfg.magnitude_bins))
     out = []
