@@ -5,6 +5,7 @@
     .venv/bin/python benchmarks/flow.py --device cuda    # GPU: bf16 generator, xformers vs
                                                          # SDPA, eager / torch.compile /
                                                          # CUDA graphs, warm-up + median of 3
+    .venv/bin/python benchmarks/flow.py --forward-only   # one generator evaluation (1 NFE)
 
 Each row times one full pipeline call (history encode -> source -> ODE solve -> VAE decode
 -> visibility head) and splits it into its stages; ``nfe`` is the number of generator
@@ -53,8 +54,7 @@ def build(preset: str, device: str, gen_dtype: torch.dtype) -> TrajLoomPipeline:
     if preset == "paper":
         vae_cfg, gen_cfg = vae_preset("paper"), generator_preset("paper")
     else:
-        vae_cfg = vae_preset("tiny", num_frames=21, latent_channels=16)
-        gen_cfg = generator_preset("tiny")
+        vae_cfg, gen_cfg = vae_preset("tiny"), generator_preset("tiny")
     vae = TrajLoomVAE(vae_cfg)
     gen = TrajLoomGenerator(gen_cfg)
     _activate(gen)
@@ -123,6 +123,25 @@ def one_call(pipe, tracks, vis, solver: str, steps: int, device: str, velocity_w
 def compiled_generator(pipe: TrajLoomPipeline, mode: str | None):
     """Swap the pipeline's generator for a ``torch.compile``d one (same weights)."""
     return torch.compile(pipe.generator, mode=mode, dynamic=False)
+
+
+@torch.no_grad()
+def forward_only(args: argparse.Namespace) -> list[dict]:
+    """Time single generator evaluations (the unit of every sampler's cost)."""
+    device = args.device
+    pipe = build("tiny" if args.quick else "paper", device, torch.float32)
+    rows = []
+    for batch in (int(b) for b in args.batches.split(",")):
+        tracks, vis = history(pipe, batch)
+        cond, anchor = pipe.condition(tracks, vis)
+        x0 = pipe._source(anchor, 1, 0, None)
+        velocity = pipe.velocity_fn(cond)
+        t: dict = {}
+        with timed(device, t, "forward_ms"):
+            velocity(x0, torch.full((batch,), 0.5, device=device))
+        rows.append({"batch": batch, **t})
+        print(f"generator forward b={batch}: {t['forward_ms']:.0f} ms", flush=True)
+    return rows
 
 
 def run(args: argparse.Namespace) -> list[dict]:
@@ -196,6 +215,9 @@ def main() -> None:
     parser.add_argument("--solvers", default="euler,dopri5", help="euler, dopri5 or both")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per row on GPU")
     parser.add_argument("--quick", action="store_true", help="tiny preset (smoke run)")
+    parser.add_argument(
+        "--forward-only", action="store_true", help="time one generator evaluation per batch"
+    )
     parser.add_argument("--fp32", action="store_true", help="keep the generator in float32 on GPU")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
@@ -210,7 +232,7 @@ def main() -> None:
         else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     )
     print(f"torch {torch.__version__}, {machine}, preset {'tiny' if args.quick else 'paper'}")
-    rows = run(args)
+    rows = forward_only(args) if args.forward_only else run(args)
     if args.json:
         args.json.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")
 

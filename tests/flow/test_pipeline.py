@@ -173,7 +173,9 @@ def test_history_fusion_switch_removes_the_fusion_path():
     x = torch.randn(1, cfg.fut_latent_frames, cfg.num_tokens, cfg.latent_channels)
     from trajloom.flow.model import FlowCondition
 
-    cond = FlowCondition(z_hist=torch.randn(1, cfg.hist_latent_frames, cfg.num_tokens, 16))
+    cond = FlowCondition(
+        z_hist=torch.randn(1, cfg.hist_latent_frames, cfg.num_tokens, cfg.latent_channels)
+    )
     for fusion in (True, False):
         torch.manual_seed(0)
         gen = _perturb(TrajLoomGenerator(cfg.replace(use_history_fusion=fusion)), 3).eval()
