@@ -43,8 +43,9 @@ def test_generator_round_trip(tmp_path):
     for k, v in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[k], v), k
     gen = torch.Generator().manual_seed(1)
-    x = torch.randn(2, 6, 12, 16, generator=gen)
-    cond = FlowCondition(torch.randn(2, 6, 12, 16, generator=gen))
+    shape = (2, config.fut_latent_frames, config.num_tokens, config.latent_channels)
+    x = torch.randn(shape, generator=gen)
+    cond = FlowCondition(torch.randn(shape, generator=gen))
     with torch.no_grad():
         torch.testing.assert_close(loaded(x, 0.5, cond), model(x, 0.5, cond), rtol=0, atol=0)
 
