@@ -337,10 +337,24 @@ def _tiny_trained_set(folder: Path) -> Path:
     return TrajLoomPipeline(vae, gen.eval(), stats).save_pretrained(folder)
 
 
+def _released_layout(trained_set: Path, root: Path) -> Path:
+    """A trained set (without visibility head) in the authors' layout."""
+    pipe = TrajLoomPipeline.from_pretrained(trained_set)
+    root.mkdir(parents=True)
+    torch.save({"vae": pipe.vae.state_dict()}, root / "trajloom_vae.pt")
+    torch.save({"generator": pipe.generator.state_dict()}, root / "trajloom_generator.pt")
+    (root / "trajloom_vae_config.json").write_text(json.dumps(pipe.vae.config.to_released_dict()))
+    gen_cfg = {"generator": pipe.generator.config.to_dict(), "train": {"x0_mode": "anchor_first"}}
+    (root / "trajloom_generator_config.json").write_text(json.dumps(gen_cfg))
+    pipe.latent_stats.to_json(root / "vae_latent_stats.json")
+    return root
+
+
 @pytest.mark.slow
-def test_eval_trained_set_from_a_run_folder(tmp_path):
+def test_eval_trained_set_from_a_run_folder_and_released_layout(tmp_path):
     run = tmp_path / "run"
-    _tiny_trained_set(run / "export")
+    _tiny_trained_set(run / "trained")
+    released = _released_layout(run / "trained", tmp_path / "released")
     bench = tmp_path / "bench"
     res = _run(
         "build",
@@ -365,6 +379,8 @@ def test_eval_trained_set_from_a_run_folder(tmp_path):
         "--method",
         f"tiny={run}",
         "--method",
+        f"rel=released:{released}",
+        "--method",
         "static=baseline:static",
         "--out",
         out,
@@ -378,4 +394,8 @@ def test_eval_trained_set_from_a_run_folder(tmp_path):
     results = json.loads((out / "results.json").read_text())["results"]
     assert results["tiny"]["synthetic"]["num_videos"] == 3
     assert results["tiny"]["synthetic"]["flow_tv"] > 0
+    for key in ("flow_tv", "div_curl_energy", "vepe"):
+        assert results["rel"]["synthetic"][key] == pytest.approx(
+            results["tiny"]["synthetic"][key], rel=1e-4
+        )
     shutil.rmtree(run)
