@@ -184,3 +184,36 @@ def test_synthetic_shards_round_trip(tmp_path):
     scene = make_scene(scene_seed(2, 0), cfg)
     np.testing.assert_array_equal(out[0]["fut_tracks"].numpy(), scene.tracks[4:8])
     assert np.abs(out[0]["hist_frames"].numpy().astype(int) - scene.frames[:4]).mean() < 4.0
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        SceneConfig(width=96, height=32, stride=8, num_frames=2, min_objects=0, max_objects=0),
+        SceneConfig(width=64, height=128, stride=32, num_frames=40, min_objects=4, max_objects=4),
+        SceneConfig(width=48, height=48, stride=16, num_frames=5, object_size=(0.9, 1.0)),
+    ],
+    ids=["wide-2-frames-empty", "tall-crowded", "huge-objects"],
+)
+def test_invariants_at_odd_sizes(cfg):
+    for seed in range(3):
+        scene = make_scene(seed, cfg)
+        assert np.isfinite(scene.tracks).all()
+        assert scene.visibility[0].all()
+        assert scene.frames.shape == (cfg.num_frames, cfg.height, cfg.width, 3)
+        assert scene.owner.min() >= -1 and scene.owner.max() < cfg.max_objects
+        assert scene.caption.endswith(".")
+
+
+def test_synthetic_clips_through_a_two_worker_dataloader():
+    from trajloom.data.stream import make_loader
+
+    ds = SyntheticClips(
+        SceneConfig(width=64, height=64, stride=16, num_frames=8, render_frames=False),
+        history=4,
+        future=4,
+        count=10,
+        seed=1,
+    )
+    ids = [i for batch in make_loader(ds, batch_size=3, num_workers=2) for i in batch["id"]]
+    assert sorted(ids) == sorted(f"synthetic-1-0-{i}" for i in range(10))

@@ -495,6 +495,10 @@ def make_scene(
         behind = owner < j
         if behind.any():
             vis[:, behind] &= ~_covered(image_maps[j], objects[j].mask, tracks[:, behind])
+    # frame 0 holds by construction (seeds lie inside, on their own top-most surface);
+    # setting it exactly keeps round-off at mask edges from flipping a seed's test
+    tracks[0] = seeds
+    vis[0] = True
 
     frames = None
     if cfg.render_frames:
