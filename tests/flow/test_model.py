@@ -436,3 +436,25 @@ def test_mixed_precision_hands_one_dtype_to_attention(monkeypatch):
     assert all(q == k == v for q, k, v in seen)
     q, k = model_module._qk_norm(torch.randn(2, 3, 4, 8), torch.randn(2, 3, 4, 8), torch.bfloat16)
     assert q.dtype == k.dtype == torch.bfloat16
+
+
+def test_condition_helpers_and_gate_statistic():
+    config = generator_preset("tiny")
+    model = TrajLoomGenerator(config).eval()
+    perturb_zero_init(model)
+    x, t, cond = make_batch(config, b=2)
+    rep = cond.repeat_interleave(3)
+    assert rep.batch_size == 6 and torch.equal(
+        rep.z_hist[3:6], cond.z_hist[1:2].expand(3, -1, -1, -1)
+    )
+    half = cond.to(dtype=torch.float64)
+    assert half.z_hist.dtype == torch.float64 and half.text.dtype == torch.float64
+    with torch.no_grad():
+        v = model(x.repeat_interleave(3, 0), t.repeat_interleave(3), rep)
+        torch.testing.assert_close(v[::3], model(x, t, cond), rtol=1e-5, atol=1e-6)
+    # the released diagnostic: mean |gate_xattn| over spatial (even) and temporal (odd) blocks
+    spatial, temporal = model.xattn_gates(t, cond)
+    vec = model.condition_vector(t, cond)
+    gates = [blk.adaLN(vec).chunk(9, dim=-1)[5].abs().mean() for blk in model.blocks]
+    torch.testing.assert_close(spatial, torch.stack(gates[0::2]).mean())
+    torch.testing.assert_close(temporal, torch.stack(gates[1::2]).mean())
