@@ -204,3 +204,17 @@ def test_tiny_vae_overfits_one_batch(make_tracks):
     end = _vepe(model, tracks, vis)
     assert start > 5.0
     assert end < 0.5, f"VEPE after {steps} steps: {end:.3f} px (from {start:.2f})"
+
+
+@pytest.mark.parametrize("changes", [{}, {"temporal_compression": False, "num_frames": 6}])
+def test_analytic_flops_match_torch_flop_counter(changes):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from trajloom.vae.model import vae_flops
+
+    cfg = tv.vae_preset("tiny", **changes)
+    model = tv.TrajLoomVAE(cfg)
+    x = torch.rand(2, cfg.num_frames, cfg.num_tokens, 2) * 2 - 1
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model.decode(model.encode(x).mean)
+    assert vae_flops(cfg, 2) == pytest.approx(counter.get_total_flops(), rel=0.01)

@@ -57,6 +57,7 @@ __all__ = [
     "VAEBlock",
     "VAEOutput",
     "patch_centers",
+    "vae_flops",
 ]
 
 
@@ -424,3 +425,38 @@ class TrajLoomVAE(nn.Module):
             cfg = loss_config if loss_config is not None else VAELossConfig(beta=self.config.beta)
             losses = vae_losses(recon, values, visibility, posterior, self.config.grid, cfg)
         return VAEOutput(recon=recon, posterior=posterior, z=z, losses=losses)
+
+
+def vae_flops(config: VAEConfig, batch: int = 1) -> int:
+    """Forward FLOPs (2 per multiply-add) of encode + decode of ``batch`` clips.
+
+    Counts the matmuls (block linears, attention scores and values, temporal convs,
+    latent projections, output layer); norms, activations and the per-cell patch
+    embedding are negligible. Forward + backward is about 3x this (4x with
+    activation checkpointing).
+    """
+    d, n, c = config.hidden_size, config.num_tokens, config.latent_channels
+    t, t_lat = config.num_frames, config.latent_frames
+    mlp = int(d * config.mlp_ratio)
+    k = 2 * config.temporal_factor - 1
+
+    def stage(num_blocks: int, frames: int) -> int:
+        tokens = batch * frames * n
+        flops = 0
+        for i in range(num_blocks):
+            seq = n if i % 2 == 0 else frames  # spatial, then temporal attention
+            flops += 2 * tokens * (4 * d * d + 2 * d * mlp) + 4 * tokens * seq * d
+        return flops
+
+    enc, dec = config.encoder_depth, config.decoder_depth
+    if config.temporal_compression:
+        blocks = stage(enc // 2, t) + stage(enc - enc // 2, t_lat)
+        blocks += stage(dec // 2, t_lat) + stage(dec - dec // 2, t)
+        pad = config.temporal_factor - 1
+        convs = 2 * batch * n * d * d * k * (t_lat + (t_lat + 2 * pad))
+    else:
+        blocks = stage(enc, t) + stage(dec, t)
+        convs = 0
+    heads = 2 * batch * t_lat * n * (d * 2 * c + c * d)
+    out = 2 * batch * t * n * d * config.stride * config.stride * 2
+    return blocks + convs + heads + out
