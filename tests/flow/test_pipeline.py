@@ -122,7 +122,7 @@ def test_dopri5_reports_evaluations_and_agrees_with_fine_euler():
     out = pipe(tracks, vis, solver="dopri5", callback=seen.append)
     assert out.nfe >= 8 and out.nfe == seen[-1].nfe
     assert out.visibility_prob is None
-    fine = pipe(tracks, vis, steps=100)
+    fine = pipe(tracks, vis, steps=40)
     assert float((fine.latents - out.latents).abs().max()) < 0.05
 
 
