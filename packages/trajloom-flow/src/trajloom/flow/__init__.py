@@ -45,6 +45,7 @@ from trajloom.flow.onpolicy import (
     OnPolicyOutput,
     endpoint_targets,
     onpolicy_loss,
+    select_samples,
     sub_batch_indices,
 )
 from trajloom.flow.path import anchor_source, draw_source, interpolate, velocity_target
@@ -112,6 +113,7 @@ __all__ = [
     "sample_flow_time",
     "save_light_video_encoder",
     "save_pretrained",
+    "select_samples",
     "static_future",
     "sub_batch_indices",
     "text_dropout_mask",
