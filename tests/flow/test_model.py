@@ -458,3 +458,14 @@ def test_condition_helpers_and_gate_statistic():
     gates = [blk.adaLN(vec).chunk(9, dim=-1)[5].abs().mean() for blk in model.blocks]
     torch.testing.assert_close(spatial, torch.stack(gates[0::2]).mean())
     torch.testing.assert_close(temporal, torch.stack(gates[1::2]).mean())
+
+
+@pytest.mark.slow
+def test_compiles_as_one_graph():
+    # torch.compile(fullgraph=True) fails on any graph break: the generator stays compilable
+    # (minutes on 2 CPU cores, hence slow).
+    config = generator_preset("tiny")
+    model = TrajLoomGenerator(config)
+    x, t, cond = make_batch(config)
+    compiled = torch.compile(model, fullgraph=True)
+    torch.testing.assert_close(compiled(x, t, cond), model(x, t, cond), rtol=1e-4, atol=1e-5)
