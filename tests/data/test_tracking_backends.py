@@ -19,8 +19,8 @@ import pytest
 import torch
 
 from trajloom.data.tracking import make_tracker
-from trajloom.data.tracking.alltracker import ALLTRACKER_FILES, AllTrackerConfig
-from trajloom.data.tracking.cotracker import COTRACKER_FILES, CoTracker3Config
+from trajloom.data.tracking.alltracker import ALLTRACKER_FILES
+from trajloom.data.tracking.cotracker import COTRACKER_FILES
 
 # AllTracker's Net: dense displacement from the first frame, here a constant (dx, dy)
 # per frame index, with visibility 1 and confidence 0.9.
@@ -120,7 +120,7 @@ def test_alltracker_missing_repo_is_named(tmp_path: Path) -> None:
 
 def test_alltracker_missing_files_are_listed(tmp_path: Path) -> None:
     _write(tmp_path / "repo", {"nets/alltracker.py": ""})
-    with pytest.raises(FileNotFoundError, match="lacks nets/blocks.py, utils/basic.py"):
+    with pytest.raises(FileNotFoundError, match=r"lacks nets/blocks\.py, utils/basic\.py"):
         make_tracker("alltracker", repo_path=str(tmp_path / "repo"), weights_path="w.pth")
     assert "nets/alltracker.py" in ALLTRACKER_FILES
 
@@ -140,7 +140,7 @@ def test_cotracker_missing_repo_weights_and_files(
         make_tracker("cotracker3", repo_path=str(tmp_path / "none"), weights_path="w.pth")
     _write(tmp_path / "partial", {"cotracker/__init__.py": ""})
     with pytest.raises(
-        FileNotFoundError, match="lacks cotracker/models/core/cotracker/cotracker3_offline.py"
+        FileNotFoundError, match=r"lacks cotracker/models/core/cotracker/cotracker3_offline\.py"
     ):
         make_tracker("cotracker3", repo_path=str(tmp_path / "partial"), weights_path="w.pth")
     repo, _ = cotracker_clone

@@ -16,6 +16,14 @@ the chained position; the result replaces the chained position when it converged
 matches well (mean absolute intensity error <= ``lk_max_error``) and moved it by at
 most ``lk_max_shift`` pixels. Errors then no longer accumulate while the patch keeps
 its appearance; when it does not, the chain carries on alone.
+
+A point that fails the check keeps following the flow by default
+(``occluded_motion="flow"``) and is visible again once the check passes;
+``"extrapolate"`` instead lets it coast hidden on its last velocity until LK finds its
+patch again, which pays on rigid synthetic scenes but not on real articulated motion.
+Memory: flows are kept only for pairs that both directions need (between the earliest
+and the latest query frame); for queries on one frame it stays at two frames' worth.
+Cost per frame pair: two DIS calls, plus one LK call per distinct query frame.
 """
 
 from __future__ import annotations
