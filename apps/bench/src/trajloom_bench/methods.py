@@ -33,7 +33,9 @@ __all__ = [
     "MethodError",
     "MethodSpec",
     "VAEReconstruction",
+    "load_method",
     "parse_method",
+    "resolve_device",
 ]
 
 
