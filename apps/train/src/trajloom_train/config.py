@@ -278,10 +278,19 @@ DERIVED_KEYS = frozenset(
     }
 )
 
-# Keys that may change when a run is resumed: they change what is logged or kept, never a
-# number the training computes.
+# Keys that may change when a run is resumed: they change what is logged, kept or how the
+# batch is split over processes, never a number the training computes (micro_batch_size:
+# resume on another number of GPUs; eval runs after the trained stages).
 RUNTIME_KEYS = frozenset(
-    {"log_every", "val_every", "preview_every", "save_every", "keep_last", "eval", "stats"}
+    {
+        "log_every",
+        "val_every",
+        "preview_every",
+        "save_every",
+        "keep_last",
+        "micro_batch_size",
+        "eval",
+    }
 )
 
 

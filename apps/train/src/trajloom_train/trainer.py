@@ -289,6 +289,7 @@ def run_task(
         mininterval=1.0,
     )
     model.train()
+    wall0, cpu0 = time.perf_counter(), time.process_time()
     window_start, window_samples = time.perf_counter(), 0
     end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
     step = start
@@ -381,6 +382,9 @@ def run_task(
         "finished": True,
         "final_loss": loss_value,
         "val": metrics,
+        # of this call (a resumed stage counts only its last part)
+        "wall_s": time.perf_counter() - wall0,
+        "cpu_s": time.process_time() - cpu0,
         **task.info,
     }
     if dist.is_main:
