@@ -218,3 +218,23 @@ def test_analytic_flops_match_torch_flop_counter(changes):
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model.decode(model.encode(x).mean)
     assert vae_flops(cfg, 2) == pytest.approx(counter.get_total_flops(), rel=0.01)
+
+
+def test_bf16_autocast_keeps_the_input_stage_and_anchors_in_fp32():
+    cfg = tv.vae_preset("tiny")
+    model = tv.TrajLoomVAE(cfg)
+    with torch.no_grad():  # silence the Fourier-feature branch, a bf16 Linear under autocast
+        model.patch_pos_proj.weight.zero_()
+    x = torch.rand(1, cfg.num_frames, cfg.num_tokens, 2) * 2 - 1
+    captured = []
+    model.encoder_blocks[0].register_forward_pre_hook(lambda m, a: captured.append(a[0]))
+    with torch.no_grad():
+        model.encode(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            model.encode(x)
+            recon = model.decode(torch.zeros(1, cfg.latent_frames, cfg.num_tokens, 8))
+    # the first block's input (patch embedding + positions) is exactly the fp32 one
+    assert captured[1].dtype == torch.float32
+    torch.testing.assert_close(captured[1], captured[0], rtol=0, atol=0)
+    assert recon.dtype == torch.float32  # fp32 anchors: the zero-init offsets + exact anchors
+    torch.testing.assert_close(recon, cell_anchors(cfg.grid).expand_as(recon))

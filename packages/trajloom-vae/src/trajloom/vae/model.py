@@ -20,6 +20,7 @@ Module names, parameter shapes, block order and initialization follow the releas
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -116,7 +117,8 @@ class TemporalCompressor(nn.Module):
         y = rearrange(x, "b t n d -> (b n) d t")
         # Replicate padding keeps the boundary frames from being pulled towards zero.
         y = self.conv(F.pad(y, (self.factor - 1, self.factor - 1), mode="replicate"))
-        return rearrange(y, "(b n) d t -> b t n d", b=b)
+        # back to the residual stream's dtype (the conv runs in bf16 under autocast)
+        return rearrange(y, "(b n) d t -> b t n d", b=b).to(x.dtype)
 
 
 class TemporalExpander(nn.Module):
@@ -141,7 +143,7 @@ class TemporalExpander(nn.Module):
         # The padded latent steps map to pad * factor extra frames on the left.
         start = pad * self.factor
         y = y[..., start : start + num_frames]
-        return rearrange(y, "(b n) d t -> b t n d", b=b)
+        return rearrange(y, "(b n) d t -> b t n d", b=b).to(x.dtype)
 
 
 class VAEBlock(nn.Module):
@@ -167,6 +169,13 @@ class VAEBlock(nn.Module):
         """``"b s d"`` -> ``"b s d"``."""
         x = x + self.gate_msa * self.attn(self.norm1(x))
         return x + self.gate_mlp * self.mlp(self.norm3(x))
+
+
+def _no_autocast(device_type: str) -> contextlib.AbstractContextManager:
+    """Disable autocast on ``device_type`` if it is on (meta tensors have no autocast)."""
+    if device_type in ("cpu", "cuda", "xpu", "mps") and torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def _xavier_linear(module: nn.Module) -> None:
@@ -322,9 +331,17 @@ class TrajLoomVAE(nn.Module):
         """
         self._check_values(values, "values")
         proj = self.x_embedder.proj
-        x = patch_embed_cells(
-            values, proj.weight, proj.bias, self.config.grid, offsets=self.config.use_offsets
-        )
+        # fp32 even under autocast: the per-cell form subtracts the anchors' embedding
+        # after the matmul, so a bf16 matmul would cancel away the small offsets. The
+        # cost is negligible (a 2 -> d map per token).
+        with _no_autocast(values.device.type):
+            x = patch_embed_cells(
+                values.float(),
+                proj.weight.float(),
+                proj.bias.float(),
+                self.config.grid,
+                offsets=self.config.use_offsets,
+            )
         return self._encode_tokens(x)
 
     def encode_dense(self, field: torch.Tensor) -> DiagonalGaussian:
@@ -358,7 +375,8 @@ class TrajLoomVAE(nn.Module):
                 f"z must be 'b t n c' = (b, {c.latent_frames}, {c.num_tokens}, {c.latent_channels}), "
                 f"got shape {tuple(z.shape)}"
             )
-        x = self.from_latents(z)
+        # The residual stream in the parameters' dtype (fp32 under autocast), as in the encoder.
+        x = self.from_latents(z).to(self.from_latents.weight.dtype)
         blocks = list(self.decoder_blocks)
         if self.temp_expander is None:
             return self._run_stage(x, blocks, add_time_embed=False)
@@ -370,12 +388,15 @@ class TrajLoomVAE(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Latents ``"b t' n c"`` -> normalized absolute coordinates ``"b t n (p q) 2"``, unclamped.
 
+        With offsets the result is float32 even when the network runs in bf16.
+
         The final Linear's ``p * p * 2`` outputs are ordered (row, column, xy) inside the
         cell: the order of the released ``unpatchify``.
         """
         out = rearrange(self.final_layer(self._decode_tokens(z)), "b t n (k c) -> b t n k c", c=2)
         if self.config.use_offsets:
-            out = out + cell_anchors(self.config.grid, device=out.device, dtype=out.dtype)
+            # fp32 anchors: absolute coordinates in bf16 would be ~1 px coarse at 832 px.
+            out = out + cell_anchors(self.config.grid, device=out.device)
         return out
 
     def decode_query(self, z: torch.Tensor) -> torch.Tensor:
@@ -387,7 +408,7 @@ class TrajLoomVAE(nn.Module):
         w, bias = self.final_layer.weight[:2], self.final_layer.bias[:2]
         out = F.linear(self._decode_tokens(z), w, bias)
         if self.config.use_offsets:
-            out = out + cell_anchors(self.config.grid, device=out.device, dtype=out.dtype)[:, 0]
+            out = out + cell_anchors(self.config.grid, device=out.device)[:, 0]
         return out
 
     def decode_tracks(self, z: torch.Tensor) -> torch.Tensor:
