@@ -35,7 +35,8 @@ class AnnotatedClip:
 
     ``tracks "t n 2"`` float32 ``(x, y)`` pixels (NaN where not visible),
     ``visibility "t n"`` bool, ``annotated "t"`` bool (frames that carry labels; on
-    others visibility means nothing), ``size = (W, H)``, ``video``: file or folder.
+    others visibility means nothing), ``size = (W, H)``, ``video``: file or folder whose
+    frames ``[start, start + t)`` the arrays describe.
     """
 
     name: str
@@ -44,20 +45,28 @@ class AnnotatedClip:
     visibility: np.ndarray
     annotated: np.ndarray
     size: tuple[int, int]
+    start: int = 0  # index of the clip's first frame in ``video``
 
     @property
     def num_frames(self) -> int:
         return self.tracks.shape[0]
 
-    def head(self, num_frames: int) -> AnnotatedClip:
-        """The first ``num_frames`` frames of the clip."""
+    def window(self, start: int, num_frames: int) -> AnnotatedClip:
+        """Frames ``[start, start + num_frames)`` of this clip (read the video from ``.start``)."""
+        if start < 0 or num_frames < 2 or start + num_frames > self.num_frames:
+            raise ValueError(
+                f"{self.name}: window [{start}, {start + num_frames}) does not fit in its "
+                f"{self.num_frames} frames (or has fewer than 2)"
+            )
+        stop = start + num_frames
         return AnnotatedClip(
             self.name,
             self.video,
-            self.tracks[:num_frames],
-            self.visibility[:num_frames],
-            self.annotated[:num_frames],
+            self.tracks[start:stop],
+            self.visibility[start:stop],
+            self.annotated[start:stop],
             self.size,
+            self.start + start,
         )
 
 
