@@ -202,7 +202,7 @@ def test_tiny_vae_overfits_one_batch(make_tracks):
         opt.step()
         sched.step()
     end = _vepe(model, tracks, vis)
-    assert start > 5.0
+    assert start > 2.0  # the untrained model outputs the anchors: the motion is the error
     assert end < 0.5, f"VEPE after {steps} steps: {end:.3f} px (from {start:.2f})"
 
 

@@ -49,6 +49,7 @@ from trajloom.vae.layers import (
     sincos_1d,
     sincos_2d,
 )
+from trajloom.vae.losses import VAELossConfig, VAELosses, vae_losses
 
 __all__ = [
     "DiagonalGaussian",
@@ -100,7 +101,7 @@ class VAEOutput:
     recon: torch.Tensor  # "b t n (p q) 2" normalized absolute coordinates, patch layout
     posterior: DiagonalGaussian
     z: torch.Tensor  # "b t' n c" the latent that was decoded
-    losses: object | None = None  # trajloom.vae.losses.VAELosses when visibility was given
+    losses: VAELosses | None = None  # when visibility was given
 
 
 class TemporalCompressor(nn.Module):
@@ -423,7 +424,7 @@ class TrajLoomVAE(nn.Module):
         generator: torch.Generator | None = None,
         *,
         sample: bool = True,
-        loss_config=None,
+        loss_config: VAELossConfig | None = None,
     ) -> VAEOutput:
         """Encode, sample (or take the mean), decode; with ``visibility``, also the losses.
 
@@ -440,8 +441,6 @@ class TrajLoomVAE(nn.Module):
         recon = self.decode(z)
         losses = None
         if visibility is not None:
-            from trajloom.vae.losses import VAELossConfig, vae_losses
-
             check_visibility(visibility, tuple(values.shape), "visibility")
             cfg = loss_config if loss_config is not None else VAELossConfig(beta=self.config.beta)
             losses = vae_losses(recon, values, visibility, posterior, self.config.grid, cfg)
