@@ -273,19 +273,9 @@ def _root(ctx: typer.Context) -> None:
 def main() -> None:
     """Entry point; bad input ends with a one-line error and exit status 2."""
     try:
-        app(standalone_mode=False)
+        app()
     except (ValueError, FileNotFoundError, KeyError) as err:
         typer.echo(f"error: {err}", err=True)
-        shutdown()
         sys.exit(2)
-    except typer.Exit as exit_:
+    finally:
         shutdown()
-        sys.exit(exit_.exit_code)
-    except Exception as err:
-        import click
-
-        if isinstance(err, click.exceptions.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
-        raise
-    shutdown()
