@@ -120,9 +120,15 @@ def _wheel(dist: Path, name: str) -> Path:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Run every script in benchmarks/ (quick settings unless `-- --full` is given)."""
+    """Run every script in benchmarks/ (quick settings unless `-- --full` is given).
+
+    `benchmarks/gpu.py` needs a CUDA device: it runs only with `-- --gpu`.
+    """
     _sync(session)
     full = "--full" in session.posargs
     for script in sorted((ROOT / "benchmarks").glob("*.py")):
+        if script.name == "gpu.py" and "--gpu" not in session.posargs:
+            session.log("skipping benchmarks/gpu.py (needs CUDA; pass `-- --gpu`)")
+            continue
         args = [] if full else ["--quick"]
         session.run("python", str(script), *args)
