@@ -97,6 +97,7 @@ def test_override_types_and_derived_shapes():
         ("generator.input_width=64", "derived"),
         ("flow.steps", "key=value"),
         ("data.width=100", "multiple of stride"),
+        ("vae.micro_batch_size=3", "multiple of vae.micro_batch_size"),
     ],
 )
 def test_bad_overrides_are_refused(override, message):

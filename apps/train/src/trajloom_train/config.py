@@ -295,7 +295,17 @@ RUNTIME_KEYS = frozenset(
 
 
 def resolve(recipe: Recipe) -> Recipe:
-    """Set every derived shape field from ``data`` and the VAE; returns the new recipe."""
+    """Set every derived shape field from ``data`` and the VAE; returns the new recipe.
+
+    Also checks what single fields cannot: each stage's batch splits into micro-batches.
+    """
+    for name in ("vae", "flow", "onpolicy", "vis"):
+        stage = recipe.stage(name)
+        if stage.batch_size % stage.micro_batch_size:
+            raise ValueError(
+                f"{name}.batch_size={stage.batch_size} must be a multiple of "
+                f"{name}.micro_batch_size={stage.micro_batch_size}"
+            )
     d = recipe.data
     ckpt = recipe.activation_checkpointing
     vae = replace(
