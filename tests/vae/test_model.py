@@ -188,8 +188,8 @@ def test_tiny_vae_overfits_one_batch(make_tracks):
     model = tv.TrajLoomVAE(cfg)
     tracks, vis = make_tracks(cfg.grid, cfg.num_frames, batch=1)
     x = normalize(tracks, cfg.grid)
-    steps = 600
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.0)
+    steps = 300
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda i: 0.5 * (1 + math.cos(math.pi * i / steps))
     )
