@@ -29,6 +29,7 @@ SETTINGS = [
     for key in (
         "steps=1",
         "batch_size=4",
+        "micro_batch_size=2",
         "val_every=0",
         "ema_decay=0",
         "optim.lr=1",

@@ -162,7 +162,7 @@ def _finish(ctx: RunContext) -> None:
     from trajloom_train.evaluate import evaluate, export_trained_set, format_table, render_preview
 
     if ctx.dist.is_main:
-        folder = export_trained_set(ctx.run_dir)
+        folder = export_trained_set(ctx.run_dir, ctx.recipe)
         typer.echo(f"trained set: {folder}")
         summary = evaluate(ctx.recipe, ctx.run_dir, device=ctx.device)
         typer.echo(format_table(summary["results"]))

@@ -48,7 +48,12 @@ _METRICS = ("vepe", "fvmd", "flow_tv", "div_curl_energy")
 STATS_FILE = "vae_latent_stats.json"
 
 
-def export_trained_set(run_dir: Path, device: torch.device | str = "cpu") -> Path:
+def pipeline_config(recipe: Recipe) -> PipelineConfig:
+    """Sampling settings matching how the generator was trained (source anchoring)."""
+    return PipelineConfig(anchor=recipe.flow_loss.anchor, anchor_std=recipe.flow_loss.anchor_std)
+
+
+def export_trained_set(run_dir: Path, recipe: Recipe) -> Path:
     """Write ``<run>/trained/`` from the finished stages; returns the folder."""
     for stage in ("vae", "stats", "flow"):
         if not stage_done(run_dir / stage):
@@ -58,7 +63,9 @@ def export_trained_set(run_dir: Path, device: torch.device | str = "cpu") -> Pat
     generator = load_generator(run_dir / gen_stage / "final")
     visibility = load_visibility(run_dir / "vis" / "final") if stage_done(run_dir / "vis") else None
     stats = LatentStats.from_json(run_dir / "stats" / STATS_FILE, key="z_all")
-    pipe = TrajLoomPipeline(vae, generator, stats, visibility=visibility, config=PipelineConfig())
+    pipe = TrajLoomPipeline(
+        vae, generator, stats, visibility=visibility, config=pipeline_config(recipe)
+    )
     folder = pipe.save_pretrained(run_dir / "trained")
     return folder
 

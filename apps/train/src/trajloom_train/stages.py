@@ -35,7 +35,7 @@ from trajloom.flow.losses import sample_flow_time, token_weights
 from trajloom.flow.model import FlowCondition, TrajLoomGenerator, latent_visibility
 from trajloom.flow.onpolicy import onpolicy_loss
 from trajloom.flow.path import draw_source, interpolate, velocity_target
-from trajloom.flow.pipeline import PipelineConfig, TrajLoomPipeline
+from trajloom.flow.pipeline import TrajLoomPipeline
 from trajloom.flow.visibility import (
     VisibilityPredictor,
     visibility_loss,
@@ -54,6 +54,7 @@ from trajloom_train.checkpoint import atomic_write_text
 from trajloom_train.config import Recipe
 from trajloom_train.data import VAL, SyntheticClips, TrainSource, sample_generator
 from trajloom_train.distributed import Dist, all_reduce_sum, barrier
+from trajloom_train.evaluate import pipeline_config, render_preview
 from trajloom_train.trainer import DONE_NAME, LossOut, Task, run_task, stage_done
 
 __all__ = [
@@ -386,16 +387,15 @@ def build_flow_task(ctx: RunContext, stage: str = "flow") -> Task:
     val = _val_clips(ctx)
 
     def validate(module: nn.Module) -> dict[str, float]:
-        pipe = TrajLoomPipeline(vae, module, stats, config=PipelineConfig())
+        pipe = TrajLoomPipeline(vae, module, stats, config=pipeline_config(r))
         pred = pipe(val["hist_tracks"], val["hist_vis"], steps=r.eval.steps, seed=r.seed)
         gt, vis = val["fut_tracks"].to(ctx.device), val["fut_vis"].to(ctx.device)
         err = (pred.tracks[:, 0] - gt).norm(dim=-1)
         return {"vepe_px": float(err[vis].mean())}
 
     def preview(module: nn.Module, step: int) -> None:
-        from trajloom_train.evaluate import render_preview
 
-        pipe = TrajLoomPipeline(vae, module, stats, config=PipelineConfig())
+        pipe = TrajLoomPipeline(vae, module, stats, config=pipeline_config(r))
         render_preview(pipe, r, ctx.stage_dir(stage) / "previews" / f"step-{step:08d}.mp4", clips=1)
 
     def export(module: nn.Module, folder: Path) -> None:
