@@ -42,6 +42,7 @@ from trajloom.flow.model import FlowCondition, TrajLoomGenerator, generator_flop
 from trajloom.flow.samplers import sample_dopri5, sample_euler, uniform_time_grid
 from trajloom.vae import TrajLoomVAE, vae_preset
 from trajloom.vae.attention import attention, set_attention_backend, xformers_status
+from trajloom.vae.model import vae_flops
 
 H100_BF16_DENSE = 989e12  # FLOP/s, datasheet (SXM); MFU is quoted against this
 RESULTS: dict[str, object] = {}
@@ -159,31 +160,6 @@ def run_attention(quick: bool) -> None:
 
 
 # ----------------------------------------------------------------------------- models
-def vae_flops(cfg, batch: int) -> float:
-    """Forward FLOPs of TrajLoom-VAE from its shapes (matmuls + attention)."""
-    d, n, t_in, t_lat = cfg.hidden_size, cfg.num_tokens, cfg.num_frames, cfg.latent_frames
-    mlp = int(d * cfg.mlp_ratio)
-
-    def blocks(count: int, t: int) -> float:
-        tokens = batch * t * n
-        linear = 2 * tokens * (4 * d * d + 2 * d * mlp)
-        # half the blocks attend over space (n keys), half over time (t keys)
-        attn = (count // 2) * 4 * tokens * n * d + (count // 2) * 4 * tokens * t * d
-        return count * linear + attn
-
-    half_e, half_d = cfg.encoder_depth // 2, cfg.decoder_depth // 2
-    total = (
-        blocks(half_e, t_in) + blocks(half_e, t_lat) + blocks(half_d, t_lat) + blocks(half_d, t_in)
-    )
-    k = 2 * cfg.temporal_factor - 1
-    total += 2 * batch * n * t_lat * d * d * k  # temporal compressor
-    total += 2 * batch * n * t_in * d * d * k / cfg.temporal_factor  # transposed expander
-    total += 2 * batch * t_in * n * 2 * d  # per-cell patch embedding
-    total += 2 * batch * t_in * n * d * cfg.stride**2 * 2  # final layer to pixels
-    total += 2 * batch * t_lat * n * d * 3 * cfg.latent_channels  # to/from latents
-    return float(total)
-
-
 def make_vae_step(model, batch: int):
     cfg = model.config
     spec = cfg.grid
@@ -249,7 +225,7 @@ def run_model(kind: str, quick: bool, compile_too: bool) -> None:
         if kind == "vae":
             cfg = vae_preset("paper", gradient_checkpointing=ckpt)
             model = TrajLoomVAE(cfg).cuda()
-            flops = vae_flops(cfg, batch)
+            flops = float(vae_flops(cfg, batch))
             step = make_vae_step(model, batch)
         else:
             cfg = generator_preset("paper")
