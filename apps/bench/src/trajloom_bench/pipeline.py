@@ -5,7 +5,8 @@ of ``apps/train`` holds one up to three levels down (``trained`` - what apps/tra
 writes - ``final``, ``export`` or ``trained_set`` preferred, else the newest);
 ``released:DIR`` holds the authors' configs and ``.pt`` files (``*vae*``, ``*vis*``, the
 generator the remaining one). A WHN-style trained set
-(``PipelineConfig(mode="whn")``) is a trained-set folder like any other.
+(``PipelineConfig(mode="whn")``) is a trained-set folder like any other. The search
+itself is ``trajloom.flow.checkpoints``.
 """
 
 from __future__ import annotations
@@ -15,58 +16,30 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from trajloom.flow import checkpoints
 from trajloom.flow.pipeline import TrajLoomPipeline
 from trajloom_bench.methods import Forecast, MethodError, MethodSpec
 
 __all__ = ["PipelineMethod", "find_released_files", "find_trained_set", "load_pipeline_forecaster"]
 
-_PREFERRED = ("trained", "final", "export", "trained_set", "pipeline")
-
 
 def find_trained_set(folder: Path) -> Path:
     """The trained-set folder of ``folder`` (itself or inside a run folder)."""
-    if (folder / "pipeline.json").is_file():
-        return folder
-    found = [
-        p.parent for depth in ("*/", "*/*/", "*/*/*/") for p in folder.glob(f"{depth}pipeline.json")
-    ]
-    if not found:
+    try:
+        return checkpoints.find_trained_set(folder)
+    except checkpoints.NoTrainedSetError as err:
         raise MethodError(
             f"{folder} holds no trained set (no pipeline.json in it or below it); give the "
             "folder apps/train exported, released:DIR, vae:DIR or runs:DIR"
-        )
-    pool = [p for p in found if p.name in _PREFERRED] or found
-    return max(pool, key=lambda p: (p / "pipeline.json").stat().st_mtime)
-
-
-def _one(root: Path, name: str, required: bool = True) -> Path | None:
-    matches = sorted(root.rglob(name))
-    if not matches and required:
-        raise MethodError(f"released:{root}: {name} not found under {root}")
-    return matches[0] if matches else None
+        ) from err
 
 
 def find_released_files(root: Path) -> dict[str, Path | None]:
     """The released configs and checkpoints under ``root``."""
-    files = {
-        "vae_cfg": _one(root, "trajloom_vae_config.json"),
-        "gen_cfg": _one(root, "trajloom_generator_config.json"),
-        "stats_json": _one(root, "vae_latent_stats.json"),
-        "vis_cfg": _one(root, "vis_predictor_config.json", required=False),
-    }
-    pts = sorted(root.rglob("*.pt"))
-    vae = [p for p in pts if "vae" in p.name.lower()]
-    vis = [p for p in pts if "vis" in p.name.lower() and p not in vae]
-    gen = [p for p in pts if p not in vae and p not in vis]
-    if len(vae) != 1 or len(gen) != 1 or len(vis) > 1:
-        raise MethodError(
-            f"released:{root}: expected one VAE .pt (name with 'vae'), one generator .pt and at "
-            f"most one visibility .pt (name with 'vis'); found {[p.name for p in pts]}"
-        )
-    files.update(vae_ckpt=vae[0], gen_ckpt=gen[0], vis_ckpt=vis[0] if vis else None)
-    if (files["vis_ckpt"] is None) != (files["vis_cfg"] is None):
-        files["vis_ckpt"] = files["vis_cfg"] = None
-    return files
+    try:
+        return checkpoints.find_released_files(root).as_kwargs()
+    except checkpoints.CheckpointSpecError as err:
+        raise MethodError(str(err)) from err
 
 
 class PipelineMethod:
@@ -94,23 +67,18 @@ class PipelineMethod:
         gt_tracks: np.ndarray | None = None,
         gt_vis: np.ndarray | None = None,
     ) -> Forecast:
-        use_frames = frames is not None and self.wants_frames
-        out = self.pipe(
-            torch.from_numpy(np.ascontiguousarray(hist_tracks, dtype=np.float32)),
-            torch.from_numpy(np.ascontiguousarray(hist_vis, dtype=bool)),
-            frames=torch.from_numpy(np.ascontiguousarray(frames)) if use_frames else None,
-            caption=caption if caption and self.pipe.text_encoder is not None else None,
+        tracks, visibility, prob = checkpoints.forecast_arrays(
+            self.pipe,
+            hist_tracks,
+            hist_vis,
+            frames=frames,
+            caption=caption,
             num_samples=num_samples,
             solver=self.solver,
             steps=self.steps,
             seed=seed,
         )
-        prob = out.visibility_prob
-        return Forecast(
-            out.tracks[0].cpu().numpy(),
-            out.visibility[0].cpu().numpy(),
-            None if prob is None else prob[0].float().cpu().numpy(),
-        )
+        return Forecast(tracks, visibility, prob)
 
 
 def load_pipeline_forecaster(
