@@ -13,6 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 from trajloom.data.formats import (
+    iter_shard_samples,
     read_manifest,
     read_run_folder,
     save_released_npz,
@@ -28,7 +29,6 @@ from trajloom.flow.pipeline import TrajLoomPipeline
 from trajloom.vae import LatentStats, TrajLoomVAE, save_pretrained, vae_preset
 from trajloom_bench.build import BenchConfig, resample_indices, video_windows
 from trajloom_bench.cli import app
-from trajloom_bench.shards import iter_shard_samples
 
 ROOT = Path(__file__).resolve().parents[2]
 VIDEOS = ROOT.parent / "shared" / "data" / "videos"

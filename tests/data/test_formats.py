@@ -13,6 +13,7 @@ from trajloom.data.formats import (
     canonical_id,
     convert_released_to_shards,
     decode_shard_sample,
+    iter_shard_samples,
     load_released_npz,
     read_captions_csv,
     read_manifest,
@@ -118,6 +119,28 @@ def test_shards_round_trip_with_manifest(tmp_path):
             assert d.text is None
         else:
             np.testing.assert_array_equal(d.text, s.text)
+
+
+def test_iter_shard_samples_reads_a_tar_in_file_order(tmp_path):
+    samples = []
+    for i in range(5):
+        tracks, vis = _tracks(seed=i)
+        meta = {"width": 64, "height": 48, "stride": 16, "fps": 16.0, "source": "s"}
+        samples.append(ShardSample(id=f"clip.{i}", tracks=tracks, visibility=vis, meta=meta))
+    write_shards(samples, tmp_path, maxcount=3)
+    urls, _ = read_manifest(tmp_path)
+    read = [s for url in urls for s in iter_shard_samples(url)]
+    assert [s.id for s in read] == [s.id for s in samples]
+    expected = [decode_shard_sample(raw) for raw in _raw_samples(urls)]
+    for got, want in zip(read, expected, strict=True):
+        np.testing.assert_array_equal(got.tracks, want.tracks)
+        np.testing.assert_array_equal(got.visibility, want.visibility)
+        assert got.meta == want.meta
+    broken = tmp_path / "broken.tar"
+    broken.write_bytes(b"not a tar")
+    with pytest.raises(FormatError, match="not a readable shard tar") as info:
+        list(iter_shard_samples(broken))
+    assert info.value.reason == "corrupt_shard"
 
 
 def test_decode_rejects_bad_members():

@@ -34,6 +34,7 @@ from trajloom.data.formats import (
     FormatError,
     RunFolder,
     ShardSample,
+    iter_shard_samples,
     read_manifest,
     write_run_folder,
 )
@@ -42,7 +43,6 @@ from trajloom.encoding import GridSpec, query_points, rescale_tracks
 from trajloom.metrics import FVMDConfig, score_runs
 from trajloom_bench.build import read_bench
 from trajloom_bench.methods import Forecaster, MethodSpec
-from trajloom_bench.shards import iter_shard_samples
 
 __all__ = [
     "METRICS",

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import glob
 import re
-import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ import numpy as np
 from trajloom.data.formats import (
     FormatError,
     ShardSample,
-    decode_shard_sample,
+    iter_shard_samples,
     load_released_npz,
     read_captions_csv,
 )
@@ -322,39 +321,6 @@ def clips_from_npz(
 
 
 # --------------------------------------------------------------------------- shards
-
-
-def _split_member(name: str) -> tuple[str, str]:
-    # WebDataset's rule: the key runs up to the first dot of the base name.
-    folder, _, base = name.rpartition("/")
-    key, _, ext = base.partition(".")
-    return (f"{folder}/{key}" if folder else key), ext
-
-
-def iter_shard_samples(path: Path) -> Iterator[ShardSample]:
-    """Decode every sample of a shard ``.tar`` (members grouped by key, in file order)."""
-    try:
-        with tarfile.open(path, mode="r") as tar:
-            yield from _samples_of(tar, path)
-    except (tarfile.TarError, OSError) as err:
-        raise InputError(f"{path}: not a readable shard tar ({err})") from err
-
-
-def _samples_of(tar: tarfile.TarFile, path: Path) -> Iterator[ShardSample]:
-    current: dict[str, Any] = {}
-    for member in tar:
-        if not member.isfile():
-            continue
-        key, ext = _split_member(member.name)
-        if current and current["__key__"] != key:
-            yield decode_shard_sample(current)
-            current = {}
-        if not current:
-            current = {"__key__": key, "__url__": str(path)}
-        handle = tar.extractfile(member)
-        current[ext] = handle.read() if handle is not None else b""
-    if current:
-        yield decode_shard_sample(current)
 
 
 def _frames_of(sample: ShardSample, grid: GridSpec, count: int) -> np.ndarray | None:

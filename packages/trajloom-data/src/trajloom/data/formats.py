@@ -13,6 +13,7 @@ import io
 import json
 import os
 import re
+import tarfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ __all__ = [
     "decode_shard_sample",
     "encode_shard_sample",
     "find_released_items",
+    "iter_shard_samples",
     "load_released_npz",
     "read_captions_csv",
     "read_manifest",
@@ -365,6 +367,46 @@ def decode_shard_sample(raw: Mapping[str, Any], *, allow_nonfinite: bool = False
         text=text,
         video_latent=latent,
     )
+
+
+def _split_member(name: str) -> tuple[str, str]:
+    # WebDataset's rule: the key runs up to the first dot of the base name.
+    folder, _, base = name.rpartition("/")
+    key, _, ext = base.partition(".")
+    return (f"{folder}/{key}" if folder else key), ext
+
+
+def iter_shard_samples(path: str | Path) -> Iterator[ShardSample]:
+    """Decode every sample of one local shard ``.tar``, in file order.
+
+    Members are grouped by key (WebDataset's rule: up to the first dot of the base name)
+    as they come; no shuffling, no splitting into windows, no decoding of the video (see
+    :mod:`trajloom.data.stream` for training). Raises :class:`FormatError` with reason
+    ``corrupt_shard`` when the tar cannot be read, and ``decode_shard_sample``'s
+    FormatError for a bad sample (which ends the iteration).
+    """
+    try:
+        with tarfile.open(path, mode="r") as tar:
+            yield from _samples_of(tar, str(path))
+    except (tarfile.TarError, OSError) as err:
+        raise FormatError(f"{path}: not a readable shard tar ({err})", "corrupt_shard") from err
+
+
+def _samples_of(tar: tarfile.TarFile, url: str) -> Iterator[ShardSample]:
+    current: dict[str, Any] = {}
+    for member in tar:
+        if not member.isfile():
+            continue
+        key, ext = _split_member(member.name)
+        if current and current["__key__"] != key:
+            yield decode_shard_sample(current)
+            current = {}
+        if not current:
+            current = {"__key__": key, "__url__": url}
+        handle = tar.extractfile(member)
+        current[ext] = handle.read() if handle is not None else b""
+    if current:
+        yield decode_shard_sample(current)
 
 
 def write_shards(
