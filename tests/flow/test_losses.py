@@ -166,7 +166,6 @@ def test_tiny_generator_overfits_one_batch():
     assert float((sample - x1).abs().mean()) < 0.2 * float((x0 - x1).abs().mean())
 
 
-@pytest.mark.slow
 def test_tiny_trajloom_generator_overfits_one_batch():
     from trajloom.flow.config import generator_preset
     from trajloom.flow.model import FlowCondition, TrajLoomGenerator
