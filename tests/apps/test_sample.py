@@ -34,7 +34,6 @@ from trajloom.metrics import FVMDConfig, load_run, score_runs
 from trajloom.vae import LatentStats, TrajLoomVAE, save_pretrained, vae_preset
 from trajloom_sample.cli import app
 from trajloom_sample.export import (
-    sanitize_predictions,
     wanmove_arrays,
     write_sample_runs,
     write_wanmove_export,
@@ -99,16 +98,6 @@ def test_wanmove_frames_option_and_bounds():
     np.testing.assert_array_equal(t[1:], tracks[10:30])
     with pytest.raises(ValueError, match="Wan-Move frames"):
         wanmove_arrays(tracks[:10], vis[:10], tracks[10:], vis[10:], num_frames=22)
-
-
-def test_sanitize_hides_points_outside_and_clips():
-    tracks = np.array([[[-3.0, 5.0], [50.0, 40.0], [127.5, 10.0], [10.0, np.nan]]], np.float32)
-    vis = np.ones((1, 4), bool)
-    out, v = sanitize_predictions(tracks, vis, (128, 96))
-    assert v.tolist() == [[False, True, False, False]]
-    assert out[0, 0, 0] == 0.0 and out[0, 2, 0] == pytest.approx(127 - 1e-3)
-    np.testing.assert_array_equal(out[0, 1], tracks[0, 1])
-    assert np.isfinite(out).all()
 
 
 # --------------------------------------------------------------------------- run folders

@@ -19,6 +19,7 @@ from trajloom.data.formats import (
     read_manifest,
     read_run_folder,
     read_wanmove,
+    sanitize_predictions,
     save_released_npz,
     shard_key,
     write_captions_csv,
@@ -209,6 +210,20 @@ def test_run_folder_round_trip(tmp_path):
         np.testing.assert_array_equal(getattr(back, name), getattr(run, name))
     assert back.meta == run.meta
     assert json.loads((folder / "meta.json").read_text()) == run.meta
+
+
+def test_sanitize_predictions_hides_points_outside_and_clips():
+    tracks = np.array([[[-3.0, 5.0], [50.0, 40.0], [127.5, 10.0], [10.0, np.nan]]], np.float32)
+    vis = np.ones((1, 4), bool)
+    out, v = sanitize_predictions(tracks, vis, (128, 96))
+    assert v.tolist() == [[False, True, False, False]]
+    assert out[0, 0, 0] == 0.0 and out[0, 2, 0] == pytest.approx(127 - 1e-3)
+    np.testing.assert_array_equal(out[0, 1], tracks[0, 1])
+    assert np.isfinite(out).all()
+    inf = np.array([[[np.inf, 5.0], [10.0, -np.inf]]], np.float32)
+    out, v = sanitize_predictions(inf, np.ones((1, 2), bool), (128, 96))
+    assert v.tolist() == [[False, False]] and out.tolist() == [[[0.0, 5.0], [10.0, 0.0]]]
+    assert np.isnan(tracks[0, 3, 1])  # the input is not changed
 
 
 def test_wanmove_round_trip_and_rescale(tmp_path):

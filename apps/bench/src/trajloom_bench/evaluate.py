@@ -36,6 +36,7 @@ from trajloom.data.formats import (
     ShardSample,
     iter_shard_samples,
     read_manifest,
+    sanitize_predictions,
     write_run_folder,
 )
 from trajloom.data.video import VideoReadError, read_video
@@ -188,7 +189,7 @@ def predict_source(
             failures.append(f"{source_name}/{sample.id}: {err}")
             progress(f"fail {source_name}/{sample.id}: {err}")
             continue
-        pred, pvis = _sanitize(forecast.tracks[0], forecast.visibility[0], w.grid.size)
+        pred, pvis = sanitize_predictions(forecast.tracks[0], forecast.visibility[0], w.grid.size)
         write_run_folder(
             out / sample.id,
             RunFolder(
@@ -217,21 +218,6 @@ def predict_source(
         )
         progress(f"{spec.name}/{source_name}/{sample.id}")
     return failures
-
-
-def _sanitize(
-    tracks: np.ndarray, vis: np.ndarray, size: tuple[int, int]
-) -> tuple[np.ndarray, np.ndarray]:
-    # Released post-processing: outside the image -> invisible; clip into [0, W-1-1e-3].
-    width, height = size
-    x, y = tracks[..., 0], tracks[..., 1]
-    inside = (
-        np.isfinite(tracks).all(-1) & (x >= 0) & (x <= width - 1) & (y >= 0) & (y <= height - 1)
-    )
-    out = np.nan_to_num(np.asarray(tracks, np.float32))
-    out[..., 0] = np.clip(out[..., 0], 0.0, width - 1 - 1e-3)
-    out[..., 1] = np.clip(out[..., 1], 0.0, height - 1 - 1e-3)
-    return out, np.asarray(vis, bool) & inside
 
 
 # --------------------------------------------------------------------------- scoring

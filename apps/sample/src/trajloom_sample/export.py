@@ -26,7 +26,12 @@ from typing import Any
 import cv2
 import numpy as np
 
-from trajloom.data.formats import RunFolder, write_run_folder, write_wanmove
+from trajloom.data.formats import (
+    RunFolder,
+    sanitize_predictions,
+    write_run_folder,
+    write_wanmove,
+)
 from trajloom.encoding import GridSpec, query_points
 
 __all__ = [
@@ -35,29 +40,6 @@ __all__ = [
     "write_sample_runs",
     "write_wanmove_export",
 ]
-
-# Released clip of predicted tracks into the image: [0, W - 1 - eps] x [0, H - 1 - eps].
-_CLIP_EPS = 1e-3
-
-
-def sanitize_predictions(
-    tracks: np.ndarray, visibility: np.ndarray, size: tuple[int, int]
-) -> tuple[np.ndarray, np.ndarray]:
-    """The released post-processing: points outside the image are invisible, then clipped.
-
-    ``tracks`` "... t n 2" pixels of ``size`` = (w, h); ``visibility`` "... t n".
-    """
-    width, height = size
-    tracks = np.asarray(tracks, dtype=np.float32)
-    x, y = tracks[..., 0], tracks[..., 1]
-    inside = (
-        (x >= 0) & (x <= width - 1) & (y >= 0) & (y <= height - 1) & np.isfinite(x) & np.isfinite(y)
-    )
-    vis = np.asarray(visibility).astype(bool) & inside
-    out = np.nan_to_num(tracks, nan=0.0, posinf=0.0, neginf=0.0)
-    out[..., 0] = np.clip(out[..., 0], 0.0, float(width - 1) - _CLIP_EPS)
-    out[..., 1] = np.clip(out[..., 1], 0.0, float(height - 1) - _CLIP_EPS)
-    return out, vis
 
 
 def write_sample_runs(

@@ -28,6 +28,7 @@ from trajloom.data.video import VIDEO_SUFFIXES, VideoReadError, probe_video
 
 __all__ = [
     "CAPTION_COLUMNS",
+    "PREDICTION_CLIP_EPS",
     "RELEASED_TRACK_KEYS",
     "RELEASED_VIS_KEYS",
     "FormatError",
@@ -45,6 +46,7 @@ __all__ = [
     "read_manifest",
     "read_run_folder",
     "read_wanmove",
+    "sanitize_predictions",
     "save_released_npz",
     "shard_key",
     "write_captions_csv",
@@ -603,6 +605,34 @@ class RunFolder:
     gt_visibility: np.ndarray | None = None
     pred_visibility_prob: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+
+
+#: The released clip of predicted tracks into the image: [0, W - 1 - eps] x [0, H - 1 - eps].
+PREDICTION_CLIP_EPS = 1e-3
+
+
+def sanitize_predictions(
+    tracks: np.ndarray, visibility: np.ndarray, size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The released post-processing of predictions: outside the image = invisible, then clip.
+
+    ``tracks`` "... t n 2" pixels of ``size`` = (w, h); ``visibility`` "... t n". A point is
+    visible only if it was and lies in ``[0, w - 1] x [0, h - 1]`` with finite coordinates;
+    then NaN and infinite coordinates become 0 and every coordinate is clipped into
+    ``[0, w - 1 - eps] x [0, h - 1 - eps]`` (eps = :data:`PREDICTION_CLIP_EPS`). Returns
+    new float32 tracks and bool visibility; the inputs are not changed.
+    """
+    width, height = size
+    tracks = np.asarray(tracks, dtype=np.float32)
+    x, y = tracks[..., 0], tracks[..., 1]
+    inside = (
+        (x >= 0) & (x <= width - 1) & (y >= 0) & (y <= height - 1) & np.isfinite(x) & np.isfinite(y)
+    )
+    vis = np.asarray(visibility).astype(bool) & inside
+    out = np.nan_to_num(tracks, nan=0.0, posinf=0.0, neginf=0.0)
+    out[..., 0] = np.clip(out[..., 0], 0.0, float(width - 1) - PREDICTION_CLIP_EPS)
+    out[..., 1] = np.clip(out[..., 1], 0.0, float(height - 1) - PREDICTION_CLIP_EPS)
+    return out, vis
 
 
 def write_run_folder(folder: str | Path, run: RunFolder) -> Path:
