@@ -8,8 +8,17 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
-__all__ = ["check_clone", "check_weights", "clone_imports", "import_from_clone", "load_weights"]
+__all__ = [
+    "check_clone",
+    "check_vis_threshold",
+    "check_weights",
+    "clone_imports",
+    "import_from_clone",
+    "load_weights",
+    "place_model",
+]
 
 
 def check_clone(repo_path: str | Path, required: Sequence[str], backend: str, url: str) -> Path:
@@ -102,3 +111,24 @@ def load_weights(path: Path, key: str | None = "model") -> dict:
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
     return state
+
+
+def check_vis_threshold(config_name: str, value: float) -> None:
+    """Raise ``ValueError`` unless a config's ``vis_threshold`` lies in ``[0, 1]``."""
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{config_name}.vis_threshold must be in [0, 1], got {value}")
+
+
+def place_model(model: Any, weights: Path, device: str) -> tuple[Any, Any]:
+    """Load ``weights`` into ``model`` (strict), move it to ``device`` for inference.
+
+    ``device`` is a torch device name or ``"auto"`` (cuda when available, else cpu).
+    Returns the model (eval mode, no gradients) and its ``torch.device``.
+    """
+    import torch
+
+    model.load_state_dict(load_weights(Path(weights)), strict=True)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch_device = torch.device(device)
+    return model.to(torch_device).eval().requires_grad_(False), torch_device

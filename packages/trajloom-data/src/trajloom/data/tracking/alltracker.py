@@ -12,17 +12,17 @@ of the repository's ``test_dense_on_sparse.py``.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
 
 from trajloom.data.tracking._clone import (
     check_clone,
+    check_vis_threshold,
     check_weights,
     clone_imports,
     import_from_clone,
-    load_weights,
+    place_model,
 )
 from trajloom.data.tracking.base import TrackResult
 from trajloom.data.tracking.tracker import resolve_queries
@@ -54,10 +54,7 @@ class AllTrackerConfig:
                 f"AllTrackerConfig: window_len > 1, iters > 0, max_size >= 8 needed; got "
                 f"{self.window_len}, {self.iters}, {self.max_size}"
             )
-        if not 0.0 <= self.vis_threshold <= 1.0:
-            raise ValueError(
-                f"AllTrackerConfig.vis_threshold must be in [0, 1], got {self.vis_threshold}"
-            )
+        check_vis_threshold("AllTrackerConfig", self.vis_threshold)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -69,7 +66,6 @@ class AllTracker:
     name = "alltracker"
 
     def __init__(self, config: AllTrackerConfig) -> None:
-        import torch
 
         self.config = config
         self.root = check_clone(config.repo_path, ALLTRACKER_FILES, "alltracker", _URL)
@@ -84,12 +80,7 @@ class AllTracker:
                 model = net_module.Net(config.window_len, use_basicencoder=True, no_split=True)
             else:
                 model = net_module.Net(config.window_len)
-        model.load_state_dict(load_weights(Path(weights)), strict=True)
-        device = config.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
-        self.model = model.to(self.device).eval().requires_grad_(False)
+        self.model, self.device = place_model(model, weights, config.device)
 
     def track(
         self,

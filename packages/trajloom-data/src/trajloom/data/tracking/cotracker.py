@@ -11,16 +11,16 @@ again on the time-reversed clip for the frames before each query, and visibility
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 
 from trajloom.data.tracking._clone import (
     check_clone,
+    check_vis_threshold,
     check_weights,
     clone_imports,
     import_from_clone,
-    load_weights,
+    place_model,
 )
 from trajloom.data.tracking.base import TrackResult
 from trajloom.data.tracking.tracker import resolve_queries
@@ -56,10 +56,7 @@ class CoTracker3Config:
                 f"CoTracker3Config: window_len > 1, iters > 0, support_grid >= 0 needed; got "
                 f"{self.window_len}, {self.iters}, {self.support_grid}"
             )
-        if not 0.0 <= self.vis_threshold <= 1.0:
-            raise ValueError(
-                f"CoTracker3Config.vis_threshold must be in [0, 1], got {self.vis_threshold}"
-            )
+        check_vis_threshold("CoTracker3Config", self.vis_threshold)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -71,7 +68,6 @@ class CoTracker3:
     name = "cotracker3"
 
     def __init__(self, config: CoTracker3Config) -> None:
-        import torch
 
         self.config = config
         self.root = check_clone(config.repo_path, COTRACKER_FILES, "cotracker3", _URL)
@@ -85,13 +81,8 @@ class CoTracker3:
             model = module.CoTrackerThreeOffline(
                 stride=4, corr_radius=3, window_len=config.window_len
             )
-        model.load_state_dict(load_weights(Path(weights)), strict=True)
-        device = config.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
-        self.model = model.to(self.device).eval().requires_grad_(False)
-        self.resolution = tuple(int(v) for v in model.model_resolution)  # (H, W)
+        self.model, self.device = place_model(model, weights, config.device)
+        self.resolution = tuple(int(v) for v in self.model.model_resolution)  # (H, W)
 
     def track(
         self,
