@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from trajloom.flow.checkpoints import (
     CheckpointSpecError,
@@ -13,6 +14,7 @@ from trajloom.flow.checkpoints import (
     ReleasedFiles,
     find_released_files,
     find_trained_set,
+    resolve_device,
 )
 
 
@@ -116,3 +118,13 @@ def test_released_errors(tmp_path: Path) -> None:
     (root / "configs" / "vae_latent_stats.json").unlink()
     with pytest.raises(CheckpointSpecError, match=r"vae_latent_stats\.json not found"):
         find_released_files(root)
+
+
+def test_resolve_device() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(CheckpointSpecError, match="not a device"):
+        resolve_device("toaster")
+    if not torch.cuda.is_available():
+        with pytest.raises(CheckpointSpecError, match="no CUDA device"):
+            resolve_device("cuda")

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from trajloom.encoding import GridSpec
+from trajloom.flow import checkpoints
 from trajloom.flow.baselines import constant_velocity_future, static_future
 
 __all__ = [
@@ -197,17 +198,10 @@ class VAEReconstruction:
 
 def resolve_device(name: str) -> torch.device:
     """``auto``: the GPU when one is present, else the CPU; otherwise a torch device name."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise MethodError(
-            f"--device {name!r}: not a device ({err}); use auto, cpu or cuda"
-        ) from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise MethodError(f"--device {name}: no CUDA device is available; use auto or cpu")
-    return device
+        return checkpoints.resolve_device(name)
+    except checkpoints.CheckpointSpecError as err:
+        raise MethodError(str(err)) from err
 
 
 def _vae_folder(target: Path) -> Path:

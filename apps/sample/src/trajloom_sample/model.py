@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from trajloom.encoding import GridSpec
+from trajloom.flow import checkpoints
 from trajloom.flow.baselines import constant_velocity_future, static_future
 
 __all__ = [
@@ -66,17 +67,10 @@ class Forecaster(Protocol):
 
 def resolve_device(name: str) -> torch.device:
     """``auto``: the GPU when one is present, else the CPU; otherwise a torch device name."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise CheckpointError(
-            f"--device {name!r}: not a device ({err}); use auto, cpu or cuda"
-        ) from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CheckpointError(f"--device {name}: no CUDA device is available; use auto or cpu")
-    return device
+        return checkpoints.resolve_device(name)
+    except checkpoints.CheckpointSpecError as err:
+        raise CheckpointError(str(err)) from err
 
 
 @dataclass

@@ -35,6 +35,7 @@ __all__ = [
     "find_released_files",
     "find_trained_set",
     "forecast_arrays",
+    "resolve_device",
 ]
 
 PREFERRED_NAMES = ("trained", "final", "export", "trained_set", "pipeline")
@@ -68,6 +69,26 @@ class ReleasedFiles:
     def as_kwargs(self) -> dict[str, Path | None]:
         """The files as keyword arguments of ``TrajLoomPipeline.from_released``."""
         return asdict(self)
+
+
+def resolve_device(name: str) -> torch.device:
+    """The device to load a checkpoint on: ``auto`` is the GPU when one is present, else
+    the CPU; otherwise a torch device name.
+
+    Raises :class:`CheckpointSpecError` for a name torch does not know, or ``cuda`` without
+    a CUDA device.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise CheckpointSpecError(
+            f"--device {name!r}: not a device ({err}); use auto, cpu or cuda"
+        ) from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CheckpointSpecError(f"--device {name}: no CUDA device is available; use auto or cpu")
+    return device
 
 
 def find_trained_set(folder: Path) -> Path:
