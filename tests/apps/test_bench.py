@@ -19,14 +19,8 @@ from trajloom.data.formats import (
     save_released_npz,
     write_captions_csv,
 )
-from trajloom.data.synthetic import SceneConfig, make_scene
 from trajloom.data.video import read_video, write_video
-from trajloom.encoding import normalize
-from trajloom.flow.config import generator_preset
-from trajloom.flow.losses import flow_matching_loss
-from trajloom.flow.model import FlowCondition, TrajLoomGenerator
-from trajloom.flow.pipeline import TrajLoomPipeline
-from trajloom.vae import LatentStats, TrajLoomVAE, save_pretrained, vae_preset
+from trajloom.vae import TrajLoomVAE, save_pretrained, vae_preset
 from trajloom_bench.build import BenchConfig, resample_indices, video_windows
 from trajloom_bench.cli import app
 
@@ -300,61 +294,13 @@ def test_build_from_released_layout_and_score(tmp_path):
 # --------------------------------------------------------------------------- trained sets
 
 
-def _tiny_trained_set(folder: Path) -> Path:
-    """A tiny trained set from the packages' APIs (one optimisation step of each part)."""
-    torch.manual_seed(0)
-    vae = TrajLoomVAE(vae_preset("tiny"))
-    cfg = vae.config
-    t = cfg.num_frames
-    scene = make_scene(
-        1, SceneConfig(cfg.width, cfg.height, cfg.stride, num_frames=2 * t, render_frames=False)
-    )
-    values = normalize(torch.from_numpy(scene.tracks).reshape(2, t, -1, 2), cfg.grid)
-    vis = torch.from_numpy(scene.visibility).reshape(2, t, -1)
-    opt = torch.optim.AdamW(vae.parameters(), lr=1e-3)
-    loss = vae(values, vis).losses.total
-    loss.backward()
-    opt.step()
-    with torch.no_grad():
-        z = vae.eval().encode(values).mean
-    stats = LatentStats(z.mean(dim=(0, 1, 2)), z.std(dim=(0, 1, 2)))
-    zn = stats.normalize(z)
-    gen = TrajLoomGenerator(
-        generator_preset(
-            "tiny",
-            latent_channels=cfg.latent_channels,
-            hist_latent_frames=cfg.latent_frames,
-            fut_latent_frames=cfg.latent_frames,
-            num_frames_in=t,
-            use_video_cond=False,
-            use_text_cond=False,
-        )
-    )
-    opt = torch.optim.AdamW(gen.parameters(), lr=1e-3)
-    cond = FlowCondition(z_hist=zn[:1])
-    flow_matching_loss(lambda x, tt: gen(x, tt, cond), zn[1:], zn[:1]).loss.backward()
-    opt.step()
-    return TrajLoomPipeline(vae, gen.eval(), stats).save_pretrained(folder)
-
-
-def _released_layout(trained_set: Path, root: Path) -> Path:
-    """A trained set (without visibility head) in the authors' layout."""
-    pipe = TrajLoomPipeline.from_pretrained(trained_set)
-    root.mkdir(parents=True)
-    torch.save({"vae": pipe.vae.state_dict()}, root / "trajloom_vae.pt")
-    torch.save({"generator": pipe.generator.state_dict()}, root / "trajloom_generator.pt")
-    (root / "trajloom_vae_config.json").write_text(json.dumps(pipe.vae.config.to_released_dict()))
-    gen_cfg = {"generator": pipe.generator.config.to_dict(), "train": {"x0_mode": "anchor_first"}}
-    (root / "trajloom_generator_config.json").write_text(json.dumps(gen_cfg))
-    pipe.latent_stats.to_json(root / "vae_latent_stats.json")
-    return root
-
-
 @pytest.mark.slow
-def test_eval_trained_set_from_a_run_folder_and_released_layout(tmp_path):
+def test_eval_trained_set_from_a_run_folder_and_released_layout(
+    tmp_path, make_trained_set, make_released_layout
+):
     run = tmp_path / "run"
-    _tiny_trained_set(run / "trained")
-    released = _released_layout(run / "trained", tmp_path / "released")
+    make_trained_set(run / "trained")
+    released = make_released_layout(run / "trained", tmp_path / "released")
     bench = tmp_path / "bench"
     res = _run(
         "build",
