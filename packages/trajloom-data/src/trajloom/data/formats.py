@@ -240,7 +240,7 @@ def find_released_items(
     if not tracks_dir.is_dir():
         raise FormatError(f"{tracks_dir}: tracks folder does not exist")
     video_dir = Path(video_dir) if video_dir is not None else tracks_dir
-    videos = {}
+    videos: dict[str, Path] = {}
     if video_dir.is_dir():
         for p in video_dir.iterdir():
             if p.suffix.lower() in VIDEO_SUFFIXES:

@@ -252,15 +252,19 @@ def _decode_range(
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"
     rate, base, origin = stream.average_rate, stream.time_base, stream.start_time
-    seek = seek and bool(rate) and base is not None and origin is not None
-    if seek:
-        fps = float(rate)
+    # (frame rate, time base, start pts) when seeking; None decodes from the first frame.
+    clock: tuple[float, Fraction, int] | None = None
+    if seek and rate and base is not None and origin is not None:
+        clock = (float(rate), base, origin)
+    if clock is not None:
+        fps, base, origin = clock
         container.seek(origin + int(start / fps / base), stream=stream, backward=True)
     frames: list[np.ndarray] = []
     index = -1
     try:
         for count, frame in enumerate(container.decode(stream)):
-            if seek:
+            if clock is not None:
+                fps, base, origin = clock
                 if frame.pts is None:
                     return None
                 index = round(float((frame.pts - origin) * base) * fps)

@@ -89,6 +89,7 @@ def load_weights(path: Path, key: str | None = "model") -> dict:
     """
     import torch
 
+    state: object
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 

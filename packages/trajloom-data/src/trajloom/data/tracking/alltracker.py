@@ -11,6 +11,7 @@ of the repository's ``test_dense_on_sparse.py``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import cv2
@@ -84,7 +85,7 @@ class AllTracker:
 
     def track(
         self,
-        frames: np.ndarray,
+        frames: np.ndarray | Sequence[np.ndarray],
         queries: np.ndarray | None = None,
         *,
         stride: int | None = None,

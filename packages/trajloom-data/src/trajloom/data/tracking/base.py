@@ -76,7 +76,7 @@ class Tracker(Protocol):
 
     def track(
         self,
-        frames: np.ndarray,
+        frames: np.ndarray | Sequence[np.ndarray],
         queries: np.ndarray | None = None,
         *,
         stride: int | None = None,

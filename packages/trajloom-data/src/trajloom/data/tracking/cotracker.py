@@ -10,6 +10,7 @@ again on the time-reversed clip for the frames before each query, and visibility
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -86,7 +87,7 @@ class CoTracker3:
 
     def track(
         self,
-        frames: np.ndarray,
+        frames: np.ndarray | Sequence[np.ndarray],
         queries: np.ndarray | None = None,
         *,
         stride: int | None = None,

@@ -28,6 +28,7 @@ Cost per frame pair: two DIS calls, plus one LK call per distinct query frame.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import cv2
@@ -125,13 +126,14 @@ class FlowTrackerConfig:
 
 def dis_flow(gray0: np.ndarray, gray1: np.ndarray, preset: str = "medium") -> np.ndarray:
     """Dense optical flow ``"h w 2"`` (dx, dy) pixels from ``gray0 "h w"`` to ``gray1``, uint8."""
-    return _make_dis(preset).calc(gray0, gray1, None)
+    # The stubs type the output array `flow` as required; OpenCV allocates it when None.
+    return _make_dis(preset).calc(gray0, gray1, None)  # type: ignore[call-overload]
 
 
 def _make_dis(preset: str) -> cv2.DISOpticalFlow:
     if preset not in DIS_PRESETS:
         raise ValueError(f"preset must be one of {sorted(DIS_PRESETS)}, got {preset!r}")
-    return cv2.DISOpticalFlow_create(DIS_PRESETS[preset])
+    return cv2.DISOpticalFlow.create(DIS_PRESETS[preset])
 
 
 class _Clip:
@@ -173,7 +175,11 @@ class _Clip:
         if cached is not None:
             return cached
         g0, g1 = self.gray(t), self.gray(t + 1)
-        out = (self.dis.calc(g0, g1, None), self.dis.calc(g1, g0, None))
+        # The stubs type the output array `flow` as required; OpenCV allocates it when None.
+        out = (
+            self.dis.calc(g0, g1, None),  # type: ignore[call-overload]
+            self.dis.calc(g1, g0, None),  # type: ignore[call-overload]
+        )
         if t in self.keep:
             self._pairs[t] = out
         return out
@@ -193,7 +199,7 @@ class FlowTracker:
 
     def track(
         self,
-        frames: np.ndarray,
+        frames: np.ndarray | Sequence[np.ndarray],
         queries: np.ndarray | None = None,
         *,
         stride: int | None = None,
