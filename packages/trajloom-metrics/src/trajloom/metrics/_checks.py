@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 
@@ -40,10 +42,10 @@ def same_shape(name_a: str, a: np.ndarray, name_b: str, b: np.ndarray) -> None:
         )
 
 
-def grid_hw_of(grid_hw: object, num_points: int) -> tuple[int, int]:
+def grid_hw_of(grid_hw: Any, num_points: int) -> tuple[int, int]:
     """Validate a `(Hg, Wg)` pair against the number of tracks `N = Hg * Wg`."""
     try:
-        hg, wg = (int(v) for v in grid_hw)  # type: ignore[union-attr]
+        hg, wg = (int(v) for v in grid_hw)
     except (TypeError, ValueError):
         raise ValueError(f"grid_hw must be a pair (Hg, Wg) of ints; got {grid_hw!r}") from None
     if hg < 1 or wg < 1 or hg * wg != num_points:

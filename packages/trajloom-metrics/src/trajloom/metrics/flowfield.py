@@ -56,7 +56,7 @@ def _grid_flow(
             f"tracks must have at least 2 frames to form a flow; got T = {arr.shape[-3]}"
         )
     x = arr.astype(np.float32, copy=False).reshape((*arr.shape[:-2], hg, wg, 2))
-    valid = np.isfinite(x).all(axis=-1)
+    valid = np.asarray(np.isfinite(x).all(axis=-1))
     if visibility is not None:
         valid &= as_visibility("visibility", visibility, arr.shape).reshape(valid.shape)
     flow = x[..., 1:, :, :, :] - x[..., :-1, :, :, :]

@@ -341,12 +341,12 @@ def fvmd_features(
 def _distances(
     gt: GaussianStats, pred: GaussianStats, dim_v: int, cfg: FVMDConfig
 ) -> tuple[float, float, float]:
-    kw = {"eps": cfg.eps, "method": cfg.sqrt_method}
+    eps, method = cfg.eps, cfg.sqrt_method
     d = gt.mean.shape[0]
     return (
-        frechet_distance(gt.block(0, dim_v), pred.block(0, dim_v), **kw),
-        frechet_distance(gt.block(dim_v, d), pred.block(dim_v, d), **kw),
-        frechet_distance(gt, pred, **kw),
+        frechet_distance(gt.block(0, dim_v), pred.block(0, dim_v), eps=eps, method=method),
+        frechet_distance(gt.block(dim_v, d), pred.block(dim_v, d), eps=eps, method=method),
+        frechet_distance(gt, pred, eps=eps, method=method),
     )
 
 

@@ -172,7 +172,8 @@ def score_runs(
             t, n = min(gt.shape[0], pred.shape[0]), min(gt.shape[1], pred.shape[1])
             if gt.shape != pred.shape:
                 cropped += 1
-            gt_c, pred_c, vis_c, gvis_c = _crop([gt, run.pred_tracks, vis, run.gt_visibility], t, n)
+            gt_c, pred_c = gt[:t, :n], run.pred_tracks[:t, :n]
+            vis_c, gvis_c = _crop([vis, run.gt_visibility], t, n)
             vepe_vis = gvis_c if vepe_use_visibility else None
             try:
                 with warnings.catch_warnings():
