@@ -212,6 +212,10 @@ class TrajLoomVAE(nn.Module):
     ``c = config.latent_channels``, ``(p q)`` the ``s x s`` pixels of a cell, row-major.
     """
 
+    offset_anchor_grid: torch.Tensor | None
+    temp_compressor: TemporalCompressor | None
+    temp_expander: TemporalExpander | None
+
     def __init__(self, config: VAEConfig) -> None:
         super().__init__()
         self.config = config
@@ -256,7 +260,9 @@ class TrajLoomVAE(nn.Module):
         # The patch kernel is a Linear over the flattened (c, p, q) patch.
         w = self.x_embedder.proj.weight.data
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
-        nn.init.zeros_(self.x_embedder.proj.bias)
+        bias = self.x_embedder.proj.bias
+        assert bias is not None  # PatchEmbed's Conv2d is built with a bias
+        nn.init.zeros_(bias)
         spec = self.config.grid
         pos = sincos_2d(self.config.hidden_size, spec.grid_h, spec.grid_w)
         self.pos_embed.data.copy_(torch.from_numpy(pos).float()[None])
@@ -268,13 +274,13 @@ class TrajLoomVAE(nn.Module):
         nn.init.zeros_(self.final_layer.bias)
 
     # ------------------------------------------------------------------ blocks
-    def _block(self, block: VAEBlock, x: torch.Tensor) -> torch.Tensor:
+    def _block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
             return checkpoint(block, x, use_reentrant=False)
         return block(x)
 
     def _run_stage(
-        self, x: torch.Tensor, blocks: list[VAEBlock], add_time_embed: bool
+        self, x: torch.Tensor, blocks: list[nn.Module], add_time_embed: bool
     ) -> torch.Tensor:
         """Blocks alternating spatial (even index) and temporal (odd) attention; ``"b t n d"``.
 
@@ -332,6 +338,7 @@ class TrajLoomVAE(nn.Module):
         """
         self._check_values(values, "values")
         proj = self.x_embedder.proj
+        assert proj.bias is not None  # PatchEmbed's Conv2d is built with a bias
         # fp32 even under autocast: the per-cell form subtracts the anchors' embedding
         # after the matmul, so a bf16 matmul would cancel away the small offsets. The
         # cost is negligible (a 2 -> d map per token).
