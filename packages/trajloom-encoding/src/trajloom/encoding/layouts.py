@@ -8,6 +8,8 @@ silent axis swaps that plague point-tracking code.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import numpy as np
 import torch
 
@@ -20,6 +22,7 @@ __all__ = [
 ]
 
 Array = torch.Tensor | np.ndarray
+ArrayT = TypeVar("ArrayT", torch.Tensor, np.ndarray)
 
 
 def _swap(x: Array, a: int, b: int) -> Array:
@@ -73,7 +76,7 @@ def to_tapvid(
     return points, ~np.swapaxes(visibility.astype(bool), 0, 1)
 
 
-def rescale_tracks(tracks: Array, src_size: tuple[int, int], dst_size: tuple[int, int]) -> Array:
+def rescale_tracks(tracks: ArrayT, src_size: tuple[int, int], dst_size: tuple[int, int]) -> ArrayT:
     """Pixel tracks ``"... 2"`` from a ``(width, height)`` frame to another, e.g. 854x480 -> 832x480.
 
     Scales x by ``W_dst / W_src`` and y by ``H_dst / H_src`` (the released
@@ -85,7 +88,5 @@ def rescale_tracks(tracks: Array, src_size: tuple[int, int], dst_size: tuple[int
     if tracks.shape[-1] != 2:
         raise ValueError(f"tracks must end in 2 (x, y), got shape {tuple(tracks.shape)}")
     if isinstance(tracks, torch.Tensor):
-        scale = torch.tensor([w1 / w0, h1 / h0], dtype=tracks.dtype, device=tracks.device)
-    else:
-        scale = np.array([w1 / w0, h1 / h0], dtype=tracks.dtype)
-    return tracks * scale
+        return tracks * torch.tensor([w1 / w0, h1 / h0], dtype=tracks.dtype, device=tracks.device)
+    return tracks * np.array([w1 / w0, h1 / h0], dtype=tracks.dtype)
