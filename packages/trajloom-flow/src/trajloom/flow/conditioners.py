@@ -251,6 +251,10 @@ class WanVideoEncoder(nn.Module):
     original ``Wan2.1_VAE.pth`` (read with ``AutoencoderKLWan.from_single_file``).
     """
 
+    # Buffers registered in __init__ (nn.Module.__getattr__ would type them Tensor | Module).
+    latents_mean: torch.Tensor
+    latents_std: torch.Tensor
+
     def __init__(
         self,
         path: str | Path,

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -166,13 +167,16 @@ class FlowCondition:
     ) -> FlowCondition:
         """A copy with every tensor moved to ``device`` and (floating ones) cast to ``dtype``."""
 
+        def move_tensor(x: torch.Tensor) -> torch.Tensor:
+            return x.to(device=device, dtype=dtype if x.is_floating_point() else None)
+
         def move(x: torch.Tensor | None) -> torch.Tensor | None:
             if x is None:
                 return None
-            return x.to(device=device, dtype=dtype if x.is_floating_point() else None)
+            return move_tensor(x)
 
         return FlowCondition(
-            z_hist=move(self.z_hist),
+            z_hist=move_tensor(self.z_hist),
             hist_vis=move(self.hist_vis),
             video=move(self.video),
             text=move(self.text),
@@ -186,7 +190,7 @@ class FlowCondition:
 
         return replace(
             self,
-            z_hist=rep(self.z_hist),
+            z_hist=self.z_hist.repeat_interleave(k, dim=0),
             hist_vis=rep(self.hist_vis),
             video=rep(self.video),
             text=rep(self.text),
@@ -284,12 +288,13 @@ class GeneratorBlock(nn.Module):
         self.attn = SelfAttention(hidden_size, num_heads, qk_norm=qk_norm)
         self.xattn = CrossAttention(hidden_size, num_heads, qk_norm=qk_norm)
         self.mlp = Mlp(hidden_size, mlp_hidden)
-        self.adaLN = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 9 * hidden_size))
+        ada_linear = nn.Linear(hidden_size, 9 * hidden_size)
+        self.adaLN = nn.Sequential(nn.SiLU(), ada_linear)
         # Start as the identity in the modulation (shift = scale = 0) with open gates (1) for
         # self-attention, cross-attention and MLP, as released.
-        nn.init.zeros_(self.adaLN[1].weight)
+        nn.init.zeros_(ada_linear.weight)
         with torch.no_grad():
-            bias = self.adaLN[1].bias.view(9, hidden_size)
+            bias = ada_linear.bias.view(9, hidden_size)
             bias.zero_()
             bias[[2, 5, 8]] = 1.0
 
@@ -319,6 +324,10 @@ class GeneratorBlock(nn.Module):
 
 class TrajLoomGenerator(nn.Module):
     """Velocity field ``v(x_t, t | history)`` over normalized future latents (paper §3.3)."""
+
+    # Buffers registered in __init__ (nn.Module.__getattr__ would type them Tensor | Module).
+    abs_time_embed_hist: torch.Tensor
+    abs_time_embed_fut: torch.Tensor
 
     def __init__(self, config: GeneratorConfig) -> None:
         super().__init__()
@@ -446,7 +455,7 @@ class TrajLoomGenerator(nn.Module):
         + beta_tr * track_global_proj([mean_{t,n} z_hist, mean_n z_hist[:, -1]])``; the text
         term is absent without text, the video summary is zero without video.
         """
-        dtype = self.time_mlp[0].weight.dtype
+        dtype = cast(nn.Linear, self.time_mlp[0]).weight.dtype
         vec = self.time_mlp(sinusoidal_embedding(t, self.config.hidden_size).to(dtype))
         if self.text_proj is not None and cond.text is not None:
             vec = vec + self.text_proj(cond.text.to(dtype))
@@ -522,10 +531,14 @@ class TrajLoomGenerator(nn.Module):
         th, d = c.hist_latent_frames, c.hidden_size
         if ctx_video is None:
             ctx, parts = ctx_track, 1
-        elif c.video_ctx_mode == "sum":
-            ctx, parts = ctx_track + self.alpha_video_ctx * ctx_video, 1
         else:
-            ctx, parts = torch.cat([ctx_track, self.alpha_video_ctx * ctx_video], dim=1), 2
+            # a video context comes from hist_video_proj, created together with alpha_video_ctx
+            alpha_video = self.alpha_video_ctx
+            assert alpha_video is not None
+            if c.video_ctx_mode == "sum":
+                ctx, parts = ctx_track + alpha_video * ctx_video, 1
+            else:
+                ctx, parts = torch.cat([ctx_track, alpha_video * ctx_video], dim=1), 2
         time_embed = self.abs_time_embed_hist.to(ctx.dtype)
         if parts == 2:
             time_embed = torch.cat([time_embed, time_embed], dim=0)
@@ -552,7 +565,7 @@ class TrajLoomGenerator(nn.Module):
         spatial = rearrange(tokens + pos, "b k m d -> b 1 (k m) d")
         return temporal, spatial
 
-    def _block(self, block: GeneratorBlock, x, cond, context) -> torch.Tensor:
+    def _block(self, block: nn.Module, x, cond, context) -> torch.Tensor:
         if self.activation_checkpointing and torch.is_grad_enabled():
             return checkpoint(block, x, cond, context, use_reentrant=False)
         return block(x, cond, context)
@@ -605,7 +618,9 @@ class TrajLoomGenerator(nn.Module):
         if t.dim() == 0:
             t = t.expand(cond.batch_size)
         vec = self.condition_vector(t, cond)
-        gates = torch.stack([blk.modulation(vec)[5].abs().mean() for blk in self.blocks])
+        gates = torch.stack(
+            [cast(GeneratorBlock, blk).modulation(vec)[5].abs().mean() for blk in self.blocks]
+        )
         return gates[0::2].mean(), gates[1::2].mean()
 
 

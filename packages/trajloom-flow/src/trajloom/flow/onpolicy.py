@@ -129,7 +129,7 @@ def select_samples(cond: Any, index: torch.Tensor) -> Any:
     """
     if isinstance(cond, torch.Tensor):
         return cond[index.to(cond.device)]
-    if not dataclasses.is_dataclass(cond):
+    if not dataclasses.is_dataclass(cond) or isinstance(cond, type):
         raise TypeError(f"select_samples takes a tensor or a dataclass, got {type(cond).__name__}")
     changes = {
         f.name: select_samples(getattr(cond, f.name), index)

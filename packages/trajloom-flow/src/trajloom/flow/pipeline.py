@@ -51,7 +51,7 @@ from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from einops import rearrange, repeat
@@ -69,6 +69,11 @@ from trajloom.flow.conditioners import (
 )
 from trajloom.flow.path import anchor_source
 from trajloom.flow.samplers import SolverProgress, sample_dopri5, sample_euler, uniform_time_grid
+
+if TYPE_CHECKING:
+    from trajloom.flow.model import TrajLoomGenerator
+    from trajloom.flow.visibility import VisibilityPredictor
+    from trajloom.vae import TrajLoomVAE
 
 __all__ = [
     "PipelineConfig",
@@ -139,7 +144,7 @@ class PipelineOutput:
 
 
 def whn_condition(
-    vae: torch.nn.Module, latent_stats: Any, frames: torch.Tensor | None, batch: int
+    vae: TrajLoomVAE, latent_stats: Any, frames: torch.Tensor | None, batch: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Inputs of the WHN-style configuration: ``(z_hist, anchor, frames)``.
 
@@ -164,10 +169,10 @@ class TrajLoomPipeline:
 
     def __init__(
         self,
-        vae: torch.nn.Module,
-        generator: torch.nn.Module,
+        vae: TrajLoomVAE,
+        generator: TrajLoomGenerator,
         latent_stats: Any,
-        visibility: torch.nn.Module | None = None,
+        visibility: VisibilityPredictor | None = None,
         video_encoder: VideoEncoder | None = None,
         text_encoder: TextEncoder | None = None,
         config: PipelineConfig = PipelineConfig(),
@@ -310,7 +315,9 @@ class TrajLoomPipeline:
                 hist_vis_lat = latent_visibility(vis, self.vae.config.temporal_factor)
         video = None
         if frames is not None and gcfg.use_video_cond:
-            video = self.video_encoder(frames).float()
+            encoder = self.video_encoder
+            assert encoder is not None  # self._frames raised for frames without an encoder
+            video = encoder(frames).float()
         cond = FlowCondition(
             z_hist=z_hist, hist_vis=hist_vis_lat, video=video, text=self._text(caption, b)
         )
@@ -564,7 +571,11 @@ class TrajLoomPipeline:
             )
         vae = vae_from_released(vae_ckpt, vae_cfg)
         generator = generator_from_released(gen_ckpt, gen_cfg)
-        visibility = visibility_from_released(vis_ckpt, vis_cfg) if vis_ckpt is not None else None
+        visibility = (
+            visibility_from_released(vis_ckpt, vis_cfg)
+            if vis_ckpt is not None and vis_cfg is not None  # given together (checked above)
+            else None
+        )
         stats = LatentStats.from_json(stats_json, key=train.get("latent_stats_key", "z_all"))
         video_encoder = None
         if wan_vae_path is not None:
@@ -587,7 +598,7 @@ class TrajLoomPipeline:
 
 
 def _load_video_encoder(
-    folder: Path, spec: dict | None, wan_vae_path: str | Path | None, vae: torch.nn.Module
+    folder: Path, spec: dict | None, wan_vae_path: str | Path | None, vae: TrajLoomVAE
 ) -> VideoEncoder | None:
     if spec is None:
         return None

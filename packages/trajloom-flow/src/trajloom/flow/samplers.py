@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 
@@ -229,7 +230,11 @@ def sample_dopri5(
                 y_new = yi  # FSAL: the 7th stage is evaluated at the 5th-order solution
             k.append(velocity_fn(yi, _batch_time(t + _C[i] * h_try, y)).to(y.dtype))
         nfe += 6
-        err = sum(((h_try * (b - bs)) * k_j for b, bs, k_j in zip(_B, _B_STAR, k, strict=True)))
+        # k holds 7 tensors, so the sum is a tensor (typeshed's sum also allows its start 0)
+        err = cast(
+            torch.Tensor,
+            sum(((h_try * (b - bs)) * k_j for b, bs, k_j in zip(_B, _B_STAR, k, strict=True))),
+        )
         ratio = _error_ratio(err, y, y_new, atol, rtol)
         if not math.isfinite(ratio):
             raise FloatingPointError(
