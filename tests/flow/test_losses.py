@@ -190,3 +190,15 @@ def test_tiny_trajloom_generator_overfits_one_batch():
         opt.step()
         losses.append(out.loss.item())
     assert sum(losses[-10:]) / 10 < 0.5 * sum(losses[:10]) / 10
+
+
+def test_token_squared_error_is_the_numerator_of_the_weighted_mse():
+    from trajloom.flow.losses import token_squared_error, weighted_token_mse
+
+    g = torch.Generator().manual_seed(3)
+    pred, target = torch.randn(2, 3, 4, 5, generator=g), torch.randn(2, 3, 4, 5, generator=g)
+    w = torch.rand(2, 3, 4, generator=g)
+    per_token = token_squared_error(pred, target)
+    assert per_token.shape == (2, 3, 4)
+    assert torch.allclose(per_token[1, 2, 3], ((pred - target)[1, 2, 3] ** 2).mean())
+    assert torch.allclose(weighted_token_mse(pred, target, w), (w * per_token).sum() / w.sum())

@@ -31,9 +31,9 @@ from trajloom.encoding import normalize
 from trajloom.flow.conditioners import drop_text, text_dropout_mask
 from trajloom.flow.io import load_generator
 from trajloom.flow.io import save_pretrained as save_flow_module
-from trajloom.flow.losses import sample_flow_time, token_weights
+from trajloom.flow.losses import sample_flow_time, token_squared_error, token_weights
 from trajloom.flow.model import FlowCondition, TrajLoomGenerator, latent_visibility
-from trajloom.flow.onpolicy import onpolicy_loss
+from trajloom.flow.onpolicy import onpolicy_loss, select_samples
 from trajloom.flow.path import draw_source, interpolate, velocity_target
 from trajloom.flow.pipeline import TrajLoomPipeline
 from trajloom.flow.visibility import (
@@ -357,18 +357,13 @@ def build_flow_task(ctx: RunContext, stage: str = "flow") -> Task:
         x0, x1, t, cond = batch["x0"], batch["x1"], batch["t"], batch["cond"]
         xt = interpolate(x0, x1, t, sigma=fl.sigma, noise=batch["tube"])
         pred = module(xt, t, cond)
-        per_token = (pred.float() - velocity_target(x0, x1).float()).pow(2).mean(dim=-1)
+        per_token = token_squared_error(pred, velocity_target(x0, x1))
         numerator = (batch["weights"] * per_token).sum()
         logs = {"fm": float(numerator.detach() / batch["weights"].sum())}
         out = LossOut(numerator, logs)
         sel = batch["onpolicy"]
         if stage == "onpolicy" and op.enabled and sel:
-            sub = FlowCondition(
-                z_hist=cond.z_hist[sel],
-                hist_vis=None if cond.hist_vis is None else cond.hist_vis[sel],
-                video=None if cond.video is None else cond.video[sel],
-                text=None if cond.text is None else cond.text[sel],
-            )
+            sub = select_samples(cond, torch.tensor(sel))
             res = onpolicy_loss(
                 lambda x, tt: module(x, tt, sub),
                 x1[sel],

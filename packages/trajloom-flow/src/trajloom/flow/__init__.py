@@ -36,6 +36,7 @@ from trajloom.flow.losses import (
     FlowLossOutput,
     flow_matching_loss,
     sample_flow_time,
+    token_squared_error,
     token_weights,
     weighted_token_mse,
 )
@@ -117,6 +118,7 @@ __all__ = [
     "static_future",
     "sub_batch_indices",
     "text_dropout_mask",
+    "token_squared_error",
     "token_weights",
     "uniform_time_grid",
     "upsample_visibility",

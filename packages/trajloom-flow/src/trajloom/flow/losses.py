@@ -28,6 +28,7 @@ __all__ = [
     "FlowLossOutput",
     "flow_matching_loss",
     "sample_flow_time",
+    "token_squared_error",
     "token_weights",
     "weighted_token_mse",
 ]
@@ -127,6 +128,17 @@ def token_weights(token_vis: torch.Tensor, invisible_weight: float = 0.01) -> to
     return v + invisible_weight * (1.0 - v)
 
 
+def token_squared_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``mean_c (pred - target)²`` per token, in float32: ``"b t n c"`` -> ``"b t n"``.
+
+    The numerator of :func:`weighted_token_mse` before weighting; a data-parallel trainer
+    sums ``w * token_squared_error`` per process and divides by the global weight sum.
+    """
+    if pred.shape != target.shape:
+        raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} must match")
+    return (pred.float() - target.float()).pow(2).mean(dim=-1)
+
+
 def weighted_token_mse(
     pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -134,9 +146,7 @@ def weighted_token_mse(
 
     ``pred, target: "b t n c"``; ``weights: "b t n"`` or None (plain mean).
     """
-    if pred.shape != target.shape:
-        raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} must match")
-    per_token = (pred.float() - target.float()).pow(2).mean(dim=-1)
+    per_token = token_squared_error(pred, target)
     if weights is None:
         return per_token.mean()
     if weights.shape != per_token.shape:
