@@ -97,7 +97,10 @@ def _check_grid(time_grid: torch.Tensor) -> None:
 
 
 def _batch_time(t: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return torch.full((x.shape[0],), float(t), device=x.device, dtype=torch.float32)
+    # flow time at the state's precision when that is float64 (a float32 t would cap a
+    # float64 solve at ~1e-8); float32 otherwise, as the released sampler feeds the model
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    return torch.full((x.shape[0],), float(t), device=x.device, dtype=dtype)
 
 
 @torch.no_grad()
