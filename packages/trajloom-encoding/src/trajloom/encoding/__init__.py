@@ -21,6 +21,7 @@ from trajloom.encoding.field import (
     unpatchify,
 )
 from trajloom.encoding.grid import (
+    DEFAULT_GRID,
     GridSpec,
     axis_anchors,
     cell_anchors,
@@ -30,10 +31,23 @@ from trajloom.encoding.grid import (
     query_points,
 )
 from trajloom.encoding.layouts import from_tapvid, nt_to_tn, rescale_tracks, tn_to_nt, to_tapvid
-from trajloom.encoding.temporal import latent_frames
+from trajloom.encoding.temporal import (
+    DEFAULT_FUTURE,
+    DEFAULT_HISTORY,
+    DEFAULT_TEMPORAL_FACTOR,
+    DEFAULT_WINDOWS,
+    WindowSpec,
+    latent_frames,
+)
 
 __all__ = [
+    "DEFAULT_FUTURE",
+    "DEFAULT_GRID",
+    "DEFAULT_HISTORY",
+    "DEFAULT_TEMPORAL_FACTOR",
+    "DEFAULT_WINDOWS",
     "GridSpec",
+    "WindowSpec",
     "anchor_patch_embedding",
     "axis_anchors",
     "broadcast_cells",

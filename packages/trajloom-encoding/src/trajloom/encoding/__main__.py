@@ -12,6 +12,8 @@ import math
 import torch
 
 from trajloom.encoding import (
+    DEFAULT_GRID,
+    DEFAULT_HISTORY,
     GridSpec,
     decode_offsets,
     encode_offsets,
@@ -25,7 +27,9 @@ from trajloom.encoding import (
 )
 
 
-def synthetic_clip(spec: GridSpec, frames: int = 81) -> tuple[torch.Tensor, torch.Tensor]:
+def synthetic_clip(
+    spec: GridSpec, frames: int = DEFAULT_HISTORY
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``"1 t n 2"`` tracks: a pan of 2 px/frame plus a patch rotating about the centre."""
     q = query_points(spec, dtype=torch.float64)
     t = torch.arange(frames, dtype=torch.float64)[:, None, None]
@@ -44,7 +48,7 @@ def synthetic_clip(spec: GridSpec, frames: int = 81) -> tuple[torch.Tensor, torc
 
 
 def main() -> None:
-    spec = GridSpec()
+    spec = DEFAULT_GRID
     tracks, vis = synthetic_clip(spec)
     print(
         f"grid {spec.grid_h}x{spec.grid_w} = {spec.num_points} points, stride {spec.stride}, "

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 __all__ = [
+    "DEFAULT_GRID",
     "GridSpec",
     "axis_anchors",
     "cell_anchors",
@@ -85,6 +86,10 @@ class GridSpec:
     @classmethod
     def from_dict(cls, d: dict) -> GridSpec:
         return cls(width=int(d["width"]), height=int(d["height"]), stride=int(d["stride"]))
+
+
+DEFAULT_GRID = GridSpec()
+"""The working geometry of the paper and the released models: 832x480, stride 32 (N = 390)."""
 
 
 def query_points(
