@@ -67,7 +67,7 @@ def loader_rate(urls: str, *, frames: bool, workers: int, batches: int) -> tuple
     seen = 0
     start = time.perf_counter()
     for _ in range(batches):
-        seen += len(next(it)["id"])
+        seen += len(next(it))
     return seen / (time.perf_counter() - start), seen
 
 

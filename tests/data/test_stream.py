@@ -8,11 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 import trajloom.data.stream as stream_mod
+from trajloom.data.clip import clip_windows, collate
 from trajloom.data.formats import ShardSample, encode_shard_sample, write_shards
-from trajloom.data.samples import clip_windows, collate
 from trajloom.data.stream import (
     DataError,
     ShardStream,
@@ -70,7 +69,7 @@ def _ids_over(monkeypatch, config, ranks, workers, epoch=0):
             _fake_worker(monkeypatch, worker, workers)
             ds = ShardStream(config, rank=rank, world_size=ranks)
             ds.set_epoch(epoch)
-            per_slot.append([s["id"] for s in ds])
+            per_slot.append([s.id for s in ds])
     return per_slot
 
 
@@ -101,11 +100,11 @@ def test_deterministic_per_seed_and_epoch(monkeypatch, shards):
 def test_resample_is_endless_and_deterministic(shards):
     config = StreamConfig(urls=(str(shards),), resample=True, seed=3, **BASE)
     take = [
-        s["id"] for _, s in zip(range(60), ShardStream(config, rank=0, world_size=1), strict=False)
+        s.id for _, s in zip(range(60), ShardStream(config, rank=0, world_size=1), strict=False)
     ]
     assert len(take) == 60 and set(take) <= {f"clip{i}" for i in range(23)}
     again = [
-        s["id"] for _, s in zip(range(60), ShardStream(config, rank=0, world_size=1), strict=False)
+        s.id for _, s in zip(range(60), ShardStream(config, rank=0, world_size=1), strict=False)
     ]
     assert take == again
 
@@ -115,17 +114,15 @@ def test_windows_and_rescaling(tmp_path):
     write_shards([sample], tmp_path, maxcount=4)
     config = StreamConfig(urls=(str(tmp_path),), window_stride=3, **BASE)
     out = list(ShardStream(config))
-    assert [s["window_start"] for s in out] == clip_windows(20, 4, 5, 3) == [0, 3, 6, 9]
+    assert [s.start for s in out] == clip_windows(20, 4, 5, 3) == [0, 3, 6, 9]
     scaled = sample.tracks * np.array([2.0, 2.0], np.float32)  # 64x32 -> 128x64
     for s in out:
-        st = s["window_start"]
-        np.testing.assert_allclose(s["hist_tracks"].numpy(), scaled[st : st + 4])
-        np.testing.assert_allclose(s["fut_tracks"].numpy(), scaled[st + 4 : st + 9])
-        np.testing.assert_array_equal(s["fut_vis"].numpy(), sample.visibility[st + 4 : st + 9])
+        st = s.start
+        np.testing.assert_allclose(s.hist_tracks, scaled[st : st + 4])
+        np.testing.assert_allclose(s.fut_tracks, scaled[st + 4 : st + 9])
+        np.testing.assert_array_equal(s.fut_vis, sample.visibility[st + 4 : st + 9])
     overlap = next(iter(ShardStream(StreamConfig(urls=(str(tmp_path),), overlap=True, **BASE))))
-    np.testing.assert_array_equal(
-        overlap["fut_tracks"][0].numpy(), overlap["hist_tracks"][-1].numpy()
-    )
+    np.testing.assert_array_equal(overlap.fut_tracks[0], overlap.hist_tracks[-1])
 
 
 def test_frames_are_decoded_at_the_frame_size(tmp_path):
@@ -133,14 +130,12 @@ def test_frames_are_decoded_at_the_frame_size(tmp_path):
     write_shards(samples, tmp_path)
     config = StreamConfig(urls=(str(tmp_path),), decode_frames=True, frame_size=(64, 32), **BASE)
     out = list(ShardStream(config))
-    assert (
-        out[0]["hist_frames"].shape == (4, 32, 64, 3) and out[0]["hist_frames"].dtype == torch.uint8
-    )
+    assert out[0].frames.shape == (4, 32, 64, 3) and out[0].frames.dtype == np.uint8
     truth = make_scene(0, SceneConfig(**{**SCENE.to_dict(), "render_frames": True})).frames[:4]
-    assert np.abs(out[0]["hist_frames"].numpy().astype(int) - truth).mean() < 4.0
+    assert np.abs(out[0].frames.astype(int) - truth).mean() < 4.0
     batch = collate(out)
-    assert batch["hist_frames"].shape == (2, 4, 32, 64, 3)
-    assert batch["hist_tracks"].shape == (2, 4, 8, 2) and batch["id"] == ["clip0", "clip1"]
+    assert batch.frames.shape == (2, 4, 32, 64, 3)
+    assert batch.hist_tracks.shape == (2, 4, 8, 2) and batch.ids == ["clip0", "clip1"]
 
 
 def _write_raw_tar(path, members):
@@ -197,7 +192,7 @@ def test_bad_input_is_skipped_with_named_warnings_and_counted(bad_shards):
     ds = ShardStream(StreamConfig(urls=tuple(urls), shuffle_shards=False, **BASE))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ids = [s["id"] for s in ds]
+        ids = [s.id for s in ds]
     messages = [str(w.message) for w in caught if issubclass(w.category, SkippedSampleWarning)]
     assert "clip0" in ids and "clip1" in ids and "clip5" in ids
     assert not {"clip10", "clip11", "clip12", "clip13", "grid"} & set(ids)
@@ -225,7 +220,7 @@ def test_undecodable_video_is_skipped(tmp_path):
         StreamConfig(urls=(str(tmp_path),), decode_frames=True, shuffle_shards=False, **BASE)
     )
     with pytest.warns(SkippedSampleWarning, match="clip0.*undecodable_video"):
-        ids = [s["id"] for s in ds]
+        ids = [s.id for s in ds]
     assert ids == ["clip1"] and ds.stats.skipped["undecodable_video"] == 1
 
 
@@ -237,7 +232,7 @@ def test_dataloader_with_two_workers_yields_each_once_and_reports_stats(bad_shar
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SkippedSampleWarning)
         for batch in loader:
-            ids.extend(batch["id"])
+            ids.extend(batch.ids)
             ds.stats.absorb(batch)
     expected = {f"clip{i}" for i in range(23)} | {"clip0", "clip1"}
     assert sorted(ids) == sorted([f"clip{i}" for i in range(23)] + ["clip0", "clip1"])
@@ -269,18 +264,16 @@ def test_camera_phrase_is_appended_once(tmp_path):
     sample.meta = {**sample.meta, "caption": "A thing moves.", "camera": "the camera rolls"}
     write_shards([sample], tmp_path)
     out = next(iter(ShardStream(StreamConfig(urls=(str(tmp_path),), **BASE))))
-    assert (
-        out["caption"] == "A thing moves; the camera rolls." and out["camera"] == "the camera rolls"
-    )
+    assert out.caption == "A thing moves; the camera rolls." and out.camera == "the camera rolls"
     plain = next(
         iter(ShardStream(StreamConfig(urls=(str(tmp_path),), append_camera=False, **BASE)))
     )
-    assert plain["caption"] == "A thing moves."
+    assert plain.caption == "A thing moves."
 
 
 def test_missing_shard_is_skipped_not_fatal(shards, tmp_path):
     urls = (str(tmp_path / "gone.tar"), str(shards / "shard-000000.tar"))
     ds = ShardStream(StreamConfig(urls=urls, shuffle_shards=False, **BASE))
     with pytest.warns(SkippedSampleWarning, match=r"gone\.tar.*corrupt_shard.*cannot open"):
-        ids = [s["id"] for s in ds]
+        ids = [s.id for s in ds]
     assert ids == ["clip0", "clip1", "clip2"] and ds.stats.skipped["corrupt_shard"] == 1

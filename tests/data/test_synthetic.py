@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import torch
 
 from trajloom.data.synthetic import (
     CameraPath,
@@ -146,7 +145,7 @@ def test_synthetic_clips_split_exactly_once_over_ranks_and_workers(monkeypatch):
                 rank=rank,
                 world_size=ranks,
             )
-            seen.extend(s["id"] for s in ds)
+            seen.extend(s.id for s in ds)
     assert sorted(seen) == sorted(f"synthetic-3-0-{i}" for i in range(13))
 
 
@@ -154,11 +153,11 @@ def test_synthetic_clips_sample_dict():
     ds = SyntheticClips(SMALL, history=8, future=12, count=2, seed=0)
     samples = list(ds)
     s = samples[0]
-    assert s["hist_tracks"].shape == (8, 48, 2) and s["fut_tracks"].shape == (12, 48, 2)
-    assert s["hist_vis"].dtype == torch.bool and s["hist_frames"].shape == (8, 96, 128, 3)
+    assert s.hist_tracks.shape == (8, 48, 2) and s.fut_tracks.shape == (12, 48, 2)
+    assert s.hist_vis.dtype == bool and s.frames.shape == (8, 96, 128, 3)
     scene = make_scene(scene_seed(0, 0), SMALL)
-    np.testing.assert_array_equal(s["fut_tracks"].numpy(), scene.tracks[8:20])
-    assert s["caption"] == scene.caption
+    np.testing.assert_array_equal(s.fut_tracks, scene.tracks[8:20])
+    assert s.caption == scene.caption
     with pytest.raises(ValueError, match="num_frames"):
         SyntheticClips(SMALL, history=20, future=20)
 
@@ -182,8 +181,8 @@ def test_synthetic_shards_round_trip(tmp_path):
     )
     out = list(ShardStream(config))
     scene = make_scene(scene_seed(2, 0), cfg)
-    np.testing.assert_array_equal(out[0]["fut_tracks"].numpy(), scene.tracks[4:8])
-    assert np.abs(out[0]["hist_frames"].numpy().astype(int) - scene.frames[:4]).mean() < 4.0
+    np.testing.assert_array_equal(out[0].fut_tracks, scene.tracks[4:8])
+    assert np.abs(out[0].frames.astype(int) - scene.frames[:4]).mean() < 4.0
 
 
 @pytest.mark.parametrize(
@@ -215,5 +214,5 @@ def test_synthetic_clips_through_a_two_worker_dataloader():
         count=10,
         seed=1,
     )
-    ids = [i for batch in make_loader(ds, batch_size=3, num_workers=2) for i in batch["id"]]
+    ids = [i for batch in make_loader(ds, batch_size=3, num_workers=2) for i in batch.ids]
     assert sorted(ids) == sorted(f"synthetic-1-0-{i}" for i in range(10))

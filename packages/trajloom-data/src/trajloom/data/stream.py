@@ -37,8 +37,8 @@ from webdataset.gopen import gopen
 from webdataset.shardlists import expand_urls
 from webdataset.tariterators import base_plus_ext
 
+from trajloom.data.clip import Clip, ClipBatch, clip_windows, collate
 from trajloom.data.formats import FormatError, ShardSample, decode_shard_sample, read_manifest
-from trajloom.data.samples import clip_windows, collate, make_window_sample
 from trajloom.data.video import VideoReadError, read_video
 from trajloom.encoding import GridSpec, rescale_tracks
 
@@ -150,9 +150,9 @@ class LoaderStats:
         self.skipped.update(delta.get("skipped", {}))
         self.recent.extend(delta.get("messages", []))
 
-    def absorb(self, batch: dict[str, Any]) -> None:
+    def absorb(self, batch: ClipBatch) -> None:
         """Add the counter changes a batch carries from worker processes (not this one's)."""
-        for delta in batch.get("stats_delta", {}).get("deltas", []):
+        for delta in batch.stats_delta.get("deltas", []):
             if delta.get("pid") != os.getpid():
                 self.add(delta)
 
@@ -218,7 +218,7 @@ def assign_shards(
 
 
 class ShardStream(IterableDataset):
-    """Training samples (see `trajloom.data.samples`) from WebDataset shards.
+    """Training windows (`trajloom.data.clip.Clip`) from WebDataset shards.
 
     Use with `make_loader` (or a DataLoader with `collate_fn=collate`). Call
     `set_epoch(e)` before iterating each epoch; with persistent workers the epoch that
@@ -301,7 +301,7 @@ class ShardStream(IterableDataset):
         if current is not None:
             yield current
 
-    def _windows(self, raw: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    def _windows(self, raw: dict[str, Any]) -> Iterator[Clip]:
         cfg = self.config
         where = f"{raw['__url__']}:{raw['__key__']}"
         self._count("samples_read")
@@ -344,7 +344,7 @@ class ShardStream(IterableDataset):
         if cfg.append_camera:
             caption = caption_with_camera(caption, str(meta.get("camera", "")))
         for start in starts:
-            yield make_window_sample(
+            yield Clip.cut(
                 sample.id,
                 tracks,
                 sample.visibility,
@@ -355,6 +355,8 @@ class ShardStream(IterableDataset):
                 frames=None if frames is None else frames[start : start + cfg.history],
                 caption=caption,
                 camera=str(meta.get("camera", "")),
+                fps=float(meta.get("fps", 16.0)),
+                source=where,
                 meta=meta,
                 text_emb=sample.text,
                 video_latent=sample.video_latent,
@@ -371,11 +373,11 @@ class ShardStream(IterableDataset):
         ):
             yield self.urls[i]
 
-    def iter_worker(self, slot: int, slots: int) -> Iterator[dict[str, Any]]:
+    def iter_worker(self, slot: int, slots: int) -> Iterator[Clip]:
         """The samples of global worker `slot` of `slots` in the current epoch."""
         cfg = self.config
         rng = np.random.default_rng([cfg.seed, self.epoch, slot, 1])
-        buffer: list[dict[str, Any]] = []
+        buffer: list[Clip] = []
         for url in self._shard_sequence(slot, slots):
             for raw in self._raw_samples(url):
                 for sample in self._windows(raw):
@@ -389,17 +391,17 @@ class ShardStream(IterableDataset):
             yield self._emit(self._pop(buffer, rng))
 
     @staticmethod
-    def _pop(buffer: list[dict[str, Any]], rng: np.random.Generator) -> dict[str, Any]:
+    def _pop(buffer: list[Clip], rng: np.random.Generator) -> Clip:
         i = int(rng.integers(len(buffer)))
         buffer[i], buffer[-1] = buffer[-1], buffer[i]
         return buffer.pop()
 
-    def _emit(self, sample: dict[str, Any]) -> dict[str, Any]:
+    def _emit(self, sample: Clip) -> Clip:
         self._count("windows_yielded")
-        sample["stats_delta"] = self._take_delta()
+        sample.stats_delta = self._take_delta()
         return sample
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[Clip]:
         slot, slots = node_and_worker(self.rank, self.world_size)
         return self.iter_worker(slot, slots)
 

@@ -34,8 +34,8 @@ import torch
 from torch.utils.data import IterableDataset
 
 from trajloom.data.camera import CameraMotion, camera_phrase, shake_from_steps
+from trajloom.data.clip import Clip
 from trajloom.data.formats import ShardSample
-from trajloom.data.samples import make_window_sample
 from trajloom.data.stream import node_and_worker
 from trajloom.encoding import GridSpec, query_points
 
@@ -582,7 +582,7 @@ def synthetic_shard_samples(
 
 
 class SyntheticClips(IterableDataset):
-    """Synthetic clips as training samples (the dict `trajloom.data.stream` yields).
+    """Synthetic scenes as an endless or counted stream of training `Clip`s (like `ShardStream`).
 
     Clip `i` of epoch `e` is `make_scene(scene_seed(seed, i, e), scene)`, cut into one
     history/future window at frame 0. With `count`, an epoch is clips 0..count-1, split
@@ -625,14 +625,14 @@ class SyntheticClips(IterableDataset):
         """Select the clips of `epoch` (call before creating the DataLoader iterator)."""
         self.epoch = int(epoch)
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[Clip]:
         slot, slots = node_and_worker(self.rank, self.world_size)
         index = slot
         while self.count is None or index < self.count:
             s = scene_seed(self.seed, index, self.epoch)
             scene = make_scene(s, self.scene)
             frames = scene.frames[: self.history] if scene.frames is not None else None
-            yield make_window_sample(
+            yield Clip.cut(
                 f"synthetic-{self.seed}-{self.epoch}-{index}",
                 scene.tracks,
                 scene.visibility,
@@ -643,5 +643,6 @@ class SyntheticClips(IterableDataset):
                 caption=scene.caption,
                 camera=scene.camera_phrase,
                 meta=scene.meta,
+                source="synthetic",
             )
             index += slots
