@@ -26,7 +26,7 @@ from trajloom_train.config import (
     recipe_to_dict,
     scale_steps,
 )
-from trajloom_train.data import EVAL, TRAIN, VAL, SyntheticClips
+from trajloom_train.data import EVAL, TRAIN, VAL, SyntheticSplit
 from trajloom_train.recipes import RECIPES, get_recipe, paper, quick
 from trajloom_train.trainer import lr_at
 
@@ -141,9 +141,9 @@ def test_resume_with_another_config_is_refused(tmp_path):
 
 def test_synthetic_splits_are_disjoint_and_deterministic():
     data = get_recipe("ci").data
-    train = SyntheticClips(data, 0, TRAIN)
+    train = SyntheticSplit(data, 0, TRAIN)
     seeds = {
-        split: {SyntheticClips(data, 0, split).seed_of(g) for g in range(200)}
+        split: {SyntheticSplit(data, 0, split).seed_of(g) for g in range(200)}
         for split in (TRAIN, VAL, EVAL)
     }
     assert not (seeds[TRAIN] & seeds[VAL]) and not (seeds[TRAIN] & seeds[EVAL])
@@ -151,10 +151,8 @@ def test_synthetic_splits_are_disjoint_and_deterministic():
     # a pool of P scenes: every pass visits each scene once
     first_pass = {train.scene_index(g) for g in range(data.scene_pool)}
     assert first_pass == set(range(data.scene_pool))
-    a, b = train.batch([3, 5]), SyntheticClips(data, 0, TRAIN).batch([3, 5])
-    assert torch.equal(a["hist_tracks"], b["hist_tracks"]) and torch.equal(
-        a["fut_vis"], b["fut_vis"]
-    )
+    a, b = train.batch([3, 5]), SyntheticSplit(data, 0, TRAIN).batch([3, 5])
+    assert torch.equal(a.hist_tracks, b.hist_tracks) and torch.equal(a.fut_vis, b.fut_vis)
 
 
 def test_checkpoints_are_atomic_kept_and_weights_only(tmp_path):

@@ -50,8 +50,8 @@ def test_resumed_position_reads_the_same_clips(shards):
     batches = [straight.take(i * 4, 4) for i in range(4)]  # 16 samples: wraps into epoch 1
     resumed = ShardClips(data, 0, Dist())
     late = resumed.take(8, 4)  # a resumed process fast-forwards to its position
-    assert late["id"] == batches[2]["id"]
-    assert torch.equal(late["hist_tracks"], batches[2]["hist_tracks"])
+    assert late.ids == batches[2].ids
+    assert torch.equal(late.hist_tracks, batches[2].hist_tracks)
 
 
 def test_empty_shard_folder_is_refused(tmp_path):

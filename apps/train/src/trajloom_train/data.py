@@ -1,8 +1,6 @@
 """Clips for training: synthetic scenes drawn by index, or WebDataset shards through trajloom.data.
 
-Both sources answer ``batch(indices)`` with a collated batch (``trajloom.data.samples``
-keys: ``hist_tracks "b th n 2"``, ``hist_vis "b th n"``, ``fut_tracks``, ``fut_vis``,
-``id``, ``caption``, optional ``text_emb``, ``video_latent``).
+Both sources answer ``batch(indices)`` with a ``trajloom.data.clip.ClipBatch``.
 
 * Synthetic: sample ``g`` of the training split is scene ``perm_e[g mod P]`` of a pool of
   ``P`` scenes, ``e = g div P`` (a fresh permutation per pass); without a pool, scene ``g``
@@ -17,12 +15,11 @@ keys: ``hist_tracks "b th n 2"``, ``hist_vis "b th n"``, ``fut_tracks``, ``fut_v
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
 import torch
 
-from trajloom.data.samples import collate, make_window_sample
+from trajloom.data.clip import Clip, ClipBatch, collate
 from trajloom.data.synthetic import SceneConfig, make_scene, scene_seed
 from trajloom_train.config import DataConfig
 from trajloom_train.distributed import Dist
@@ -32,8 +29,8 @@ __all__ = [
     "TRAIN",
     "VAL",
     "ShardClips",
-    "SyntheticClips",
-    "make_train_source",
+    "SyntheticSplit",
+    "TrainSource",
     "sample_generator",
     "sample_seed",
 ]
@@ -66,8 +63,8 @@ def scene_config(data: DataConfig, *, render_frames: bool = False) -> SceneConfi
     )
 
 
-class SyntheticClips:
-    """Synthetic clips by index (see the module docstring)."""
+class SyntheticSplit:
+    """One split of synthetic clips, addressed by index (see the module docstring)."""
 
     def __init__(self, data: DataConfig, seed: int, split: int = TRAIN) -> None:
         self.data = data
@@ -75,7 +72,7 @@ class SyntheticClips:
         self.split = split
         self.pool = data.scene_pool if split == TRAIN else 0
         self._config = scene_config(data)
-        self._memo: dict[int, dict[str, Any]] = {}
+        self._memo: dict[int, Clip] = {}
         self._perms: dict[int, np.ndarray] = {}
 
     def scene_index(self, g: int) -> int:
@@ -92,34 +89,32 @@ class SyntheticClips:
             return scene_seed(self.seed, self.scene_index(g))
         return scene_seed(self.seed, g, _SPLIT_EPOCH[self.split])
 
-    def sample(self, g: int, *, frames: bool = False) -> dict[str, Any]:
-        """One window sample (``trajloom.data.samples`` dict); ``frames`` renders the video."""
+    def sample(self, g: int, *, frames: bool = False) -> Clip:
+        """Clip ``g``; ``frames`` renders the video (history and future frames)."""
         key = self.scene_index(g) if self.split == TRAIN else g
         if self.pool and not frames and key in self._memo:
             return self._memo[key]
         s = self.seed_of(g)
         cfg = scene_config(self.data, render_frames=True) if frames else self._config
         scene = make_scene(s, cfg)
-        h = self.data.history
-        sample = make_window_sample(
+        sample = Clip.cut(
             f"synthetic-{s}",
             scene.tracks,
             scene.visibility,
             start=0,
-            history=h,
+            history=self.data.history,
             future=self.data.future,
-            frames=None if scene.frames is None else scene.frames[:h],
+            frames=scene.frames,
             caption=scene.caption,
             camera=scene.camera_phrase,
             meta=scene.meta,
+            source="synthetic",
         )
-        if frames:
-            sample["all_frames"] = scene.frames
-        elif self.pool:
+        if self.pool and not frames:
             self._memo[key] = sample
         return sample
 
-    def batch(self, indices: list[int]) -> dict[str, Any]:
+    def batch(self, indices: list[int]) -> ClipBatch:
         return collate([self.sample(g) for g in indices])
 
     @property
@@ -148,9 +143,9 @@ class ShardClips:
         self.stream = ShardStream(config, rank=dist.rank, world_size=dist.world_size)
         self.position = 0  # samples this process has consumed
         self.epoch = 0
-        self._iter: Iterator[dict[str, Any]] | None = None
+        self._iter: Iterator[Clip] | None = None
 
-    def _next(self) -> dict[str, Any]:
+    def _next(self) -> Clip:
         for _ in range(2):
             if self._iter is None:
                 self.stream.set_epoch(self.epoch)
@@ -172,7 +167,7 @@ class ShardClips:
         self._iter = None
         self.epoch = 0
 
-    def take(self, start: int, count: int) -> dict[str, Any]:
+    def take(self, start: int, count: int) -> ClipBatch:
         """Samples ``start .. start + count - 1`` of this process's sequence."""
         if start < self.position:
             self._iter, self.position, self.epoch = None, 0, 0
@@ -199,20 +194,14 @@ class TrainSource:
             self.synthetic = None
         else:
             self.shards = None
-            self.synthetic = SyntheticClips(data, seed, TRAIN)
+            self.synthetic = SyntheticSplit(data, seed, TRAIN)
 
     @property
     def reusable(self) -> bool:
         return self.synthetic is not None and self.synthetic.reusable
 
-    def batch(self, step: int, micro: int, indices: list[int]) -> dict[str, Any]:
+    def batch(self, step: int, micro: int, indices: list[int]) -> ClipBatch:
         if self.synthetic is not None:
             return self.synthetic.batch(indices)
         start = (step * self.accum + micro) * self.micro_batch
         return self.shards.take(start, len(indices))
-
-
-def make_train_source(
-    data: DataConfig, seed: int, dist: Dist, micro_batch: int, accum: int
-) -> TrainSource:
-    return TrainSource(data, seed, dist, micro_batch, accum)

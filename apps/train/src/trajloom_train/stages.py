@@ -27,14 +27,19 @@ from typing import Any
 import torch
 from torch import nn
 
+from trajloom.data.clip import ClipBatch
 from trajloom.encoding import normalize
 from trajloom.flow.conditioners import drop_text, text_dropout_mask
 from trajloom.flow.io import load_generator
 from trajloom.flow.io import save_pretrained as save_flow_module
-from trajloom.flow.losses import sample_flow_time, token_squared_error, token_weights
+from trajloom.flow.losses import (
+    FlowDraws,
+    draw_flow_inputs,
+    flow_matching_terms,
+    flow_token_weights,
+)
 from trajloom.flow.model import FlowCondition, TrajLoomGenerator, latent_visibility
 from trajloom.flow.onpolicy import onpolicy_loss, select_samples
-from trajloom.flow.path import draw_source, interpolate, velocity_target
 from trajloom.flow.pipeline import TrajLoomPipeline
 from trajloom.flow.visibility import (
     VisibilityPredictor,
@@ -52,7 +57,7 @@ from trajloom.vae import (
 from trajloom.vae.losses import vae_losses
 from trajloom_train.checkpoint import atomic_write_text
 from trajloom_train.config import Recipe
-from trajloom_train.data import VAL, SyntheticClips, TrainSource, sample_generator
+from trajloom_train.data import VAL, SyntheticSplit, TrainSource, sample_generator
 from trajloom_train.distributed import Dist, all_reduce_sum, barrier
 from trajloom_train.evaluate import pipeline_config, render_preview
 from trajloom_train.trainer import DONE_NAME, LossOut, Task, run_task, stage_done
@@ -119,20 +124,29 @@ def _source(ctx: RunContext, stage: str) -> TrainSource:
     )
 
 
-def _val_clips(ctx: RunContext) -> dict[str, Any]:
-    clips = SyntheticClips(ctx.recipe.data, ctx.recipe.seed, VAL)
+def _val_clips(ctx: RunContext) -> ClipBatch:
+    clips = SyntheticSplit(ctx.recipe.data, ctx.recipe.seed, VAL)
     return clips.batch(list(range(ctx.recipe.data.val_clips)))
 
 
-def _windows(batch: dict[str, Any], indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+def _windows(batch: ClipBatch, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """History window for even sample indices, future window for odd ones: ``"b t n 2"``, ``"b t n"``."""
     fut = torch.tensor([g % 2 == 1 for g in indices])
-    tracks = torch.where(fut[:, None, None, None], batch["fut_tracks"], batch["hist_tracks"])
-    vis = torch.where(fut[:, None, None], batch["fut_vis"], batch["hist_vis"])
+    tracks = torch.where(fut[:, None, None, None], batch.fut_tracks, batch.hist_tracks)
+    vis = torch.where(fut[:, None, None], batch.fut_vis, batch.hist_vis)
     return tracks, vis
 
 
 # ----------------------------------------------------------------------------- VAE
+
+
+@dataclass
+class VAEBatch:
+    """One micro-batch of the VAE stage: one window per sample, on the training device."""
+
+    values: torch.Tensor  # "b t n 2" normalized track coordinates
+    vis: torch.Tensor  # "b t n" visibility
+    eps: torch.Tensor  # "b t' n c" reparameterization noise (per-sample generators)
 
 
 def build_vae_task(ctx: RunContext) -> Task:
@@ -143,7 +157,7 @@ def build_vae_task(ctx: RunContext) -> Task:
     source = _source(ctx, "vae")
     latent_shape = (r.vae_model.latent_frames, r.vae_model.num_tokens, r.vae_model.latent_channels)
 
-    def make_batch(step: int, micro: int, indices: list[int]) -> dict[str, torch.Tensor]:
+    def make_batch(step: int, micro: int, indices: list[int]) -> VAEBatch:
         tracks, vis = _windows(source.batch(step, micro, indices), indices)
         eps = torch.stack(
             [
@@ -151,19 +165,17 @@ def build_vae_task(ctx: RunContext) -> Task:
                 for g in indices
             ]
         )
-        return {
-            "values": normalize(tracks, spec).to(ctx.device),
-            "vis": vis.to(ctx.device),
-            "eps": eps.to(ctx.device),
-        }
-
-    def loss(module: nn.Module, batch: dict, step: int, indices: list[int]) -> LossOut:
-        posterior = module.encode(batch["values"])
-        z = posterior.mean + posterior.std * batch["eps"].to(posterior.mean.dtype)
-        recon = module.decode(z)
-        terms = vae_losses(
-            recon.float(), batch["values"], batch["vis"], posterior, spec, r.vae_loss
+        return VAEBatch(
+            values=normalize(tracks, spec).to(ctx.device),
+            vis=vis.to(ctx.device),
+            eps=eps.to(ctx.device),
         )
+
+    def loss(module: nn.Module, batch: VAEBatch, step: int, indices: list[int]) -> LossOut:
+        posterior = module.encode(batch.values)
+        z = posterior.mean + posterior.std * batch.eps.to(posterior.mean.dtype)
+        recon = module.decode(z)
+        terms = vae_losses(recon.float(), batch.values, batch.vis, posterior, spec, r.vae_loss)
         logs = {
             k: float(getattr(terms, k).detach()) for k in ("recon", "kl", "velocity", "neighbor")
         }
@@ -174,8 +186,7 @@ def build_vae_task(ctx: RunContext) -> Task:
     def validate(module: nn.Module) -> dict[str, float]:
         out: dict[str, float] = {}
         for name in ("hist", "fut"):
-            tracks = val[f"{name}_tracks"].to(ctx.device)
-            vis = val[f"{name}_vis"].to(ctx.device)
+            tracks, vis = (x.to(ctx.device) for x in val.window(name))
             recon = module.decode_tracks(module.encode_tracks(tracks).mean).float()
             err = (recon - tracks).norm(dim=-1)
             out[f"vepe_px_{name}"] = float(err[vis].mean())
@@ -205,8 +216,8 @@ def run_stats(ctx: RunContext) -> dict[str, Any]:
         for i in range(0, len(mine), r.stats.batch_size):
             indices = mine[i : i + r.stats.batch_size]
             batch = source.batch(0, i // r.stats.batch_size, indices)
-            for key, name in (("z_hist", "hist_tracks"), ("z_fut", "fut_tracks")):
-                z = vae.encode_tracks(batch[name].to(ctx.device)).mean.float()
+            for key, name in (("z_hist", "hist"), ("z_fut", "fut")):
+                z = vae.encode_tracks(batch.window(name)[0].to(ctx.device)).mean.float()
                 accs[key].update(z)
                 accs["z_all"].update(z)
     if ctx.dist.distributed:
@@ -249,14 +260,14 @@ class _LatentEncoder:
         self.cache: dict[tuple[str, str], torch.Tensor] | None = {} if cache else None
 
     @torch.no_grad()
-    def __call__(self, batch: dict[str, Any], window: str) -> torch.Tensor:
+    def __call__(self, batch: ClipBatch, window: str) -> torch.Tensor:
         """``"b t' n c"`` normalized latents of ``window`` ("hist" or "fut") for the batch."""
-        ids = batch["id"]
+        ids = batch.ids
         if self.cache is not None and all((i, window) in self.cache for i in ids):
             return torch.stack([self.cache[(i, window)] for i in ids])
         device = next(self.vae.parameters()).device
-        z = self.vae.encode_tracks(batch[f"{window}_tracks"].to(device)).mean.float()
-        z = self.stats.normalize(z)
+        tracks, _ = batch.window(window)
+        z = self.stats.normalize(self.vae.encode_tracks(tracks.to(device)).mean.float())
         if self.cache is not None:
             for i, zi in zip(ids, z, strict=True):
                 self.cache[(i, window)] = zi
@@ -269,8 +280,25 @@ def _trained_set_parts(ctx: RunContext, stage: str) -> tuple[TrajLoomVAE, Latent
     return vae, stats
 
 
+@dataclass
+class FlowBatch:
+    """One micro-batch of the flow and on-policy stages, on the training device."""
+
+    cond: FlowCondition  # history latents "b th n c", visibility, video, caption
+    x1: torch.Tensor  # "b tf n c" normalized future latents (the data)
+    draws: FlowDraws  # source state, flow time, tube noise (per-sample generators)
+    token_vis: torch.Tensor  # "b tf n" latent-level future visibility
+    weight_sum: torch.Tensor  # scalar: this micro-batch's share of the loss denominator
+    onpolicy: list[int]  # rows that also get the on-policy rollout
+
+
 def build_flow_task(ctx: RunContext, stage: str = "flow") -> Task:
-    """The generator stage (``stage="flow"``) or its on-policy fine-tuning (``"onpolicy"``)."""
+    """The generator stage (``stage="flow"``) or its on-policy fine-tuning (``"onpolicy"``).
+
+    The loss is ``trajloom.flow.losses.flow_matching_terms`` (plus ``onpolicy_loss`` on an
+    evenly spread sub-batch); every random draw of sample ``g`` comes from its own
+    generator, in the order source state, flow time, tube noise, caption dropout.
+    """
     r = ctx.recipe
     gcfg = r.generator
     vae, stats = _trained_set_parts(ctx, stage)
@@ -282,94 +310,58 @@ def build_flow_task(ctx: RunContext, stage: str = "flow") -> Task:
     source = _source(ctx, stage)
     encode = _LatentEncoder(vae, stats, cache=source.reusable)
     factor = r.vae_model.temporal_factor
-    fl = r.flow_loss
-    op = r.onpolicy_loss
     cfg = r.stage(stage)
-    salt = _SALT[stage]
+    op = r.onpolicy_loss
     # On-policy sub-batch: every `every`-th sample of the global batch (spread over ranks).
     every = max(1, cfg.batch_size // op.sub_batch)
     sub_total = len(range(0, cfg.batch_size, every))
 
-    def make_batch(step: int, micro: int, indices: list[int]) -> dict[str, Any]:
+    def make_batch(step: int, micro: int, indices: list[int]) -> FlowBatch:
         clips = source.batch(step, micro, indices)
-        z_hist = encode(clips, "hist")
-        x1 = encode(clips, "fut")
         dev = ctx.device
-        x0s, ts, tubes, keeps = [], [], [], []
-        for i, g in enumerate(indices):
-            gen = sample_generator(r.seed, salt, g, device=dev)
-            x0s.append(
-                draw_source(
-                    z_hist[i : i + 1].to(dev),
-                    x1.shape[1],
-                    generator=gen,
-                    anchor=fl.anchor,
-                    anchor_std=fl.anchor_std,
-                    anchor_slices=fl.anchor_slices,
-                )
-            )
-            ts.append(
-                sample_flow_time(
-                    1,
-                    generator=gen,
-                    device=dev,
-                    t_small_prob=fl.t_small_prob,
-                    t_small_max=fl.t_small_max,
-                    logit_mean=fl.logit_mean,
-                    logit_std=fl.logit_std,
-                    t_eps=fl.t_eps,
-                )
-            )
-            if fl.sigma:
-                tubes.append(torch.randn((1, *x1.shape[1:]), generator=gen, device=dev))
-            keeps.append(text_dropout_mask(1, r.text_dropout, generator=gen, device=dev))
-        token_vis = latent_visibility(clips["fut_vis"], factor).to(dev)
-        weights = (
-            token_weights(token_vis, fl.invisible_weight)
-            if fl.use_visibility_weights
-            else torch.ones_like(token_vis)
+        z_hist, x1 = encode(clips, "hist").to(dev), encode(clips, "fut").to(dev)
+        gens = [sample_generator(r.seed, _SALT[stage], g, device=dev) for g in indices]
+        draws = draw_flow_inputs(z_hist, x1.shape[1], config=r.flow_loss, generators=gens)
+        keep = torch.cat(
+            [text_dropout_mask(1, r.text_dropout, generator=g, device=dev) for g in gens]
         )
-        text = None
-        if gcfg.use_text_cond and "text_emb" in clips:
-            text = drop_text(clips["text_emb"].float().to(dev), torch.cat(keeps))
-        video = None
-        if gcfg.use_video_cond and "video_latent" in clips:
-            video = clips["video_latent"].float().to(dev)
-        hist_vis = (
-            latent_visibility(clips["hist_vis"], factor).to(dev) if gcfg.use_hist_vis_cond else None
-        )
+        token_vis = latent_visibility(clips.fut_vis, factor).to(dev)
+        weights = flow_token_weights(token_vis, r.flow_loss)
+        text = video = hist_vis = None
+        if gcfg.use_text_cond and clips.text_emb is not None:
+            text = drop_text(clips.text_emb.float().to(dev), keep)
+        if gcfg.use_video_cond and clips.video_latent is not None:
+            video = clips.video_latent.float().to(dev)
+        if gcfg.use_hist_vis_cond:
+            hist_vis = latent_visibility(clips.hist_vis, factor).to(dev)
         step_pos = torch.tensor([g - step * cfg.batch_size for g in indices])
-        return {
-            "cond": FlowCondition(z_hist=z_hist.to(dev), hist_vis=hist_vis, video=video, text=text),
-            "x1": x1.to(dev),
-            "x0": torch.cat(x0s),
-            "t": torch.cat(ts),
-            "tube": torch.cat(tubes) if tubes else None,
-            "token_vis": token_vis,
-            "weights": weights,
-            "onpolicy": (step_pos % every == 0).nonzero().flatten().tolist(),
-        }
+        return FlowBatch(
+            cond=FlowCondition(z_hist=z_hist, hist_vis=hist_vis, video=video, text=text),
+            x1=x1,
+            draws=draws,
+            token_vis=token_vis,
+            weight_sum=torch.tensor(float(token_vis.numel())) if weights is None else weights.sum(),
+            onpolicy=(step_pos % every == 0).nonzero().flatten().tolist(),
+        )
 
-    def denominator(batch: dict[str, Any]) -> torch.Tensor:
-        return batch["weights"].sum().double()
-
-    def loss(module: nn.Module, batch: dict, step: int, indices: list[int]) -> LossOut:
-        x0, x1, t, cond = batch["x0"], batch["x1"], batch["t"], batch["cond"]
-        xt = interpolate(x0, x1, t, sigma=fl.sigma, noise=batch["tube"])
-        pred = module(xt, t, cond)
-        per_token = token_squared_error(pred, velocity_target(x0, x1))
-        numerator = (batch["weights"] * per_token).sum()
-        logs = {"fm": float(numerator.detach() / batch["weights"].sum())}
-        out = LossOut(numerator, logs)
-        sel = batch["onpolicy"]
+    def loss(module: nn.Module, batch: FlowBatch, step: int, indices: list[int]) -> LossOut:
+        fm = flow_matching_terms(
+            lambda x, t: module(x, t, batch.cond),
+            batch.x1,
+            batch.draws,
+            token_vis=batch.token_vis,
+            config=r.flow_loss,
+        )
+        out = LossOut(fm.numerator, {"fm": float(fm.loss.detach())})
+        sel = batch.onpolicy
         if stage == "onpolicy" and op.enabled and sel:
-            sub = select_samples(cond, torch.tensor(sel))
+            sub = select_samples(batch.cond, torch.tensor(sel))
             res = onpolicy_loss(
-                lambda x, tt: module(x, tt, sub),
-                x1[sel],
+                lambda x, t: module(x, t, sub),
+                batch.x1[sel],
                 sub.z_hist,
-                token_vis=batch["token_vis"][sel],
-                x0=x0[sel],
+                token_vis=batch.token_vis[sel],
+                x0=batch.draws.x0[sel],
                 config=op,
             )
             # This micro-batch's share of the mean over the step's whole sub-batch.
@@ -383,20 +375,18 @@ def build_flow_task(ctx: RunContext, stage: str = "flow") -> Task:
 
     def validate(module: nn.Module) -> dict[str, float]:
         pipe = TrajLoomPipeline(vae, module, stats, config=pipeline_config(r))
-        pred = pipe(val["hist_tracks"], val["hist_vis"], steps=r.eval.steps, seed=r.seed)
-        gt, vis = val["fut_tracks"].to(ctx.device), val["fut_vis"].to(ctx.device)
+        pred = pipe(val.hist_tracks, val.hist_vis, steps=r.eval.steps, seed=r.seed)
+        gt, vis = val.fut_tracks.to(ctx.device), val.fut_vis.to(ctx.device)
         err = (pred.tracks[:, 0] - gt).norm(dim=-1)
         return {"vepe_px": float(err[vis].mean())}
 
     def preview(module: nn.Module, step: int) -> None:
-
         pipe = TrajLoomPipeline(vae, module, stats, config=pipeline_config(r))
         render_preview(pipe, r, ctx.stage_dir(stage) / "previews" / f"step-{step:08d}.mp4", clips=1)
 
     def export(module: nn.Module, folder: Path) -> None:
         save_flow_module(module, folder)
 
-    info = {"onpolicy_sub_batch": sub_total} if stage == "onpolicy" else {}
     return Task(
         stage,
         model,
@@ -404,14 +394,23 @@ def build_flow_task(ctx: RunContext, stage: str = "flow") -> Task:
         make_batch,
         loss,
         export,
-        denominator=denominator,
+        denominator=lambda batch: batch.weight_sum.double(),
         validate=validate,
         preview=preview,
-        info=info,
+        info={"onpolicy_sub_batch": sub_total} if stage == "onpolicy" else {},
     )
 
 
 # ----------------------------------------------------------------------------- visibility
+
+
+@dataclass
+class VisBatch:
+    """One micro-batch of the visibility head: latents, history latents, targets."""
+
+    z: torch.Tensor  # "b t' n c" normalized latents of the chosen window
+    z_hist: torch.Tensor | None  # "b th' n c" when the head reads the last history latent
+    targets: torch.Tensor  # "b t' n" max-pooled visibility in {0, 1}
 
 
 def build_vis_task(ctx: RunContext) -> Task:
@@ -423,32 +422,32 @@ def build_vis_task(ctx: RunContext) -> Task:
     encode = _LatentEncoder(vae, stats, cache=source.reusable)
     segments = r.vis_train.segments
     factor = r.vae_model.temporal_factor
+    use_hist = r.visibility_model.use_hist_last
 
-    def make_batch(step: int, micro: int, indices: list[int]) -> dict[str, torch.Tensor]:
+    def make_batch(step: int, micro: int, indices: list[int]) -> VisBatch:
         clips = source.batch(step, micro, indices)
         lat = {s: encode(clips, s) for s in segments}
         pick = [segments[g % len(segments)] for g in indices]
         z = torch.stack([lat[s][i] for i, s in enumerate(pick)])
-        vis = torch.stack([clips[f"{s}_vis"][i] for i, s in enumerate(pick)])
-        z_hist = encode(clips, "hist") if r.visibility_model.use_hist_last else None
-        return {
-            "z": z.to(ctx.device),
-            "z_hist": None if z_hist is None else z_hist.to(ctx.device),
-            "targets": visibility_targets(vis, factor).to(ctx.device),
-        }
+        vis = torch.stack([clips.window(s)[1][i] for i, s in enumerate(pick)])
+        return VisBatch(
+            z=z.to(ctx.device),
+            z_hist=encode(clips, "hist").to(ctx.device) if use_hist else None,
+            targets=visibility_targets(vis, factor).to(ctx.device),
+        )
 
-    def loss(module: nn.Module, batch: dict, step: int, indices: list[int]) -> LossOut:
-        logits = module(batch["z"], batch["z_hist"]).float()
-        bce = visibility_loss(logits, batch["targets"], pos_weight=r.vis_train.pos_weight)
-        acc = float(((logits > 0).float() == batch["targets"]).float().mean())
+    def loss(module: nn.Module, batch: VisBatch, step: int, indices: list[int]) -> LossOut:
+        logits = module(batch.z, batch.z_hist).float()
+        bce = visibility_loss(logits, batch.targets, pos_weight=r.vis_train.pos_weight)
+        acc = float(((logits > 0).float() == batch.targets).float().mean())
         return LossOut(bce * len(indices), {"accuracy": acc})
 
     val = _val_clips(ctx)
 
     def validate(module: nn.Module) -> dict[str, float]:
         z = encode(val, "fut").to(ctx.device)
-        z_hist = encode(val, "hist").to(ctx.device) if r.visibility_model.use_hist_last else None
-        targets = visibility_targets(val["fut_vis"], factor).to(ctx.device)
+        z_hist = encode(val, "hist").to(ctx.device) if use_hist else None
+        targets = visibility_targets(val.fut_vis, factor).to(ctx.device)
         logits = module(z, z_hist).float()
         acc = float(((logits > 0).float() == targets).float().mean())
         return {"bce": float(visibility_loss(logits, targets)), "accuracy": acc}

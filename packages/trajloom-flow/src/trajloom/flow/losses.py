@@ -11,11 +11,18 @@
   logit-normal ``t = sigmoid(N(0, 1))`` as in WHN and Movie Gen [2, 30]. Both are clamped
   to ``[t_eps, 1 - t_eps]`` (1e-5, the clamp the released sampler applies).
 * Tube noise (released ``fm_sigma`` 0.05): ``x_t`` gets ``+ σ ε`` (see :mod:`.path`).
+
+The loss comes in two steps so that a trainer can use exactly what is tested here:
+:func:`draw_flow_inputs` draws the random inputs (one generator for the batch, or one per
+sample for resumable, data-parallel training), and :func:`flow_matching_terms` returns the
+weighted sum and the weight sum separately, so that the sums of all micro-batches of all
+processes divided by the global weight sum give the global-batch loss.
+:func:`flow_matching_loss` is both steps with one generator.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -24,9 +31,13 @@ import torch
 from trajloom.flow.path import draw_source, interpolate, velocity_target
 
 __all__ = [
+    "FlowDraws",
     "FlowLossConfig",
     "FlowLossOutput",
+    "draw_flow_inputs",
     "flow_matching_loss",
+    "flow_matching_terms",
+    "flow_token_weights",
     "sample_flow_time",
     "token_squared_error",
     "token_weights",
@@ -157,16 +168,147 @@ def weighted_token_mse(
     return (w * per_token).sum() / w.sum().clamp_min(torch.finfo(per_token.dtype).tiny)
 
 
+def flow_token_weights(
+    token_vis: torch.Tensor | None, config: FlowLossConfig
+) -> torch.Tensor | None:
+    """Eq. 9 weights ``"b tf n"`` of ``config`` for latent visibility ``token_vis``.
+
+    None (a plain mean over tokens) when visibility weighting is off or no visibility is
+    given.
+    """
+    if token_vis is None or not config.use_visibility_weights:
+        return None
+    return token_weights(token_vis, config.invisible_weight)
+
+
+@dataclass(frozen=True)
+class FlowDraws:
+    """The random inputs of one flow-matching loss."""
+
+    x0: torch.Tensor  # "b tf n c" source state (boundary-anchored unless the ablation)
+    t: torch.Tensor  # "b" flow times
+    tube: torch.Tensor | None  # "b tf n c" tube noise, None when config.sigma == 0
+
+
+def draw_flow_inputs(
+    z_hist: torch.Tensor,
+    num_future: int,
+    *,
+    config: FlowLossConfig = FlowLossConfig(),
+    generator: torch.Generator | None = None,
+    generators: Sequence[torch.Generator] | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> FlowDraws:
+    """Source state, flow time and tube noise for history latents ``z_hist: "b th n c"``.
+
+    Draw order per generator: source state (:func:`~trajloom.flow.path.draw_source`), flow
+    time, tube noise. With ``generator`` the batch is drawn at once; with ``generators``
+    (one per sample) sample ``i`` is drawn from ``generators[i]`` alone, so its draws do not
+    depend on which other samples share its batch, process or micro-batch.
+    """
+    if generators is not None:
+        if generator is not None:
+            raise ValueError("give generator or generators, not both")
+        if len(generators) != z_hist.shape[0]:
+            raise ValueError(
+                f"generators: one per sample, got {len(generators)} for a batch of "
+                f"{z_hist.shape[0]}"
+            )
+        parts = [
+            draw_flow_inputs(z_hist[i : i + 1], num_future, config=config, generator=g, dtype=dtype)
+            for i, g in enumerate(generators)
+        ]
+        tubes = [p.tube for p in parts if p.tube is not None]
+        return FlowDraws(
+            x0=torch.cat([p.x0 for p in parts]),
+            t=torch.cat([p.t for p in parts]),
+            tube=torch.cat(tubes) if tubes else None,
+        )
+    b, _, n, c = z_hist.shape
+    x0 = draw_source(
+        z_hist,
+        num_future,
+        generator=generator,
+        anchor=config.anchor,
+        anchor_std=config.anchor_std,
+        anchor_slices=config.anchor_slices,
+        dtype=dtype,
+    )
+    t = sample_flow_time(
+        b,
+        generator=generator,
+        device=z_hist.device,
+        t_small_prob=config.t_small_prob,
+        t_small_max=config.t_small_max,
+        logit_mean=config.logit_mean,
+        logit_std=config.logit_std,
+        t_eps=config.t_eps,
+    )
+    tube = None
+    if config.sigma:
+        shape = (b, num_future, n, c)
+        tube = torch.randn(shape, generator=generator, device=z_hist.device, dtype=dtype)
+    return FlowDraws(x0=x0, t=t, tube=tube)
+
+
 @dataclass(frozen=True)
 class FlowLossOutput:
-    """The flow-matching loss and the tensors it was computed from (for logging/tests)."""
+    """The flow-matching loss and the tensors it was computed from.
+
+    ``loss = numerator / weight_sum``; a data-parallel trainer sums ``numerator`` over
+    micro-batches and processes and divides by the summed ``weight_sum`` instead.
+    """
 
     loss: torch.Tensor  # scalar
+    numerator: torch.Tensor  # scalar Σ_k w_k mean_c (pred - target)², float32
+    weight_sum: torch.Tensor  # scalar Σ_k w_k (the token count without weights)
     t: torch.Tensor  # "b" flow times
     x0: torch.Tensor  # "b tf n c" source state
     xt: torch.Tensor  # "b tf n c" model input
     target: torch.Tensor  # "b tf n c" velocity target x1 - x0
     pred: torch.Tensor  # "b tf n c" predicted velocity
+
+
+def flow_matching_terms(
+    velocity_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    x1: torch.Tensor,
+    draws: FlowDraws,
+    *,
+    token_vis: torch.Tensor | None = None,
+    config: FlowLossConfig = FlowLossConfig(),
+) -> FlowLossOutput:
+    """The rectified-flow loss (eqs. 7–9) of ``x1: "b tf n c"`` for given random ``draws``.
+
+    ``velocity_fn(x "b tf n c", t "b") -> v`` is the generator with its condition bound;
+    ``token_vis: "b tf n"`` latent-level future visibility
+    (``trajloom.flow.model.latent_visibility``) or None.
+    """
+    xt = interpolate(draws.x0.to(x1.dtype), x1, draws.t, sigma=config.sigma, noise=draws.tube)
+    target = velocity_target(draws.x0.to(x1.dtype), x1)
+    pred = velocity_fn(xt, draws.t)
+    per_token = token_squared_error(pred, target)
+    weights = flow_token_weights(token_vis, config)
+    if weights is None:
+        numerator, weight_sum = per_token.sum(), torch.tensor(float(per_token.numel()))
+    else:
+        if weights.shape != per_token.shape:
+            raise ValueError(
+                f"token_vis must be 'b tf n' = {tuple(per_token.shape)}, got {tuple(weights.shape)}"
+            )
+        w = weights.to(per_token)
+        numerator, weight_sum = (w * per_token).sum(), w.sum()
+    weight_sum = weight_sum.to(per_token)
+    loss = numerator / weight_sum.clamp_min(torch.finfo(per_token.dtype).tiny)
+    return FlowLossOutput(
+        loss=loss,
+        numerator=numerator,
+        weight_sum=weight_sum,
+        t=draws.t,
+        x0=draws.x0,
+        xt=xt,
+        target=target,
+        pred=pred,
+    )
 
 
 def flow_matching_loss(
@@ -178,43 +320,13 @@ def flow_matching_loss(
     generator: torch.Generator | None = None,
     config: FlowLossConfig = FlowLossConfig(),
 ) -> FlowLossOutput:
-    """One rectified-flow training loss (eqs. 7–9) for a batch.
+    """One rectified-flow training loss (eqs. 7–9) for a batch, drawn from one generator.
 
-    ``velocity_fn(x "b tf n c", t "b") -> v`` is the generator with its condition bound;
     ``x1: "b tf n c"`` normalized future latents (the data), ``z_hist: "b th n c"``
-    normalized history latents (the anchor), ``token_vis: "b tf n"`` latent-level future
-    visibility (``trajloom.flow.model.latent_visibility``) or None. Draw order: source
-    state (:func:`~trajloom.flow.path.draw_source`), flow time, tube noise.
+    normalized history latents (the anchor); see :func:`draw_flow_inputs` and
+    :func:`flow_matching_terms`.
     """
-    x0 = draw_source(
-        z_hist,
-        x1.shape[1],
-        generator=generator,
-        anchor=config.anchor,
-        anchor_std=config.anchor_std,
-        anchor_slices=config.anchor_slices,
-        dtype=x1.dtype,
+    draws = draw_flow_inputs(
+        z_hist, x1.shape[1], config=config, generator=generator, dtype=x1.dtype
     )
-    t = sample_flow_time(
-        x1.shape[0],
-        generator=generator,
-        device=x1.device,
-        t_small_prob=config.t_small_prob,
-        t_small_max=config.t_small_max,
-        logit_mean=config.logit_mean,
-        logit_std=config.logit_std,
-        t_eps=config.t_eps,
-    )
-    tube = (
-        torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
-        if config.sigma
-        else None
-    )
-    xt = interpolate(x0, x1, t, sigma=config.sigma, noise=tube)
-    target = velocity_target(x0, x1)
-    pred = velocity_fn(xt, t)
-    weights = None
-    if config.use_visibility_weights and token_vis is not None:
-        weights = token_weights(token_vis, config.invisible_weight)
-    loss = weighted_token_mse(pred, target, weights)
-    return FlowLossOutput(loss=loss, t=t, x0=x0, xt=xt, target=target, pred=pred)
+    return flow_matching_terms(velocity_fn, x1, draws, token_vis=token_vis, config=config)
