@@ -6,7 +6,9 @@ from torch import nn
 
 from trajloom.flow.losses import (
     FlowLossConfig,
+    draw_flow_inputs,
     flow_matching_loss,
+    flow_matching_terms,
     sample_flow_time,
     token_weights,
     weighted_token_mse,
@@ -202,3 +204,49 @@ def test_token_squared_error_is_the_numerator_of_the_weighted_mse():
     assert per_token.shape == (2, 3, 4)
     assert torch.allclose(per_token[1, 2, 3], ((pred - target)[1, 2, 3] ** 2).mean())
     assert torch.allclose(weighted_token_mse(pred, target, w), (w * per_token).sum() / w.sum())
+
+
+def test_per_sample_draws_do_not_depend_on_the_batch():
+    z_hist, cfg = _latents(b=3, t=4, seed=4), FlowLossConfig()
+    gens = [torch.Generator().manual_seed(10 + i) for i in range(3)]
+    batch = draw_flow_inputs(z_hist, 5, config=cfg, generators=gens)
+    alone = draw_flow_inputs(
+        z_hist[1:2], 5, config=cfg, generator=torch.Generator().manual_seed(11)
+    )
+    assert torch.equal(batch.x0[1:2], alone.x0) and torch.equal(batch.t[1:2], alone.t)
+    assert torch.equal(batch.tube[1:2], alone.tube)
+    # the anchored first step sits on the last history latent
+    assert (batch.x0[:, 0] - z_hist[:, -1]).abs().max() < 1.0
+    no_tube = draw_flow_inputs(z_hist, 5, config=FlowLossConfig(sigma=0.0), generators=gens)
+    assert no_tube.tube is None
+    with pytest.raises(ValueError, match="one per sample"):
+        draw_flow_inputs(z_hist, 5, generators=gens[:2])
+
+
+def test_terms_split_the_loss_into_sums_that_add_up_over_micro_batches():
+    x1, z_hist = _latents(b=4, seed=5), _latents(b=4, t=4, seed=6)
+    vis = torch.rand(4, 5, 6, generator=torch.Generator().manual_seed(7)) > 0.4
+    draws = draw_flow_inputs(z_hist, 5, generator=torch.Generator().manual_seed(8))
+
+    def velocity(x, t):
+        return 0.5 * x
+
+    whole = flow_matching_terms(velocity, x1, draws, token_vis=vis)
+    halves = [
+        flow_matching_terms(
+            velocity,
+            x1[s],
+            type(draws)(x0=draws.x0[s], t=draws.t[s], tube=draws.tube[s]),
+            token_vis=vis[s],
+        )
+        for s in (slice(0, 2), slice(2, 4))
+    ]
+    num = sum(h.numerator for h in halves)
+    den = sum(h.weight_sum for h in halves)
+    torch.testing.assert_close(num / den, whole.loss)
+    torch.testing.assert_close(whole.weight_sum, token_weights(vis, 0.01).sum())
+    # the one-generator form is the same two steps
+    again = flow_matching_loss(
+        velocity, x1, z_hist, token_vis=vis, generator=torch.Generator().manual_seed(8)
+    )
+    torch.testing.assert_close(again.loss, whole.loss)
