@@ -1,4 +1,4 @@
-"""Finding trained sets and released files (``trajloom.flow.checkpoints``)."""
+"""Finding trained sets and released files, and the device (``trajloom.flow.forecast``)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from trajloom.flow.checkpoints import (
-    CheckpointSpecError,
-    NoTrainedSetError,
+from trajloom.flow.forecast import (
+    ForecastError,
     ReleasedFiles,
     find_released_files,
     find_trained_set,
+    find_vae_folder,
     resolve_device,
 )
+from trajloom.vae import TrajLoomVAE, save_pretrained, vae_preset
 
 
 def _trained_set(folder: Path, mtime: float | None = None) -> Path:
@@ -44,7 +45,7 @@ def test_run_folder_prefers_named_sets_then_newest(tmp_path: Path) -> None:
 
 def test_trained_set_deeper_than_three_levels_is_not_found(tmp_path: Path) -> None:
     _trained_set(tmp_path / "a" / "b" / "c" / "d")
-    with pytest.raises(NoTrainedSetError, match="holds no trained set"):
+    with pytest.raises(ForecastError, match="holds no trained set"):
         find_trained_set(tmp_path)
 
 
@@ -61,10 +62,9 @@ def test_trained_set_deeper_than_three_levels_is_not_found(tmp_path: Path) -> No
 def test_trained_set_errors_say_what_is_there(tmp_path: Path, make, message: str) -> None:
     target = tmp_path / "ckpt"
     make(target)
-    with pytest.raises(NoTrainedSetError, match=message) as info:
+    with pytest.raises(ForecastError, match=message) as info:
         find_trained_set(target)
-    assert isinstance(info.value, CheckpointSpecError)
-    assert isinstance(info.value, ValueError)
+    assert isinstance(info.value, ValueError) and str(target) in str(info.value)
 
 
 def _released(root: Path, pts: list[str], vis_cfg: bool = True) -> Path:
@@ -90,15 +90,6 @@ def test_released_files_told_apart_by_name(tmp_path: Path) -> None:
         vis_ckpt=root / "checkpoints" / "vis_head.pt",
         vis_cfg=root / "configs" / "vis_predictor_config.json",
     )
-    assert set(files.as_kwargs()) == {
-        "vae_ckpt",
-        "vae_cfg",
-        "gen_ckpt",
-        "gen_cfg",
-        "stats_json",
-        "vis_ckpt",
-        "vis_cfg",
-    }
 
 
 def test_released_visibility_needs_both_files(tmp_path: Path) -> None:
@@ -109,22 +100,32 @@ def test_released_visibility_needs_both_files(tmp_path: Path) -> None:
 
 
 def test_released_errors(tmp_path: Path) -> None:
-    with pytest.raises(CheckpointSpecError, match="not a folder"):
+    with pytest.raises(ForecastError, match="not a folder"):
         find_released_files(tmp_path / "missing")
     root = _released(tmp_path / "two", ["vae.pt", "gen_a.pt", "gen_b.pt"])
-    with pytest.raises(CheckpointSpecError, match="expected one VAE"):
+    with pytest.raises(ForecastError, match="expected one VAE"):
         find_released_files(root)
     root = _released(tmp_path / "cfg", ["vae.pt", "gen.pt"])
     (root / "configs" / "vae_latent_stats.json").unlink()
-    with pytest.raises(CheckpointSpecError, match=r"vae_latent_stats\.json not found"):
+    with pytest.raises(ForecastError, match=r"vae_latent_stats\.json not found"):
         find_released_files(root)
 
 
 def test_resolve_device() -> None:
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-    with pytest.raises(CheckpointSpecError, match="not a device"):
+    with pytest.raises(ForecastError, match="not a device"):
         resolve_device("toaster")
     if not torch.cuda.is_available():
-        with pytest.raises(CheckpointSpecError, match="no CUDA device"):
+        with pytest.raises(ForecastError, match="no CUDA device"):
             resolve_device("cuda")
+
+
+def test_vae_folder_itself_or_inside_a_trained_set(tmp_path: Path) -> None:
+    vae = save_pretrained(TrajLoomVAE(vae_preset("tiny")), tmp_path / "set" / "vae")
+    assert find_vae_folder(vae) == vae
+    assert find_vae_folder(tmp_path / "set") == vae
+    assert find_vae_folder(tmp_path) == vae  # a run folder: */vae
+    _trained_set(tmp_path / "other")
+    with pytest.raises(ForecastError, match=r"vae:.*other: holds no trajectory-VAE"):
+        find_vae_folder(tmp_path / "other")

@@ -9,6 +9,8 @@ objectives, samplers, visibility head, conditioners, baselines and the sampling 
 * conditioners: :class:`LightVideoEncoder`, :class:`WanVideoEncoder`, :class:`UMT5TextEncoder`
 * pipeline: :class:`TrajLoomPipeline`; baselines: :func:`static_future`,
   :func:`constant_velocity_future`, ``PipelineConfig.whn()``
+* forecasters of every kind behind one protocol, method specs, checkpoint discovery:
+  :mod:`trajloom.flow.forecast`
 """
 
 from trajloom.flow.baselines import (

@@ -4,6 +4,10 @@ Numbers equal those printed by the released benchmark scripts of zewei-Zhang/Tra
 (FVMD histograms and features also equal those of the PyPI `fvmd` package).
 
     from trajloom.metrics import fvmd, flow_tv, div_curl_energy, vepe, FVMDConfig
+
+Run folders (the released layout) are scored with :func:`score_runs`; evaluations of
+several methods score each with :func:`score_method` and report with
+:mod:`trajloom.metrics.report` (paper-style tables, CSV, strict JSON).
 """
 
 from trajloom.metrics.flowfield import (
@@ -32,6 +36,13 @@ from trajloom.metrics.fvmd import (
     velocity_acceleration,
 )
 from trajloom.metrics.grid import factor_grid, infer_grid
+from trajloom.metrics.report import (
+    format_method_table,
+    format_paper_table,
+    json_ready,
+    score_method,
+    write_results,
+)
 from trajloom.metrics.runs import RunVideo, discover_run_dirs, load_run, score_runs
 from trajloom.metrics.vepe import VEPEAccumulator, endpoint_error, vepe, vepe_sum_count
 
@@ -52,17 +63,22 @@ __all__ = [
     "flow_div_curl",
     "flow_tv",
     "flow_tv_per_frame",
+    "format_method_table",
+    "format_paper_table",
     "frechet_distance",
     "fvmd",
     "fvmd_features",
     "fvmd_from_features",
     "gaussian_stats",
     "infer_grid",
+    "json_ready",
     "load_run",
     "motion_histograms",
+    "score_method",
     "score_runs",
     "velocity_acceleration",
     "vepe",
     "vepe_sum_count",
     "video_mean",
+    "write_results",
 ]

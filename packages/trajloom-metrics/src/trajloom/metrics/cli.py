@@ -7,7 +7,6 @@ itself needs only numpy and scipy.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,6 +19,7 @@ except ModuleNotFoundError as err:
 
 from trajloom.metrics.flowfield import DEFAULT_GRID_STRIDE
 from trajloom.metrics.fvmd import FVMDConfig
+from trajloom.metrics.report import json_ready
 from trajloom.metrics.runs import GT_VISIBILITY, score_runs
 
 app = typer.Typer(
@@ -41,17 +41,6 @@ TABLE_ROWS = (
 @app.callback()
 def _root() -> None:
     """Motion metrics of TrajLoom."""
-
-
-def _json_ready(value: Any) -> Any:
-    """NaN and infinities become null, so the output is strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_ready(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_ready(v) for v in value]
-    return value
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -115,7 +104,7 @@ def score(
     typer.echo(format_table(result))
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(_json_ready(result), indent=2, allow_nan=False))
+        json_out.write_text(json.dumps(json_ready(result), indent=2, allow_nan=False))
         typer.echo(f"wrote {json_out}")
 
 

@@ -1,0 +1,204 @@
+"""Score methods' run folders and write the tables (numpy only).
+
+An evaluation writes one runs root per method (and source) in the released run-folder
+layout, scores each with :func:`score_method`, and reports the results:
+
+* :func:`format_paper_table`: the paper-style Markdown table, rows (metric, method),
+  columns the sources (``apps/bench eval``);
+* :func:`format_method_table`: one row per method, VEPE / FVMD / FlowTV / DivCurlE
+  (the end of ``apps/train``);
+* :func:`write_results`: ``results.json``, ``table.csv``, ``table.md`` and
+  ``per_video.csv``;
+* :func:`json_ready`: NaN and infinities to null, numpy scalars to Python, for strict JSON.
+
+``results`` maps method -> source -> the dict :func:`score_method` returns.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trajloom.metrics.fvmd import FVMDConfig
+from trajloom.metrics.runs import score_runs
+
+__all__ = [
+    "PAPER_ROWS",
+    "format_method_table",
+    "format_paper_table",
+    "json_ready",
+    "score_method",
+    "write_results",
+]
+
+PAPER_ROWS = (
+    ("fvmd", "FVMD"),
+    ("fvmd_long", "FVMD-Long"),
+    ("flow_tv", "FlowTV"),
+    ("div_curl_energy", "DivCurlE"),
+    ("vepe", "VEPE (px)"),
+)
+"""Rows of the paper-style table: result key, label (lower is better for all)."""
+
+METHOD_COLUMNS = (
+    ("vepe", "VEPE (px)"),
+    ("fvmd", "FVMD"),
+    ("flow_tv", "FlowTV"),
+    ("div_curl_energy", "DivCurlE"),
+)
+"""Columns of the one-row-per-method table: result key, label."""
+
+_CSV_KEYS = (*(k for k, _ in PAPER_ROWS), "fvmd_velocity", "fvmd_acceleration")
+_CSV_COUNTS = ("num_videos", "num_windows")
+_PER_VIDEO_KEYS = ("flow_tv", "div_curl_energy", "vepe", "fvmd_windows")
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` with NaN and infinities as None and numpy scalars as Python numbers,
+    through dicts, lists and tuples (tuples become lists)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    if isinstance(value, np.generic):
+        return json_ready(value.item())
+    return value
+
+
+def score_method(
+    runs: str | Path,
+    *,
+    fvmd_config: FVMDConfig,
+    grid_stride: float,
+    use_visibility: bool = True,
+    fvmd_long: bool = True,
+) -> dict[str, Any]:
+    """The paper's metrics of one method's runs root (a folder of run folders).
+
+    ``use_visibility``: gate FVMD motion vectors and mask FlowTV / DivCurlE with the
+    ground-truth visibility (the bench's setting). ``fvmd_long``: also FVMD over one clip
+    of the whole future window (``fvmd_long``; None otherwise). Returns ``fvmd``,
+    ``fvmd_velocity``, ``fvmd_acceleration``, ``fvmd_long``, ``flow_tv``,
+    ``div_curl_energy``, ``vepe``, ``num_videos``, ``num_windows``, ``notes`` (why a
+    metric is None; those of the long clip prefixed ``long:``) and ``per_video``.
+    Raises ``ValueError`` when ``runs`` holds no run folder.
+    """
+    common: dict[str, Any] = {
+        "use_gt_visibility": use_visibility,
+        "use_visibility": use_visibility,
+        "grid_stride": grid_stride,
+    }
+    with warnings.catch_warnings():
+        # A clip_len longer than the future is said once in the notes, not per video.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        main = score_runs(runs, fvmd_config=fvmd_config, **common)
+        long = (
+            score_runs(runs, fvmd_config=FVMDConfig(clip_len=None), **common) if fvmd_long else {}
+        )
+    notes = list(main.get("notes", []))
+    notes += [f"long: {n}" for n in long.get("notes", []) if n not in notes]
+    return {
+        "fvmd": main["fvmd"],
+        "fvmd_velocity": main["fvmd_velocity"],
+        "fvmd_acceleration": main["fvmd_acceleration"],
+        "fvmd_long": long.get("fvmd"),
+        "flow_tv": main["flow_tv"],
+        "div_curl_energy": main["div_curl_energy"],
+        "vepe": main["vepe"],
+        "num_videos": main["num_videos"],
+        "num_windows": main["num_windows"],
+        "notes": notes,
+        "per_video": main["per_video"],
+    }
+
+
+def _paper_cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.2f}" if abs(value) >= 0.01 else f"{value:.2e}"
+    return str(value)
+
+
+def format_paper_table(results: dict[str, dict[str, dict[str, Any]]], sources: list[str]) -> str:
+    """The paper-style Markdown table: rows (metric, method), columns ``sources``.
+
+    A metric no method has on any source is left out; a missing value is ``-``.
+    """
+    methods = list(results)
+    lines = [
+        "| Metric | Method | " + " | ".join(sources) + " |",
+        "|---|---|" + "---|" * len(sources),
+    ]
+    for key, label in PAPER_ROWS:
+        if all(results[m].get(s, {}).get(key) is None for m in methods for s in sources):
+            continue
+        for j, method in enumerate(methods):
+            cells = [_paper_cell(results[method].get(s, {}).get(key)) for s in sources]
+            lines.append(f"| {label if j == 0 else ''} | {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def format_method_table(results: dict[str, dict[str, Any]]) -> str:
+    """Markdown table of ``results`` (method -> metrics): one row per method,
+    VEPE / FVMD / FlowTV / DivCurlE to four significant digits (``-`` when None)."""
+    lines = [
+        "| method | " + " | ".join(label for _, label in METHOD_COLUMNS) + " |",
+        "|---|" + "---|" * len(METHOD_COLUMNS),
+    ]
+    for method, r in results.items():
+        cells = ["-" if r.get(k) is None else f"{r[k]:.4g}" for k, _ in METHOD_COLUMNS]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_results(
+    out: Path,
+    results: dict[str, dict[str, dict[str, Any]]],
+    sources: list[str],
+    settings: dict[str, Any],
+    failures: list[str],
+) -> dict[str, Path]:
+    """Write the results of methods x ``sources`` under ``out``; returns the paths by kind.
+
+    * ``results.json`` (``json``): settings, sources, results, failures, strict JSON;
+    * ``table.csv`` (``csv``): one row per method x source, the metrics and counts;
+    * ``table.md`` (``markdown``): :func:`format_paper_table`;
+    * ``per_video.csv`` (``per_video``): FlowTV, DivCurlE, VEPE and FVMD clips per video.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "json": out / "results.json",
+        "csv": out / "table.csv",
+        "markdown": out / "table.md",
+        "per_video": out / "per_video.csv",
+    }
+    document = {"settings": settings, "sources": sources, "results": results, "failures": failures}
+    paths["json"].write_text(json.dumps(json_ready(document), indent=2, allow_nan=False))
+    keys = (*_CSV_KEYS, *_CSV_COUNTS)
+    with paths["csv"].open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["method", "source", *keys])
+        for method, per_source in results.items():
+            for source in sources:
+                r = per_source.get(source, {})
+                writer.writerow([method, source, *[json_ready(r.get(k)) for k in keys]])
+    paths["markdown"].write_text(format_paper_table(results, sources) + "\n")
+    with paths["per_video"].open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["method", "source", "video", *_PER_VIDEO_KEYS])
+        for method, per_source in results.items():
+            for source in sources:
+                for entry in per_source.get(source, {}).get("per_video", []):
+                    values = [json_ready(entry.get(k)) for k in _PER_VIDEO_KEYS]
+                    writer.writerow([method, source, entry.get("video"), *values])
+    return paths
