@@ -8,8 +8,20 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from trajloom.encoding import GridSpec, rasterize
-from trajloom.flow.config import GENERATOR_PRESETS, GeneratorConfig, generator_preset
+from trajloom.encoding import (
+    DEFAULT_GRID,
+    DEFAULT_HISTORY,
+    DEFAULT_TEMPORAL_FACTOR,
+    GridSpec,
+    rasterize,
+)
+from trajloom.flow.config import (
+    GENERATOR_PRESETS,
+    GeneratorConfig,
+    check_matches_vae,
+    generator_preset,
+)
+from trajloom.flow.io import load_generator, save_pretrained
 from trajloom.flow.model import (
     CrossAttention,
     FlowCondition,
@@ -19,6 +31,7 @@ from trajloom.flow.model import (
     latent_visibility,
     sinusoidal_embedding,
 )
+from trajloom.vae.config import vae_preset
 
 
 @pytest.fixture(autouse=True)
@@ -298,7 +311,7 @@ def test_absolute_time_embeddings_put_the_future_after_the_history():
     c = generator_preset("tiny")
     model = TrajLoomGenerator(c)
     hist = torch.arange(c.hist_latent_frames) * 4.0
-    fut = c.num_frames_in + torch.arange(c.fut_latent_frames) * 4.0
+    fut = c.num_frames + torch.arange(c.fut_latent_frames) * 4.0
     torch.testing.assert_close(model.abs_time_embed_hist, sinusoidal_embedding(hist, c.hidden_size))
     torch.testing.assert_close(model.abs_time_embed_fut, sinusoidal_embedding(fut, c.hidden_size))
     # non-persistent, as released: not in the state dict
@@ -376,8 +389,12 @@ def test_config_json_round_trip_and_validation():
         GeneratorConfig(depth=3)
     with pytest.raises(ValueError, match="num_heads"):
         GeneratorConfig(hidden_size=100, num_heads=12)
-    with pytest.raises(ValueError, match="patch_size"):
-        GeneratorConfig(input_width=810)
+    with pytest.raises(ValueError, match="multiples of stride"):
+        generator_preset("paper", input_width=810)  # a previous key, mapped to grid.width
+    with pytest.raises(ValueError, match=r"GeneratorConfig.num_frames: num_frames=80"):
+        GeneratorConfig(num_frames=80)
+    with pytest.raises(ValueError, match=r"GeneratorConfig.grid must be a"):
+        GeneratorConfig(grid=(832, 480, 32))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="video_ctx_mode"):
         GeneratorConfig(video_ctx_mode="mean")
     with pytest.raises(ValueError, match="unknown keys"):
@@ -385,8 +402,78 @@ def test_config_json_round_trip_and_validation():
     with pytest.raises(ValueError, match="unknown generator preset"):
         generator_preset("huge")
     # released spelling: one T for both, track_fusion "none", legacy "dropout"
-    c = GeneratorConfig.from_dict({"num_frames_latent": 9, "track_fusion": "none", "dropout": 0.1})
+    released = {"num_frames_latent": 9, "num_frames_in": 33, "track_fusion": "none", "dropout": 0.1}
+    c = GeneratorConfig.from_dict(released)
     assert (c.hist_latent_frames, c.fut_latent_frames, c.use_history_fusion) == (9, 9, False)
+    with pytest.raises(ValueError, match="num_frames_latent=9 does not match"):
+        GeneratorConfig.from_dict({"num_frames_latent": 9, "num_frames_in": 81})
+
+
+def test_geometry_defaults_and_presets():
+    paper, small, tiny = (generator_preset(n) for n in ("paper", "small", "tiny"))
+    assert (paper.grid, paper.num_frames, paper.temporal_factor) == (
+        DEFAULT_GRID,
+        DEFAULT_HISTORY,
+        DEFAULT_TEMPORAL_FACTOR,
+    )
+    assert (paper.num_tokens, paper.hist_latent_frames, paper.fut_latent_frames) == (390, 21, 21)
+    assert (small.grid, small.num_frames, small.hist_latent_frames) == (
+        GridSpec(256, 192, 32),
+        33,
+        9,
+    )
+    assert (tiny.grid, tiny.num_frames, tiny.fut_latent_frames) == (GridSpec(128, 96, 32), 17, 5)
+    assert tiny.latent_channels == 8 and small.latent_channels == 16
+    # each preset pairs with the VAE preset of its name
+    for name in GENERATOR_PRESETS:
+        check_matches_vae(vae_preset(name), generator_preset(name))
+
+
+# config.json as save_pretrained wrote the tiny generator before issue 13.
+PREVIOUS_TINY = {
+    **{k: v for k, v in generator_preset("tiny").to_dict().items() if k != "grid"},
+    "input_width": 128,
+    "input_height": 96,
+    "patch_size": 32,
+    "hist_latent_frames": 5,
+    "fut_latent_frames": 5,
+    "latent_time_stride": 4,
+}
+PREVIOUS_TINY["num_frames_in"] = PREVIOUS_TINY.pop("num_frames")
+PREVIOUS_TINY.pop("temporal_factor")
+
+
+def test_previous_config_layout_still_loads(tmp_path):
+    assert "grid" not in PREVIOUS_TINY and "num_frames_in" in PREVIOUS_TINY
+    assert GeneratorConfig.from_dict(PREVIOUS_TINY) == generator_preset("tiny")
+    c = generator_preset("tiny", num_frames_in=9, hist_latent_frames=3, fut_latent_frames=3)
+    assert (c.num_frames, c.hist_latent_frames) == (9, 3)
+    with pytest.raises(
+        ValueError, match=r"hist_latent_frames=4 does not follow from num_frames=17"
+    ):
+        GeneratorConfig.from_dict({**PREVIOUS_TINY, "hist_latent_frames": 4})
+    # the old aliases read the new fields
+    t = generator_preset("tiny")
+    assert (t.input_width, t.input_height, t.patch_size) == (128, 96, 32)
+    assert (t.num_frames_in, t.latent_time_stride) == (17, 4)
+    # a generator folder saved in the previous layout loads
+    folder = save_pretrained(TrajLoomGenerator(t), tmp_path / "gen")
+    payload = json.loads((folder / "config.json").read_text())
+    payload["config"] = PREVIOUS_TINY
+    (folder / "config.json").write_text(json.dumps(payload))
+    assert load_generator(folder).config == t
+
+
+def test_for_vae_derives_the_geometry():
+    vae = vae_preset("small")
+    gen = generator_preset("tiny").for_vae(vae)
+    assert (gen.grid, gen.num_frames, gen.latent_channels) == (vae.grid, 33, 16)
+    assert gen.hidden_size == generator_preset("tiny").hidden_size
+    no_tc = vae.replace(temporal_compression=False, num_frames=6)
+    gen = generator_preset("tiny").for_vae(no_tc)
+    assert gen.temporal_factor == 1 and gen.hist_latent_frames == no_tc.latent_frames == 6
+    with pytest.raises(ValueError, match=r"generator.latent_channels=8 vs vae 16"):
+        check_matches_vae(vae, generator_preset("small", latent_channels=8))
 
 
 # --- FLOPs --------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from trajloom.encoding import query_points
+from trajloom.encoding import GridSpec, query_points
 from trajloom.flow.conditioners import LightVideoEncoder, LightVideoEncoderConfig
 from trajloom.flow.config import generator_preset
 from trajloom.flow.model import TrajLoomGenerator, latent_visibility
@@ -27,16 +27,7 @@ def _perturb(module, seed):
 def _pipeline(*, config=PipelineConfig(), video=True, vis_head=True, seed=0):
     torch.manual_seed(seed)
     vae = TrajLoomVAE(vae_preset("tiny"))
-    gen = TrajLoomGenerator(
-        generator_preset(
-            "tiny",
-            hist_latent_frames=5,
-            fut_latent_frames=5,
-            latent_channels=8,
-            num_frames_in=T,
-            video_latent_channels=4,
-        )
-    )
+    gen = TrajLoomGenerator(generator_preset("tiny", video_latent_channels=4).for_vae(vae.config))
     _perturb(gen, seed + 1)
     stats = LatentStats(torch.linspace(-0.1, 0.1, 8), torch.linspace(0.5, 1.5, 8))
     vis = VisibilityPredictor(VisibilityConfig(latent_channels=8, hidden=8)) if vis_head else None
@@ -197,6 +188,19 @@ def test_input_errors():
         pipe(tracks, vis, caption="a dog runs")
     with pytest.raises(ValueError, match="solver"):
         pipe(tracks, vis, solver="rk4")
+
+
+def test_a_generator_for_another_vae_is_refused_naming_the_fields():
+    pipe = _pipeline(video=False, vis_head=False)
+    other = generator_preset("tiny", num_frames=9, grid=GridSpec(128, 64, 32))
+    with pytest.raises(
+        ValueError,
+        match=r"generator.grid=GridSpec\(width=128, height=64.*generator.num_frames=9 vs vae 17",
+    ):
+        TrajLoomPipeline(pipe.vae, TrajLoomGenerator(other), pipe.latent_stats)
+    head = VisibilityPredictor(VisibilityConfig(latent_channels=4, temporal_factor=2))
+    with pytest.raises(ValueError, match=r"visibility.latent_channels=4 vs vae 8.*temporal_factor"):
+        TrajLoomPipeline(pipe.vae, pipe.generator, pipe.latent_stats, visibility=head)
 
 
 def test_from_released_checkpoints_give_the_same_futures(tmp_path):

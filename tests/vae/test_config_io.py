@@ -9,6 +9,7 @@ import torch
 from safetensors import safe_open
 
 import trajloom.vae as tv
+from trajloom.encoding import DEFAULT_GRID, DEFAULT_HISTORY, GridSpec
 
 
 def test_paper_preset_values():
@@ -18,6 +19,45 @@ def test_paper_preset_values():
     assert (c.pos_embed_dim, c.use_offsets, c.beta) == (64, True, 5e-5)
     assert c.latent_frames == 21 and c.num_tokens == 390
     assert c.grid.grid_h == 15 and c.grid.grid_w == 26
+    assert c.grid == DEFAULT_GRID and c.num_frames == DEFAULT_HISTORY
+
+
+def test_small_and_tiny_presets_keep_their_geometry():
+    small, tiny = tv.vae_preset("small"), tv.vae_preset("tiny")
+    assert (small.grid, small.num_frames, small.latent_frames) == (GridSpec(256, 192, 32), 33, 9)
+    assert (tiny.grid, tiny.num_frames, tiny.latent_frames) == (GridSpec(128, 96, 32), 17, 5)
+    assert small.temporal_factor == tiny.temporal_factor == 4
+
+
+# config.json as save_pretrained wrote it before the geometry became a GridSpec.
+PREVIOUS_TINY = {
+    "width": 128,
+    "height": 96,
+    "stride": 32,
+    "num_frames": 17,
+    "temporal_factor": 4,
+    "temporal_compression": True,
+    "hidden_size": 64,
+    "num_heads": 4,
+    "encoder_depth": 4,
+    "decoder_depth": 4,
+    "mlp_ratio": 4.0,
+    "latent_channels": 8,
+    "pos_embed_dim": 16,
+    "use_offsets": True,
+    "beta": 5e-5,
+    "gradient_checkpointing": False,
+}
+
+
+def test_previous_config_layout_still_loads(tmp_path):
+    assert tv.VAEConfig.from_dict(PREVIOUS_TINY) == tv.vae_preset("tiny")
+    assert tv.vae_preset("tiny", width=64).grid == GridSpec(64, 96, 32)
+    assert tv.vae_preset("tiny").to_dict()["grid"] == {"width": 128, "height": 96, "stride": 32}
+    # a trained set saved in the previous layout
+    folder = tv.save_pretrained(tv.TrajLoomVAE(tv.vae_preset("tiny")), tmp_path / "vae")
+    (folder / "config.json").write_text(json.dumps(PREVIOUS_TINY))
+    assert tv.load_pretrained(folder).config == tv.vae_preset("tiny")
 
 
 @pytest.mark.parametrize("name", sorted(tv.VAE_PRESETS))
@@ -50,6 +90,8 @@ def test_unknown_preset_and_keys():
         tv.vae_preset("huge")
     with pytest.raises(ValueError, match="unknown keys"):
         tv.VAEConfig.from_dict({"hidden": 3})
+    with pytest.raises(ValueError, match=r"VAEConfig.grid must be a trajloom.encoding.GridSpec"):
+        tv.VAEConfig(grid=(832, 480, 32))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="learn_sigma"):
         tv.VAEConfig.from_released_dict({"learn_sigma": True})
 

@@ -9,12 +9,14 @@ generator on a grid its VAE does not have.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import Any
 
+from trajloom.encoding import DEFAULT_FUTURE, DEFAULT_GRID, DEFAULT_HISTORY, GridSpec, WindowSpec
 from trajloom.flow.config import GeneratorConfig
 from trajloom.flow.losses import FlowLossConfig
 from trajloom.flow.onpolicy import OnPolicyConfig
@@ -24,6 +26,7 @@ from trajloom.vae.losses import VAELossConfig
 
 __all__ = [
     "DERIVED_KEYS",
+    "PREVIOUS_KEYS",
     "RUNTIME_KEYS",
     "DataConfig",
     "EvalConfig",
@@ -63,11 +66,11 @@ class DataConfig:
 
     source: str = "synthetic"  # "synthetic": scenes drawn on the fly; "shards": WebDataset
     shards: tuple[str, ...] = ()  # shard paths/URLs/folders (brace patterns allowed)
-    width: int = 256  # working resolution, pixels
-    height: int = 128
-    stride: int = 16  # grid stride = VAE patch = generator token cell
-    history: int = 17  # frames per history window (= VAE segment length)
-    future: int = 17  # frames per future window
+    width: int = DEFAULT_GRID.width  # working resolution, pixels
+    height: int = DEFAULT_GRID.height
+    stride: int = DEFAULT_GRID.stride  # grid stride = VAE patch = generator token cell
+    history: int = DEFAULT_HISTORY  # frames per history window (= VAE segment length)
+    future: int = DEFAULT_FUTURE  # frames per future window
     # Synthetic: distinct training scenes (clip i uses scene i mod pool); 0 draws a new scene
     # for every sample. A pool keeps scene generation out of the step time on small CPUs.
     scene_pool: int = 1024
@@ -94,8 +97,18 @@ class DataConfig:
         if self.history != self.future:
             raise ValueError(
                 f"data.history={self.history} and data.future={self.future} must be equal: one "
-                "VAE encodes both windows (the paper uses 81 + 81)"
+                f"VAE encodes both windows (the paper uses {DEFAULT_HISTORY} + {DEFAULT_FUTURE})"
             )
+
+    @property
+    def grid(self) -> GridSpec:
+        """The working geometry every model of the recipe is built for."""
+        return GridSpec(width=self.width, height=self.height, stride=self.stride)
+
+    @property
+    def windows(self) -> WindowSpec:
+        """History and future frames (the temporal factor is the VAE's: see ``resolve``)."""
+        return WindowSpec(history=self.history, future=self.future)
 
 
 @dataclass(frozen=True)
@@ -258,25 +271,45 @@ class Recipe:
 # Model fields that follow from the data and the VAE (set by `resolve`, never by hand).
 DERIVED_KEYS = frozenset(
     {
-        "vae_model.width",
-        "vae_model.height",
-        "vae_model.stride",
+        "vae_model.grid.width",
+        "vae_model.grid.height",
+        "vae_model.grid.stride",
         "vae_model.num_frames",
         "vae_model.gradient_checkpointing",
         "vae_loss.beta",
+        "generator.grid.width",
+        "generator.grid.height",
+        "generator.grid.stride",
+        "generator.num_frames",
+        "generator.temporal_factor",
         "generator.latent_channels",
-        "generator.hist_latent_frames",
-        "generator.fut_latent_frames",
-        "generator.input_height",
-        "generator.input_width",
-        "generator.patch_size",
-        "generator.num_frames_in",
-        "generator.latent_time_stride",
         "generator.activation_checkpointing",
         "visibility_model.latent_channels",
         "visibility_model.temporal_factor",
     }
 )
+
+# Override keys of recipes before the model configs shared trajloom.encoding's vocabulary,
+# and what they are now (None: derived, no key of its own). All of them are derived.
+PREVIOUS_KEYS: dict[str, str | None] = {
+    "vae_model.width": "vae_model.grid.width",
+    "vae_model.height": "vae_model.grid.height",
+    "vae_model.stride": "vae_model.grid.stride",
+    "generator.input_width": "generator.grid.width",
+    "generator.input_height": "generator.grid.height",
+    "generator.patch_size": "generator.grid.stride",
+    "generator.num_frames_in": "generator.num_frames",
+    "generator.latent_time_stride": "generator.temporal_factor",
+    "generator.hist_latent_frames": None,
+    "generator.fut_latent_frames": None,
+}
+
+# The model configs of a recipe; they read their own previous JSON layouts (from_dict).
+_MODEL_SECTIONS: dict[str, Any] = {
+    "vae_model": VAEConfig,
+    "generator": GeneratorConfig,
+    "visibility_model": VisibilityConfig,
+}
 
 # Keys that may change when a run is resumed: they change what is logged, kept or how the
 # batch is split over processes, never a number the training computes (micro_batch_size:
@@ -308,31 +341,9 @@ def resolve(recipe: Recipe) -> Recipe:
             )
     d = recipe.data
     ckpt = recipe.activation_checkpointing
-    vae = replace(
-        recipe.vae_model,
-        width=d.width,
-        height=d.height,
-        stride=d.stride,
-        num_frames=d.history,
-        gradient_checkpointing=ckpt,
-    )
-    gen = replace(
-        recipe.generator,
-        latent_channels=vae.latent_channels,
-        hist_latent_frames=vae.latent_frames,
-        fut_latent_frames=vae.latent_frames,
-        input_height=d.height,
-        input_width=d.width,
-        patch_size=d.stride,
-        num_frames_in=d.history,
-        latent_time_stride=vae.temporal_factor,
-        activation_checkpointing=ckpt,
-    )
-    vis = replace(
-        recipe.visibility_model,
-        latent_channels=vae.latent_channels,
-        temporal_factor=vae.temporal_factor,
-    )
+    vae = replace(recipe.vae_model, grid=d.grid, num_frames=d.history, gradient_checkpointing=ckpt)
+    gen = replace(recipe.generator.for_vae(vae), activation_checkpointing=ckpt)
+    vis = recipe.visibility_model.for_vae(vae)
     loss = replace(recipe.vae_loss, beta=vae.beta)
     return replace(recipe, vae_model=vae, generator=gen, visibility_model=vis, vae_loss=loss)
 
@@ -418,10 +429,13 @@ def apply_overrides(recipe: Recipe, overrides: list[str]) -> Recipe:
             raise ValueError(f"override {item!r} must look like key=value (e.g. flow.steps=200)")
         key, text = item.split("=", 1)
         key = key.strip()
-        if key in DERIVED_KEYS:
+        if key in DERIVED_KEYS or key in PREVIOUS_KEYS:
+            renamed = PREVIOUS_KEYS.get(key)
+            now = f" (now {renamed!r})" if renamed else ""
             raise ValueError(
-                f"override {key!r} is derived from the data geometry and the VAE; set data.* "
-                "or vae_model.* instead"
+                f"override {key!r}{now} is derived from the data geometry and the VAE; set "
+                "data.width/height/stride/history or vae_model.* (e.g. "
+                "vae_model.temporal_factor) instead"
             )
         try:
             recipe = _set(recipe, key.split("."), text, key)
@@ -482,7 +496,9 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     kwargs = {}
     for name, value in data.items():
         kind = hints.get(name)
-        if isinstance(kind, type) and is_dataclass(kind):
+        if cls is Recipe and name in _MODEL_SECTIONS:
+            kwargs[name] = _MODEL_SECTIONS[name].from_dict(value)  # reads previous layouts too
+        elif isinstance(kind, type) and is_dataclass(kind):
             kwargs[name] = _build(kind, value, f"{where}.{name}")
         elif isinstance(value, list):
             kwargs[name] = tuple(value)
@@ -496,8 +512,24 @@ def recipe_from_dict(data: dict[str, Any]) -> Recipe:
     return resolve(_build(Recipe, data, "recipe"))
 
 
+def _current_layout(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved recipe dict with its model sections in today's layout (see ``from_dict``)."""
+    out = dict(saved)
+    for name, cls in _MODEL_SECTIONS.items():
+        if isinstance(out.get(name), dict):
+            # Unreadable: left as saved, and the diff shows what differs.
+            with contextlib.suppress(ValueError, TypeError):
+                out[name] = json.loads(json.dumps(cls.from_dict(out[name]).to_dict()))
+    return out
+
+
 def config_diff(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ, ignoring :data:`RUNTIME_KEYS` at any depth."""
+    """Dotted keys whose values differ, ignoring :data:`RUNTIME_KEYS` at any depth.
+
+    At the top level, model sections saved in a previous layout are compared in today's.
+    """
+    if not prefix:
+        saved, current = _current_layout(saved), _current_layout(current)
     out = []
     for key in sorted(set(saved) | set(current)):
         if key in RUNTIME_KEYS:

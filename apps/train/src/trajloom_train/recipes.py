@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from trajloom.encoding import DEFAULT_FUTURE, DEFAULT_GRID, DEFAULT_HISTORY
 from trajloom.flow.config import generator_preset
 from trajloom.flow.losses import FlowLossConfig
 from trajloom.flow.onpolicy import OnPolicyConfig
@@ -43,7 +44,14 @@ def paper() -> Recipe:
             activation_checkpointing=True,  # paper A.2 "checkpointing for activation"
             # Paper §4.1: 832x480 (480p as WAN), stride-32 grid, 81 + 81 frames. Training data
             # are MagicData shards (pass --data); without them the synthetic scenes are used.
-            data=DataConfig(width=832, height=480, stride=32, history=81, future=81, scene_pool=0),
+            data=DataConfig(
+                width=DEFAULT_GRID.width,
+                height=DEFAULT_GRID.height,
+                stride=DEFAULT_GRID.stride,
+                history=DEFAULT_HISTORY,
+                future=DEFAULT_FUTURE,
+                scene_pool=0,
+            ),
             vae_model=vae_preset("paper"),  # released trajloom_vae.config = paper A.1
             # Paper A.1 / released train: vel_lambda 0.1, neighbor_lambda 0.2, beta 5e-5;
             # hops (1, 2, 4) with weights (1, 0.5, 0.25) are trajloom.vae's reading of A.1.

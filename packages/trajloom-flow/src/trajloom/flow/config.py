@@ -1,26 +1,46 @@
 """The TrajLoom-Flow generator's configuration and its size presets (paper §3.3, app. A.2, E.1).
 
 :class:`GeneratorConfig` holds every field of the released ``generator`` config section
-that changes the architecture or the numbers, under the released names where one exists,
-plus the fields that give tensor shapes and two ablation switches. It round-trips through
-JSON (:meth:`GeneratorConfig.to_dict` / :meth:`GeneratorConfig.from_dict`);
-``from_dict`` also reads a released ``generator`` section, ignoring its legacy keys.
+that changes the architecture or the numbers, plus two ablation switches. Its geometry is
+said as the VAE says it, in ``trajloom.encoding``'s vocabulary: a
+:class:`~trajloom.encoding.GridSpec`, the frames per window and the temporal factor;
+token counts and latent steps are derived from them. It round-trips through JSON
+(:meth:`GeneratorConfig.to_dict` / :meth:`GeneratorConfig.from_dict`); ``from_dict`` also
+reads the previous layout of our ``config.json`` (:data:`PREVIOUS_GENERATOR_KEYS`), and
+hands a released ``generator`` section to :mod:`trajloom.flow.released`.
+
+The fields a VAE fixes are :func:`vae_geometry`; :func:`check_matches_vae` is the one
+check that a generator (and a visibility head) run on a given VAE.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, fields
+from dataclasses import replace as dc_replace
+from typing import TYPE_CHECKING, Any
 
-from trajloom.encoding import GridSpec
+from trajloom.encoding import (
+    DEFAULT_GRID,
+    DEFAULT_HISTORY,
+    DEFAULT_TEMPORAL_FACTOR,
+    GridSpec,
+    latent_frames,
+)
+
+if TYPE_CHECKING:
+    from trajloom.flow.visibility import VisibilityConfig
+    from trajloom.vae.config import VAEConfig
 
 __all__ = [
     "GENERATOR_PRESETS",
     "LEGACY_GENERATOR_KEYS",
+    "PREVIOUS_GENERATOR_KEYS",
     "GeneratorConfig",
+    "check_matches_vae",
     "generator_preset",
+    "vae_geometry",
 ]
 
 SPATIAL_CTX_MODES = ("pooled_last", "time_mean", "none")
@@ -32,23 +52,36 @@ VIDEO_FUSION_MODES = ("none", "add_last")
 # is read by no layer of the released generator.
 LEGACY_GENERATOR_KEYS = frozenset({"dropout"})
 
+# Keys of our config.json before issue 13 (trained sets saved by earlier versions) and the
+# field each maps to; "grid.<name>" is a field of ``grid``. The previous latent step counts
+# are derived now and only checked.
+PREVIOUS_GENERATOR_KEYS = {
+    "input_width": "grid.width",
+    "input_height": "grid.height",
+    "patch_size": "grid.stride",
+    "num_frames_in": "num_frames",
+    "latent_time_stride": "temporal_factor",
+}
+_PREVIOUS_LATENT_KEYS = ("hist_latent_frames", "fut_latent_frames")
+# Keys only a released ``generator`` section has (read by trajloom.flow.released).
+_RELEASED_ONLY_KEYS = frozenset({"num_frames_latent"}) | LEGACY_GENERATOR_KEYS
+
 
 @dataclass(frozen=True)
 class GeneratorConfig:
     """Architecture of the TrajLoom-Flow generator (a DiT over VAE latent tokens).
 
     Shapes: future latents ``"b tf n c"`` with ``tf = fut_latent_frames``, history
-    latents ``"b th n c"`` with ``th = hist_latent_frames``, ``n = num_tokens`` =
-    (input_height / patch_size) x (input_width / patch_size), ``c = latent_channels``.
+    latents ``"b th n c"`` with ``th = hist_latent_frames`` (both
+    ``1 + (num_frames - 1) / temporal_factor``), ``n = num_tokens`` = the points of
+    ``grid``, ``c = latent_channels``.
     """
 
-    # --- shapes -------------------------------------------------------------------
+    # --- shapes (the VAE's geometry: see vae_geometry) ----------------------------
+    grid: GridSpec = DEFAULT_GRID  # the track grid; one token per point (stride = VAE patch)
+    num_frames: int = DEFAULT_HISTORY  # frames per window, history and future alike
+    temporal_factor: int = DEFAULT_TEMPORAL_FACTOR  # frames per latent step
     latent_channels: int = 16  # C of the trajectory VAE latent
-    hist_latent_frames: int = 21  # history latent steps (81 frames / 4, first kept)
-    fut_latent_frames: int = 21  # future latent steps
-    input_height: int = 480  # working resolution, pixels; the token grid is height / patch
-    input_width: int = 832
-    patch_size: int = 32  # pixels per token cell = the VAE patch = the track grid stride
     # --- width and depth ----------------------------------------------------------
     hidden_size: int = 768
     num_heads: int = 12
@@ -63,9 +96,8 @@ class GeneratorConfig:
     use_hist_vis_cond: bool = True  # history visibility projected into the track context
     hist_vis_scale_init: float = 1.0
     # --- absolute time positions (frames of the latent steps) ---------------------
-    num_frames_in: int = 81  # history frames; the future starts at this frame
-    latent_time_stride: int = 4  # frames per latent step
-    use_overlap: bool = False  # future starts at the last history frame instead
+    # The history is frames [0, num_frames), the future starts at frame num_frames ...
+    use_overlap: bool = False  # ... or at the last history frame instead
     # --- context routing ----------------------------------------------------------
     temporal_first: bool = True  # in each pair, temporal block before spatial block
     spatial_ctx_mode: str = "pooled_last"  # what spatial blocks cross-attend to
@@ -84,20 +116,20 @@ class GeneratorConfig:
     activation_checkpointing: bool = False  # recompute each block in backward (saves memory)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.grid, GridSpec):
+            raise ValueError(
+                f"GeneratorConfig.grid must be a trajloom.encoding.GridSpec (e.g. "
+                f"GridSpec(width=832, height=480, stride=32)), got {self.grid!r}"
+            )
         positive = (
+            "num_frames",
+            "temporal_factor",
             "latent_channels",
-            "hist_latent_frames",
-            "fut_latent_frames",
-            "input_height",
-            "input_width",
-            "patch_size",
             "hidden_size",
             "num_heads",
             "depth",
             "video_latent_channels",
             "text_embed_dim",
-            "num_frames_in",
-            "latent_time_stride",
             "spatial_ctx_pool",
             "spatial_ctx_last_k",
         )
@@ -105,6 +137,10 @@ class GeneratorConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"GeneratorConfig.{name} must be a positive int, got {value!r}")
+        try:
+            latent_frames(self.num_frames, self.temporal_factor)
+        except ValueError as err:
+            raise ValueError(f"GeneratorConfig.num_frames: {err}") from None
         if self.depth % 2:
             raise ValueError(
                 f"GeneratorConfig.depth={self.depth} must be even: blocks come in "
@@ -117,11 +153,6 @@ class GeneratorConfig:
             )
         if self.hidden_size % 2:
             raise ValueError(f"GeneratorConfig.hidden_size must be even, got {self.hidden_size}")
-        if self.input_height % self.patch_size or self.input_width % self.patch_size:
-            raise ValueError(
-                f"GeneratorConfig: input {self.input_width}x{self.input_height} must be a "
-                f"multiple of patch_size={self.patch_size}"
-            )
         if not self.mlp_ratio > 0:
             raise ValueError(f"GeneratorConfig.mlp_ratio must be > 0, got {self.mlp_ratio}")
         choices = (
@@ -137,30 +168,57 @@ class GeneratorConfig:
                 )
         if self.track_fusion == "add_last_plus_vel" and self.hist_latent_frames < 2:
             raise ValueError(
-                "GeneratorConfig: track_fusion='add_last_plus_vel' needs hist_latent_frames >= 2 "
-                "(the velocity is the difference of the last two history steps)"
+                "GeneratorConfig: track_fusion='add_last_plus_vel' needs at least 2 history "
+                f"latent steps (the velocity is the difference of the last two); num_frames="
+                f"{self.num_frames} with temporal_factor={self.temporal_factor} gives one"
             )
 
     # --- derived shapes -------------------------------------------------------------
     @property
+    def hist_latent_frames(self) -> int:
+        """History latent steps, ``1 + (num_frames - 1) / temporal_factor`` (21 for the paper)."""
+        return latent_frames(self.num_frames, self.temporal_factor)
+
+    @property
+    def fut_latent_frames(self) -> int:
+        """Future latent steps; the future window has as many frames as the history."""
+        return latent_frames(self.num_frames, self.temporal_factor)
+
+    @property
     def grid_h(self) -> int:
-        """Token rows, ``input_height / patch_size`` (15 for the paper)."""
-        return self.input_height // self.patch_size
+        """Token rows (15 for the paper)."""
+        return self.grid.grid_h
 
     @property
     def grid_w(self) -> int:
-        """Token columns, ``input_width / patch_size`` (26 for the paper)."""
-        return self.input_width // self.patch_size
+        """Token columns (26 for the paper)."""
+        return self.grid.grid_w
 
     @property
     def num_tokens(self) -> int:
         """Tokens per latent step, N = grid_h * grid_w (390 for the paper)."""
-        return self.grid_h * self.grid_w
+        return self.grid.num_points
+
+    # Read-only aliases under the previous (released) names, for callers not yet switched.
+    @property
+    def input_width(self) -> int:
+        return self.grid.width
 
     @property
-    def grid(self) -> GridSpec:
-        """The track grid these tokens sit on."""
-        return GridSpec(width=self.input_width, height=self.input_height, stride=self.patch_size)
+    def input_height(self) -> int:
+        return self.grid.height
+
+    @property
+    def patch_size(self) -> int:
+        return self.grid.stride
+
+    @property
+    def num_frames_in(self) -> int:
+        return self.num_frames
+
+    @property
+    def latent_time_stride(self) -> int:
+        return self.temporal_factor
 
     @property
     def head_dim(self) -> int:
@@ -179,39 +237,112 @@ class GeneratorConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> GeneratorConfig:
-        """Build from our dict or from a released ``generator`` config section.
+    def from_dict(cls, d: Mapping[str, Any]) -> GeneratorConfig:
+        """Build from :meth:`to_dict`'s layout, or the previous layout of our ``config.json``.
 
-        Released names map as: ``num_frames_latent`` -> both ``hist_latent_frames`` and
-        ``fut_latent_frames`` (the release uses one T for both); ``track_fusion="none"``
-        -> ``use_history_fusion=False``. Legacy keys (``dropout``) are ignored; any other
-        unknown key is an error, so that a typo does not silently change the model.
+        Previous keys map as :data:`PREVIOUS_GENERATOR_KEYS` says (they override the
+        matching entries of ``grid``); ``hist_latent_frames`` and ``fut_latent_frames`` are
+        derived now and checked. A released ``generator`` section (it has
+        ``num_frames_latent`` or ``dropout``, or ``track_fusion="none"``) is read by
+        :func:`trajloom.flow.released.generator_config_from_section`. Any other unknown key
+        is an error, so that a typo does not silently change the model.
         """
+        if _RELEASED_ONLY_KEYS & set(d) or d.get("track_fusion") == "none":
+            from trajloom.flow.released import generator_config_from_section
+
+            return generator_config_from_section(d)
         d = dict(d)
-        for key in LEGACY_GENERATOR_KEYS:
-            d.pop(key, None)
-        if "num_frames_latent" in d:
-            t = d.pop("num_frames_latent")
-            d.setdefault("hist_latent_frames", t)
-            d.setdefault("fut_latent_frames", t)
-        if d.get("track_fusion") == "none":
-            d["track_fusion"] = "add_last_plus_vel"
-            d["use_history_fusion"] = False
+        grid = d.pop("grid", DEFAULT_GRID)
+        if isinstance(grid, Mapping):
+            grid = GridSpec(**grid)
+        grid_changes = {}
+        for old, new in PREVIOUS_GENERATOR_KEYS.items():
+            if old in d:
+                if new.startswith("grid."):
+                    grid_changes[new.removeprefix("grid.")] = d.pop(old)
+                else:
+                    d[new] = d.pop(old)
+        if grid_changes:
+            grid = dc_replace(grid, **grid_changes)
+        previous_latent = {k: d.pop(k) for k in _PREVIOUS_LATENT_KEYS if k in d}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(
                 f"GeneratorConfig.from_dict: unknown keys {unknown}; known keys are {sorted(known)}"
             )
-        return cls(**d)
+        config = cls(grid=grid, **d)
+        for key, value in previous_latent.items():
+            if value != getattr(config, key):
+                raise ValueError(
+                    f"GeneratorConfig.from_dict: {key}={value} does not follow from num_frames="
+                    f"{config.num_frames} with temporal_factor={config.temporal_factor} (that "
+                    f"gives {getattr(config, key)}); latent steps are derived now: set num_frames "
+                    "(the frames per window) instead"
+                )
+        return config
 
     @classmethod
     def from_json(cls, text: str) -> GeneratorConfig:
         return cls.from_dict(json.loads(text))
 
     def replace(self, **changes: Any) -> GeneratorConfig:
-        """A copy with ``changes`` applied (validated again)."""
-        return replace(self, **changes)
+        """A copy with ``changes`` (fields, or the previous keys of :meth:`from_dict`)."""
+        return GeneratorConfig.from_dict({**self.to_dict(), **changes})
+
+    def for_vae(self, vae: VAEConfig) -> GeneratorConfig:
+        """This generator on ``vae``'s latent space: the fields of :func:`vae_geometry` set."""
+        return self.replace(**vae_geometry(vae))
+
+
+def vae_geometry(vae: VAEConfig) -> dict[str, Any]:
+    """The fields of a generator config that the VAE it runs on fixes.
+
+    ``grid`` (one token per grid point), ``num_frames`` (frames per window: one VAE encodes
+    history and future), ``temporal_factor`` (frames per latent step: 1 without temporal
+    compression) and ``latent_channels``.
+    """
+    return {
+        "grid": vae.grid,
+        "num_frames": vae.num_frames,
+        "temporal_factor": vae.frames_per_latent,
+        "latent_channels": vae.latent_channels,
+    }
+
+
+def check_matches_vae(
+    vae: VAEConfig,
+    generator: GeneratorConfig,
+    visibility: VisibilityConfig | None = None,
+) -> None:
+    """Raise ValueError if ``generator`` (or ``visibility``) cannot run on ``vae``'s latents.
+
+    The generator must have every field of :func:`vae_geometry`; the visibility head the
+    latent channels and the frames per latent step. The message names each disagreeing
+    field and its two values.
+    """
+    problems = [
+        f"generator.{name}={getattr(generator, name)!r} vs vae {value!r}"
+        for name, value in vae_geometry(vae).items()
+        if getattr(generator, name) != value
+    ]
+    if visibility is not None:
+        if visibility.latent_channels != vae.latent_channels:
+            problems.append(
+                f"visibility.latent_channels={visibility.latent_channels} vs vae "
+                f"{vae.latent_channels}"
+            )
+        if visibility.temporal_factor != vae.frames_per_latent:
+            problems.append(
+                f"visibility.temporal_factor={visibility.temporal_factor} vs vae "
+                f"{vae.frames_per_latent}"
+            )
+    if problems:
+        raise ValueError(
+            "the generator/visibility head and the VAE disagree: "
+            + "; ".join(problems)
+            + ". They must come from one trained set (build them with .for_vae(vae_config))"
+        )
 
 
 def _paper() -> GeneratorConfig:
@@ -226,14 +357,11 @@ def _small() -> GeneratorConfig:
     # width and half its depth. 7.7 GFLOP per sample forward; an AdamW step on a batch
     # of 8 took 11 s on one core of a busy 2-core machine.
     return GeneratorConfig(
-        hist_latent_frames=9,
-        fut_latent_frames=9,
-        input_height=192,
-        input_width=256,
+        grid=GridSpec(width=256, height=192, stride=32),
+        num_frames=33,
         hidden_size=256,
         num_heads=4,
         depth=8,
-        num_frames_in=33,
     )
 
 
@@ -242,16 +370,13 @@ def _tiny() -> GeneratorConfig:
     # steps), 8 latent channels, a small text embedding; every conditioning path is kept.
     # Trains on 2 CPU cores in seconds.
     return GeneratorConfig(
+        grid=GridSpec(width=128, height=96, stride=32),
+        num_frames=17,
         latent_channels=8,
-        hist_latent_frames=5,
-        fut_latent_frames=5,
-        input_height=96,
-        input_width=128,
         hidden_size=64,
         num_heads=4,
         depth=2,
         text_embed_dim=32,
-        num_frames_in=17,
     )
 
 

@@ -35,6 +35,7 @@ from einops import rearrange
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from trajloom.encoding import DEFAULT_TEMPORAL_FACTOR
 from trajloom.flow.config import GeneratorConfig
 from trajloom.vae.attention import attention
 from trajloom.vae.layers import Mlp
@@ -91,7 +92,7 @@ def _rms(x: torch.Tensor) -> torch.Tensor:
     return F.rms_norm(x, (x.shape[-1],), eps=NORM_EPS)
 
 
-def latent_visibility(vis: torch.Tensor, factor: int = 4) -> torch.Tensor:
+def latent_visibility(vis: torch.Tensor, factor: int = DEFAULT_TEMPORAL_FACTOR) -> torch.Tensor:
     """Frame visibility -> latent-step visibility: any-visible over frame blocks.
 
     ``vis: "b T n"`` (bool or 0/1) -> ``"b t' n"`` float in {0, 1}, ``t' = ceil(T / factor)``:
@@ -356,11 +357,10 @@ class TrajLoomGenerator(nn.Module):
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         # Absolute frame positions of the latent steps, so that the model knows the future
         # comes after the history: history 0, 4, ..., 80; future 81, 85, ..., 161.
-        hist_pos = torch.arange(c.hist_latent_frames, dtype=torch.float32) * c.latent_time_stride
-        fut_start = c.num_frames_in - 1 if c.use_overlap else c.num_frames_in
+        hist_pos = torch.arange(c.hist_latent_frames, dtype=torch.float32) * c.temporal_factor
+        fut_start = c.num_frames - 1 if c.use_overlap else c.num_frames
         fut_pos = (
-            fut_start
-            + torch.arange(c.fut_latent_frames, dtype=torch.float32) * c.latent_time_stride
+            fut_start + torch.arange(c.fut_latent_frames, dtype=torch.float32) * c.temporal_factor
         )
         self.register_buffer(
             "abs_time_embed_hist", sinusoidal_embedding(hist_pos, d), persistent=False

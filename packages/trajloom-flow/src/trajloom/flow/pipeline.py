@@ -177,24 +177,15 @@ class TrajLoomPipeline:
         text_encoder: TextEncoder | None = None,
         config: PipelineConfig = PipelineConfig(),
     ) -> None:
-        vc, gc = vae.config, generator.config
-        checks = (
-            ("latent steps", vc.latent_frames, gc.fut_latent_frames),
-            ("history latent steps", vc.latent_frames, gc.hist_latent_frames),
-            ("latent channels", vc.latent_channels, gc.latent_channels),
-            ("tokens", vc.num_tokens, gc.num_tokens),
-            ("latent channels of the statistics", vc.latent_channels, latent_stats.channels),
+        from trajloom.flow.config import check_matches_vae
+
+        check_matches_vae(
+            vae.config, generator.config, visibility.config if visibility is not None else None
         )
-        for what, v, g in checks:
-            if v != g:
-                raise ValueError(
-                    f"VAE and generator disagree on {what}: {v} vs {g}; they must come from "
-                    "one trained set"
-                )
-        if visibility is not None and visibility.config.latent_channels != vc.latent_channels:
+        if latent_stats.channels != vae.config.latent_channels:
             raise ValueError(
-                f"visibility head takes {visibility.config.latent_channels} channels, the VAE "
-                f"has {vc.latent_channels}"
+                f"the latent statistics have {latent_stats.channels} channels, the VAE "
+                f"{vae.config.latent_channels}; they must come from one trained set"
             )
         self.vae = vae.eval()
         self.generator = generator.eval()
@@ -312,7 +303,7 @@ class TrajLoomPipeline:
             anchor = z_hist
             hist_vis_lat = None
             if self.config.pass_history_visibility and gcfg.use_hist_vis_cond:
-                hist_vis_lat = latent_visibility(vis, self.vae.config.temporal_factor)
+                hist_vis_lat = latent_visibility(vis, self.vae.config.frames_per_latent)
         video = None
         if frames is not None and gcfg.use_video_cond:
             encoder = self.video_encoder

@@ -19,12 +19,14 @@ from typing import Any
 
 import torch
 
-from trajloom.flow.config import GeneratorConfig
+from trajloom.encoding import DEFAULT_GRID, DEFAULT_HISTORY, DEFAULT_TEMPORAL_FACTOR, GridSpec
+from trajloom.flow.config import LEGACY_GENERATOR_KEYS, GeneratorConfig
 from trajloom.flow.model import TrajLoomGenerator
 from trajloom.flow.visibility import VisibilityConfig, VisibilityPredictor
 
 __all__ = [
     "from_released",
+    "generator_config_from_section",
     "read_released_state_dict",
     "released_generator_config",
     "released_visibility_config",
@@ -58,7 +60,47 @@ def released_generator_config(config_json: ConfigSource) -> GeneratorConfig:
             "released generator config has no 'generator' section with 'hidden_size'; pass "
             "configs/trajloom_generator_config.json or its 'generator' dict"
         )
+    # A released section goes to generator_config_from_section; a generator config.json of
+    # ours written into a released-style file (tests, exports) is read in its own layout.
     return GeneratorConfig.from_dict(dict(section))
+
+
+def generator_config_from_section(section: Mapping[str, Any]) -> GeneratorConfig:
+    """:class:`GeneratorConfig` from a released ``generator`` section.
+
+    Released names map as: ``input_width``/``input_height``/``patch_size`` -> ``grid``,
+    ``num_frames_in`` -> ``num_frames``, ``latent_time_stride`` -> ``temporal_factor``;
+    ``num_frames_latent`` (one T for history and future) must equal the latent steps these
+    give; ``track_fusion="none"`` -> ``use_history_fusion=False``. Legacy keys
+    (``dropout``) are ignored; any other unknown key is an error. Absent keys take our
+    defaults (the released model's geometry).
+    """
+    d = {k: v for k, v in section.items() if k not in LEGACY_GENERATOR_KEYS}
+    t_latent = d.pop("num_frames_latent", None)
+    if d.get("track_fusion") == "none":
+        d["track_fusion"] = "add_last_plus_vel"
+        d["use_history_fusion"] = False
+    geometry: dict[str, Any] = {
+        "grid": GridSpec(
+            width=int(d.pop("input_width", DEFAULT_GRID.width)),
+            height=int(d.pop("input_height", DEFAULT_GRID.height)),
+            stride=int(d.pop("patch_size", DEFAULT_GRID.stride)),
+        ),
+        "num_frames": int(d.pop("num_frames_in", DEFAULT_HISTORY)),
+        "temporal_factor": int(d.pop("latent_time_stride", DEFAULT_TEMPORAL_FACTOR)),
+    }
+    known = {f.name for f in fields(GeneratorConfig)} - set(geometry)
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"released generator section has unknown keys {unknown}")
+    config = GeneratorConfig(**geometry, **d)
+    if t_latent is not None and int(t_latent) != config.hist_latent_frames:
+        raise ValueError(
+            f"released generator section: num_frames_latent={t_latent} does not match "
+            f"num_frames_in={config.num_frames} with latent_time_stride="
+            f"{config.temporal_factor} ({config.hist_latent_frames} latent steps)"
+        )
+    return config
 
 
 def released_visibility_config(config_json: ConfigSource) -> VisibilityConfig:
@@ -78,7 +120,9 @@ def released_visibility_config(config_json: ConfigSource) -> VisibilityConfig:
     evaluation = d.get("eval")
     threshold = evaluation.get("thresh", 0.5) if isinstance(evaluation, Mapping) else 0.5
     return VisibilityConfig(
-        **arch, temporal_factor=int(d.get("temp_stride", 4)), threshold=float(threshold)
+        **arch,
+        temporal_factor=int(d.get("temp_stride", DEFAULT_TEMPORAL_FACTOR)),
+        threshold=float(threshold),
     )
 
 

@@ -14,16 +14,19 @@ Parameter names follow the released ``models/visibility_predictor.py`` (``in_pro
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import asdict, dataclass, fields, replace
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from trajloom.encoding import GridSpec
+from trajloom.encoding import DEFAULT_TEMPORAL_FACTOR, GridSpec
 from trajloom.flow.model import latent_visibility
+
+if TYPE_CHECKING:
+    from trajloom.vae.config import VAEConfig
 
 __all__ = [
     "VisibilityConfig",
@@ -46,7 +49,7 @@ class VisibilityConfig:
     kernel_size: int = 3  # odd, so that padding k // 2 keeps the number of steps
     use_hist_last: bool = False  # also feed the last history latent of each token
     use_delta_to_hist: bool = False  # and the difference to it (needs use_hist_last)
-    temporal_factor: int = 4  # frames per latent step, for targets and upsampling
+    temporal_factor: int = DEFAULT_TEMPORAL_FACTOR  # frames per latent step (targets, upsampling)
     threshold: float = 0.5  # probability above which a point is visible
 
     def __post_init__(self) -> None:
@@ -68,6 +71,12 @@ class VisibilityConfig:
             )
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"VisibilityConfig.threshold must be in (0, 1), got {self.threshold}")
+
+    def for_vae(self, vae: VAEConfig) -> VisibilityConfig:
+        """This head on ``vae``'s latents: its latent channels and frames per latent step."""
+        return replace(
+            self, latent_channels=vae.latent_channels, temporal_factor=vae.frames_per_latent
+        )
 
     @property
     def in_features(self) -> int:
@@ -149,7 +158,7 @@ class VisibilityPredictor(nn.Module):
         return rearrange(logits, "(b n) 1 t -> b t n", b=b)
 
 
-def visibility_targets(vis: torch.Tensor, factor: int = 4) -> torch.Tensor:
+def visibility_targets(vis: torch.Tensor, factor: int = DEFAULT_TEMPORAL_FACTOR) -> torch.Tensor:
     """BCE targets: frame visibility ``"b T n"`` max-pooled over blocks of ``factor`` frames.
 
     ``"b t' n"`` float, ``t' = ceil(T / factor)`` (81 -> 21); the same pooling as the
@@ -187,7 +196,9 @@ def visibility_loss(
     return (loss * mask).sum() / mask.sum().clamp_min(1.0)
 
 
-def upsample_visibility(probs: torch.Tensor, num_frames: int, factor: int = 4) -> torch.Tensor:
+def upsample_visibility(
+    probs: torch.Tensor, num_frames: int, factor: int = DEFAULT_TEMPORAL_FACTOR
+) -> torch.Tensor:
     """Latent-step values ``"b t' n"`` -> frame values ``"b T n"``: each step repeated ``factor``x.
 
     Then cropped to ``num_frames`` (21 x 4 = 84 -> 81), as released.

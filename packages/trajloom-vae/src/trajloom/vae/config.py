@@ -1,36 +1,43 @@
 """The VAE's configuration and its size presets.
 
-One frozen dataclass, validated on construction and serialized to JSON. The
-``paper`` preset is the released ``configs/trajloom_vae_config.json`` (paper
-appendix A.1); ``small`` and ``tiny`` train on a CPU.
+One frozen dataclass, validated on construction and serialized to JSON. The geometry is
+said in ``trajloom.encoding``'s vocabulary (a :class:`~trajloom.encoding.GridSpec`, the
+frames per segment and the temporal factor), with its defaults from there. The
+``paper`` preset is the released ``configs/trajloom_vae_config.json`` (paper appendix
+A.1); ``small`` and ``tiny`` train on a CPU. The released key names are read and written
+in :mod:`trajloom.vae.released` only.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
+from dataclasses import replace as dc_replace
 from typing import Any
 
-from trajloom.encoding import GridSpec, latent_frames
-
-__all__ = ["VAE_PRESETS", "VAEConfig", "vae_preset"]
-
-# Keys of released configs that the released model accepts and ignores.
-_RELEASED_LEGACY_KEYS = frozenset(
-    {"use_dino", "frame_features_dim", "num_frame_tokens", "temp_method", "use_refine3d"}
+from trajloom.encoding import (
+    DEFAULT_GRID,
+    DEFAULT_HISTORY,
+    DEFAULT_TEMPORAL_FACTOR,
+    GridSpec,
+    latent_frames,
 )
+
+__all__ = ["PREVIOUS_VAE_KEYS", "VAE_PRESETS", "VAEConfig", "vae_preset"]
+
+# Keys of our config.json before the geometry became a GridSpec (trained sets saved by
+# earlier versions), and the GridSpec field each one sets.
+PREVIOUS_VAE_KEYS = {"width": "width", "height": "height", "stride": "stride"}
 
 
 @dataclass(frozen=True)
 class VAEConfig:
     """Architecture of TrajLoom-VAE (paper §3.2, appendix A.1)."""
 
-    width: int = 832  # working resolution in pixels
-    height: int = 480
-    stride: int = 32  # grid stride = patch size: one token per grid point
-    num_frames: int = 81  # frames per segment (T)
-    temporal_factor: int = 4  # latent steps 1 + (T - 1) / factor, first frame kept
+    grid: GridSpec = DEFAULT_GRID  # working resolution; stride = patch: one token per point
+    num_frames: int = DEFAULT_HISTORY  # frames per segment (T); history and future alike
+    temporal_factor: int = DEFAULT_TEMPORAL_FACTOR  # latent steps 1 + (T - 1) / factor
     temporal_compression: bool = True  # False: latents keep all T frames
     hidden_size: int = 512
     num_heads: int = 8
@@ -45,10 +52,12 @@ class VAEConfig:
     gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.grid, GridSpec):
+            raise ValueError(
+                f"VAEConfig.grid must be a trajloom.encoding.GridSpec (e.g. "
+                f"GridSpec(width=832, height=480, stride=32)), got {self.grid!r}"
+            )
         for name in (
-            "width",
-            "height",
-            "stride",
             "num_frames",
             "temporal_factor",
             "hidden_size",
@@ -66,9 +75,11 @@ class VAEConfig:
                     f"VAEConfig.{name} must be an even int >= 2 (spatial + temporal pairs), "
                     f"got {value!r}"
                 )
-        self.grid  # noqa: B018  (validates width/height against stride)
         if self.temporal_compression:
-            latent_frames(self.num_frames, self.temporal_factor)  # raises with a suggestion
+            try:
+                latent_frames(self.num_frames, self.temporal_factor)
+            except ValueError as err:
+                raise ValueError(f"VAEConfig.num_frames: {err}") from None
             if self.latent_frames < 2:
                 raise ValueError(
                     f"VAEConfig: num_frames={self.num_frames} gives a single latent step; "
@@ -91,23 +102,38 @@ class VAEConfig:
         if not (self.beta >= 0):
             raise ValueError(f"VAEConfig.beta must be >= 0, got {self.beta!r}")
 
-    @property
-    def grid(self) -> GridSpec:
-        return GridSpec(width=self.width, height=self.height, stride=self.stride)
-
+    # --- derived shapes -------------------------------------------------------------
     @property
     def num_tokens(self) -> int:
         """Tokens per frame, N = Hg * Wg."""
         return self.grid.num_points
 
     @property
+    def frames_per_latent(self) -> int:
+        """Frames per latent step: ``temporal_factor``, or 1 without temporal compression."""
+        return self.temporal_factor if self.temporal_compression else 1
+
+    @property
     def latent_frames(self) -> int:
         """T': latent steps (21 for 81 frames)."""
-        if not self.temporal_compression:
-            return self.num_frames
-        return latent_frames(self.num_frames, self.temporal_factor)
+        return latent_frames(self.num_frames, self.frames_per_latent)
 
+    # Read-only aliases of ``grid``'s fields, for callers written before the GridSpec.
+    @property
+    def width(self) -> int:
+        return self.grid.width
+
+    @property
+    def height(self) -> int:
+        return self.grid.height
+
+    @property
+    def stride(self) -> int:
+        return self.grid.stride
+
+    # --- serialization --------------------------------------------------------------
     def replace(self, **changes: Any) -> VAEConfig:
+        """A copy with ``changes`` (fields, or the previous keys ``width/height/stride``)."""
         return VAEConfig.from_dict({**self.to_dict(), **changes})
 
     def to_dict(self) -> dict[str, Any]:
@@ -117,113 +143,44 @@ class VAEConfig:
         return json.dumps(self.to_dict(), indent=2)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> VAEConfig:
+    def from_dict(cls, d: Mapping[str, Any]) -> VAEConfig:
+        """Build from :meth:`to_dict`'s layout, or the previous flat one (``width``, ...).
+
+        The previous keys override the matching entries of ``grid``. Unknown keys are an
+        error, so that a typo does not silently change the model.
+        """
+        d = dict(d)
+        grid = d.pop("grid", DEFAULT_GRID)
+        if isinstance(grid, Mapping):
+            grid = GridSpec(**grid)
+        previous = {new: d.pop(old) for old, new in PREVIOUS_VAE_KEYS.items() if old in d}
+        if previous:
+            grid = dc_replace(grid, **previous)
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
             raise ValueError(
                 f"VAEConfig.from_dict: unknown keys {sorted(unknown)}; known keys are "
-                f"{sorted(known)} (for a released config use VAEConfig.from_released_dict)"
+                f"{sorted(known)} (for a released config use trajloom.vae.released_config)"
             )
-        return cls(**d)
+        return cls(grid=grid, **d)
 
     @classmethod
     def from_json(cls, text: str) -> VAEConfig:
         return cls.from_dict(json.loads(text))
 
     @classmethod
-    def from_released_dict(cls, d: dict[str, Any]) -> VAEConfig:
-        """Build from the released model kwargs (``trajloom_vae.config`` of the config JSON).
+    def from_released_dict(cls, d: Mapping[str, Any]) -> VAEConfig:
+        """Build from the released model kwargs; see :func:`trajloom.vae.released.config_from_released`."""
+        from trajloom.vae.released import config_from_released
 
-        Accepts the keys of the released ``TrajLoomVAE.__init__``; legacy keys are ignored
-        as the release ignores them. Options the release offers but the paper's model
-        does not use (``learn_sigma``, ``in_channels != 2``) are refused with a reason.
-        """
-        d = dict(d)
-        unknown = set(d) - _RELEASED_LEGACY_KEYS - set(_RELEASED_DEFAULTS)
-        if unknown:
-            raise ValueError(f"released VAE config has unknown keys {sorted(unknown)}")
-        merged = {**_RELEASED_DEFAULTS, **{k: v for k, v in d.items() if k in _RELEASED_DEFAULTS}}
-        if merged["learn_sigma"]:
-            raise ValueError(
-                "released VAE config: learn_sigma=True is not supported (paper: False)"
-            )
-        if merged["in_channels"] != 2:
-            raise ValueError(
-                f"released VAE config: in_channels must be 2 (x, y), got {merged['in_channels']}"
-            )
-        use_tc = bool(merged["use_temp_compress"])
-        factor = int(merged["temp_stride"])
-        t_in = int(merged["num_frames_in"])
-        t_lat = merged["num_frames_latent"]
-        if use_tc and t_lat is not None and t_lat < t_in and t_lat != latent_frames(t_in, factor):
-            raise ValueError(
-                f"released VAE config: num_frames_latent={t_lat} does not match "
-                f"num_frames_in={t_in} with temp_stride={factor}"
-            )
-        return cls(
-            width=int(merged["input_width"]),
-            height=int(merged["input_height"]),
-            stride=int(merged["patch_size"]),
-            num_frames=t_in,
-            temporal_factor=factor,
-            temporal_compression=use_tc,
-            hidden_size=int(merged["hidden_size"]),
-            num_heads=int(merged["num_heads"]),
-            encoder_depth=int(merged["encoder_depth"]),
-            decoder_depth=int(merged["decoder_depth"]),
-            mlp_ratio=float(merged["mlp_ratio"]),
-            latent_channels=int(merged["latent_channels"]),
-            pos_embed_dim=int(merged["pos_embed_dim"]),
-            use_offsets=bool(merged["use_offsets"]),
-            beta=float(merged["beta"]),
-        )
+        return config_from_released(d)
 
     def to_released_dict(self) -> dict[str, Any]:
-        """The released model kwargs for this architecture (inverse of ``from_released_dict``)."""
-        return {
-            "encoder_depth": self.encoder_depth,
-            "decoder_depth": self.decoder_depth,
-            "hidden_size": self.hidden_size,
-            "num_heads": self.num_heads,
-            "patch_size": self.stride,
-            "in_channels": 2,
-            "latent_channels": self.latent_channels,
-            "input_height": self.height,
-            "input_width": self.width,
-            "num_frames_in": self.num_frames,
-            "num_frames_latent": self.latent_frames,
-            "use_temp_compress": self.temporal_compression,
-            "temp_stride": self.temporal_factor,
-            "use_offsets": self.use_offsets,
-            "learn_sigma": False,
-            "beta": self.beta,
-            "pos_embed_dim": self.pos_embed_dim,
-            "mlp_ratio": self.mlp_ratio,
-        }
+        """The released model kwargs; see :func:`trajloom.vae.released.released_kwargs`."""
+        from trajloom.vae.released import released_kwargs
 
-
-# The released TrajLoomVAE.__init__ defaults, used for keys a released config omits.
-_RELEASED_DEFAULTS: dict[str, Any] = {
-    "input_height": 480,
-    "input_width": 832,
-    "patch_size": 8,
-    "in_channels": 2,
-    "latent_channels": 8,
-    "hidden_size": 384,
-    "encoder_depth": 12,
-    "decoder_depth": 12,
-    "num_heads": 6,
-    "mlp_ratio": 4.0,
-    "num_frames_in": 81,
-    "num_frames_latent": 21,
-    "learn_sigma": False,
-    "pos_embed_dim": 128,
-    "beta": 5e-5,
-    "use_temp_compress": True,
-    "temp_stride": 4,
-    "use_offsets": False,
-}
+        return released_kwargs(self)
 
 
 def _paper() -> VAEConfig:
@@ -234,9 +191,7 @@ def _paper() -> VAEConfig:
 def _small() -> VAEConfig:
     """A few minutes per hundred steps on 2 CPU cores: 256x192 (48 tokens), 33 frames."""
     return VAEConfig(
-        width=256,
-        height=192,
-        stride=32,
+        grid=GridSpec(width=256, height=192, stride=32),
         num_frames=33,
         hidden_size=128,
         num_heads=4,
@@ -250,9 +205,7 @@ def _small() -> VAEConfig:
 def _tiny() -> VAEConfig:
     """Seconds per hundred steps on 2 CPU cores: 128x96 (12 tokens), 17 frames."""
     return VAEConfig(
-        width=128,
-        height=96,
-        stride=32,
+        grid=GridSpec(width=128, height=96, stride=32),
         num_frames=17,
         hidden_size=64,
         num_heads=4,

@@ -234,7 +234,7 @@ class TrajLoomVAE(nn.Module):
         else:
             self.temp_compressor = None
             self.temp_expander = None
-        self.x_embedder = PatchEmbed(2, d, config.stride)
+        self.x_embedder = PatchEmbed(2, d, config.grid.stride)
         self.patch_pos_lff = LearnableFourierFeatures(
             2, config.pos_embed_dim, 4 * config.pos_embed_dim
         )
@@ -305,7 +305,7 @@ class TrajLoomVAE(nn.Module):
         if values.dim() != 4 or tuple(values.shape[1:]) != (c.num_frames, c.num_tokens, 2):
             raise ValueError(
                 f"{name} must be 'b t n 2' with t={c.num_frames}, n={c.num_tokens} for this VAE "
-                f"({c.width}x{c.height}, stride {c.stride}), got shape {tuple(values.shape)}"
+                f"({c.grid.width}x{c.grid.height}, stride {c.grid.stride}), got shape {tuple(values.shape)}"
             )
 
     def _position_terms(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -355,9 +355,14 @@ class TrajLoomVAE(nn.Module):
     def encode_dense(self, field: torch.Tensor) -> DiagonalGaussian:
         """The released input path: dense field ``"b t 2 h w"`` -> posterior (reference)."""
         c = self.config
-        if field.dim() != 5 or tuple(field.shape[1:]) != (c.num_frames, 2, c.height, c.width):
+        if field.dim() != 5 or tuple(field.shape[1:]) != (
+            c.num_frames,
+            2,
+            c.grid.height,
+            c.grid.width,
+        ):
             raise ValueError(
-                f"field must be 'b t 2 h w' = (b, {c.num_frames}, 2, {c.height}, {c.width}), "
+                f"field must be 'b t 2 h w' = (b, {c.num_frames}, 2, {c.grid.height}, {c.grid.width}), "
                 f"got shape {tuple(field.shape)}"
             )
         if self.offset_anchor_grid is not None:
@@ -485,5 +490,5 @@ def vae_flops(config: VAEConfig, batch: int = 1) -> int:
         blocks = stage(enc, t) + stage(dec, t)
         convs = 0
     heads = 2 * batch * t_lat * n * (d * 2 * c + c * d)
-    out = 2 * batch * t * n * d * config.stride * config.stride * 2
+    out = 2 * batch * t * n * d * config.grid.stride * config.grid.stride * 2
     return blocks + convs + heads + out

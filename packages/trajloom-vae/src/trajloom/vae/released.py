@@ -10,15 +10,56 @@ plain containers.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from trajloom.encoding import (
+    DEFAULT_GRID,
+    DEFAULT_HISTORY,
+    DEFAULT_TEMPORAL_FACTOR,
+    GridSpec,
+    latent_frames,
+)
 from trajloom.vae.config import VAEConfig
 from trajloom.vae.model import TrajLoomVAE
 
-__all__ = ["from_released", "load_released_state_dict", "released_config"]
+__all__ = [
+    "config_from_released",
+    "from_released",
+    "load_released_state_dict",
+    "released_config",
+    "released_kwargs",
+]
+
+# Keys of released configs that the released model accepts and ignores.
+_RELEASED_LEGACY_KEYS = frozenset(
+    {"use_dino", "frame_features_dim", "num_frame_tokens", "temp_method", "use_refine3d"}
+)
+
+# The released TrajLoomVAE.__init__ defaults, used for keys a released config omits.
+_RELEASED_DEFAULTS: dict[str, Any] = {
+    "input_height": 480,
+    "input_width": 832,
+    "patch_size": 8,
+    "in_channels": 2,
+    "latent_channels": 8,
+    "hidden_size": 384,
+    "encoder_depth": 12,
+    "decoder_depth": 12,
+    "num_heads": 6,
+    "mlp_ratio": 4.0,
+    "num_frames_in": 81,
+    "num_frames_latent": 21,
+    "learn_sigma": False,
+    "pos_embed_dim": 128,
+    "beta": 5e-5,
+    "use_temp_compress": True,
+    "temp_stride": 4,
+    "use_offsets": False,
+}
 
 # Keys the released loader keeps from a modern config (``canonicalize_trajloom_vae_config``).
 _ALLOWED = frozenset(
@@ -38,9 +79,10 @@ def _canonicalize(d: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in d.items() if k in _ALLOWED}
     layers = d.get("num_layers", 12)
     out = {
-        "input_height": d.get("input_height", 480),
-        "input_width": d.get("input_width", 832),
-        "patch_size": d.get("patch_size", 32),
+        # The released loader's defaults for a legacy config: the working geometry.
+        "input_height": d.get("input_height", DEFAULT_GRID.height),
+        "input_width": d.get("input_width", DEFAULT_GRID.width),
+        "patch_size": d.get("patch_size", DEFAULT_GRID.stride),
         "in_channels": d.get("in_channels", d.get("input_channels", 2)),
         "latent_channels": d.get("latent_channels", 16),
         "hidden_size": d.get("hidden_size", 384),
@@ -48,10 +90,12 @@ def _canonicalize(d: dict[str, Any]) -> dict[str, Any]:
         "decoder_depth": d.get("decoder_depth", layers),
         "num_heads": d.get("num_heads", 6),
         "mlp_ratio": d.get("mlp_ratio", 4.0),
-        "num_frames_in": d.get("num_frames_in", d.get("in_frames", 81)),
-        "num_frames_latent": d.get("num_frames_latent", d.get("latent_frames", 21)),
+        "num_frames_in": d.get("num_frames_in", d.get("in_frames", DEFAULT_HISTORY)),
+        "num_frames_latent": d.get(
+            "num_frames_latent", d.get("latent_frames", latent_frames(DEFAULT_HISTORY))
+        ),
         "use_offsets": bool(d.get("use_offsets", False)),
-        "temp_stride": int(d.get("temp_stride", 4)),
+        "temp_stride": int(d.get("temp_stride", DEFAULT_TEMPORAL_FACTOR)),
         "use_temp_compress": bool(d.get("use_temp_compress", True)),
     }
     if "beta" in d:
@@ -78,7 +122,82 @@ def released_config(source: str | Path | dict[str, Any]) -> VAEConfig:
         d = section.get("config", {})
         if not d:
             raise ValueError(f"released config {source!r} has an empty trajloom_vae.config")
-    return VAEConfig.from_released_dict(_canonicalize(d))
+    return config_from_released(_canonicalize(d))
+
+
+def config_from_released(d: Mapping[str, Any]) -> VAEConfig:
+    """A :class:`VAEConfig` from the released model kwargs (``TrajLoomVAE.__init__``).
+
+    The released names map as: ``input_width``/``input_height``/``patch_size`` ->
+    ``grid``, ``num_frames_in`` -> ``num_frames``, ``temp_stride`` -> ``temporal_factor``,
+    ``use_temp_compress`` -> ``temporal_compression``; ``num_frames_latent`` is checked
+    against them. Legacy keys are ignored as the release ignores them. Options the release
+    offers but the paper's model does not use (``learn_sigma``, ``in_channels != 2``) are
+    refused with a reason.
+    """
+    d = dict(d)
+    unknown = set(d) - _RELEASED_LEGACY_KEYS - set(_RELEASED_DEFAULTS)
+    if unknown:
+        raise ValueError(f"released VAE config has unknown keys {sorted(unknown)}")
+    merged = {**_RELEASED_DEFAULTS, **{k: v for k, v in d.items() if k in _RELEASED_DEFAULTS}}
+    if merged["learn_sigma"]:
+        raise ValueError("released VAE config: learn_sigma=True is not supported (paper: False)")
+    if merged["in_channels"] != 2:
+        raise ValueError(
+            f"released VAE config: in_channels must be 2 (x, y), got {merged['in_channels']}"
+        )
+    use_tc = bool(merged["use_temp_compress"])
+    factor = int(merged["temp_stride"])
+    t_in = int(merged["num_frames_in"])
+    t_lat = merged["num_frames_latent"]
+    if use_tc and t_lat is not None and t_lat < t_in and t_lat != latent_frames(t_in, factor):
+        raise ValueError(
+            f"released VAE config: num_frames_latent={t_lat} does not match "
+            f"num_frames_in={t_in} with temp_stride={factor}"
+        )
+    return VAEConfig(
+        grid=GridSpec(
+            width=int(merged["input_width"]),
+            height=int(merged["input_height"]),
+            stride=int(merged["patch_size"]),
+        ),
+        num_frames=t_in,
+        temporal_factor=factor,
+        temporal_compression=use_tc,
+        hidden_size=int(merged["hidden_size"]),
+        num_heads=int(merged["num_heads"]),
+        encoder_depth=int(merged["encoder_depth"]),
+        decoder_depth=int(merged["decoder_depth"]),
+        mlp_ratio=float(merged["mlp_ratio"]),
+        latent_channels=int(merged["latent_channels"]),
+        pos_embed_dim=int(merged["pos_embed_dim"]),
+        use_offsets=bool(merged["use_offsets"]),
+        beta=float(merged["beta"]),
+    )
+
+
+def released_kwargs(config: VAEConfig) -> dict[str, Any]:
+    """The released model kwargs for ``config`` (inverse of :func:`config_from_released`)."""
+    return {
+        "encoder_depth": config.encoder_depth,
+        "decoder_depth": config.decoder_depth,
+        "hidden_size": config.hidden_size,
+        "num_heads": config.num_heads,
+        "patch_size": config.grid.stride,
+        "in_channels": 2,
+        "latent_channels": config.latent_channels,
+        "input_height": config.grid.height,
+        "input_width": config.grid.width,
+        "num_frames_in": config.num_frames,
+        "num_frames_latent": config.latent_frames,
+        "use_temp_compress": config.temporal_compression,
+        "temp_stride": config.temporal_factor,
+        "use_offsets": config.use_offsets,
+        "learn_sigma": False,
+        "beta": config.beta,
+        "pos_embed_dim": config.pos_embed_dim,
+        "mlp_ratio": config.mlp_ratio,
+    }
 
 
 def load_released_state_dict(checkpoint: str | Path) -> tuple[dict[str, torch.Tensor], Any]:
