@@ -17,22 +17,25 @@ import typer
 
 from trajloom.data.formats import FormatError
 from trajloom.data.tracking import make_tracker
+from trajloom.encoding import DEFAULT_FUTURE, DEFAULT_GRID, DEFAULT_HISTORY, GridSpec
+from trajloom.flow.forecast import (
+    ForecastError,
+    MethodSpec,
+    RunFolders,
+    load_method,
+    parse_method,
+    resolve_device,
+)
+from trajloom.metrics import format_paper_table, write_results
 from trajloom_bench.build import (
     BenchConfig,
     build_released_source,
     build_synthetic_source,
     build_video_source,
+    read_bench,
     write_bench_index,
 )
-from trajloom_bench.evaluate import (
-    EvalConfig,
-    bench_sources,
-    format_markdown,
-    predict_source,
-    score_source,
-    write_results,
-)
-from trajloom_bench.methods import MethodError, load_method, parse_method, resolve_device
+from trajloom_bench.evaluate import EvalConfig, bench_sources, predict_source, score_source
 
 app = typer.Typer(
     add_completion=False,
@@ -70,6 +73,18 @@ def _pairs(values: list[str], option: str) -> list[tuple[str, str]]:
     return pairs
 
 
+def _method(text: str) -> tuple[str, MethodSpec]:
+    """``NAME=SPEC`` (or a bare SPEC, named after its baseline or folder) -> name, spec."""
+    name, sep, spec_text = text.partition("=")
+    if not sep:
+        name, spec_text = "", text
+    try:
+        spec = parse_method(spec_text)
+    except ForecastError as err:
+        raise _fail(f"method {name}: {err}" if name else str(err)) from None
+    return name or (spec.target if spec.kind == "baseline" else Path(spec.target).name), spec
+
+
 @app.command()
 def build(
     out: Annotated[Path, typer.Argument(help="Bench folder to write (one subfolder per source).")],
@@ -83,11 +98,13 @@ def build(
     released: Annotated[
         list[str] | None, typer.Option(help="NAME=FOLDER in the released TrajLoomDatasets layout.")
     ] = None,
-    width: int = 832,
-    height: int = 480,
-    stride: Annotated[int, typer.Option(help="Track grid stride (390 points at 832x480).")] = 32,
-    history: int = 81,
-    future: int = 81,
+    width: int = DEFAULT_GRID.width,
+    height: int = DEFAULT_GRID.height,
+    stride: Annotated[
+        int, typer.Option(help="Track grid stride (390 points at 832x480).")
+    ] = DEFAULT_GRID.stride,
+    history: int = DEFAULT_HISTORY,
+    future: int = DEFAULT_FUTURE,
     fps: Annotated[
         float | None, typer.Option(help="Resample videos to this frame rate (default: keep).")
     ] = None,
@@ -213,55 +230,68 @@ def evaluate(
     try:
         cfg = EvalConfig(clip_len=clip_len, clip_stride=clip_stride, seed=seed, limit=limit)
         names, sources = bench_sources(bench, source or None)
-        specs = [parse_method(m) for m in method]
-    except (ValueError, MethodError) as err:
+        bench_cfg = read_bench(bench).get("config", {})
+    except ValueError as err:
         raise _fail(str(err)) from None
-    if len({s.name for s in specs}) != len(specs):
-        raise _fail(f"method names must be unique, got {[s.name for s in specs]}")
+    methods = [_method(m) for m in method]
+    if len({n for n, _ in methods}) != len(methods):
+        raise _fail(f"method names must be unique, got {[n for n, _ in methods]}")
     progress = (lambda _: None) if quiet else (lambda msg: typer.echo(msg))
-    torch_device = resolve_device(device)
-    from trajloom_bench.build import read_bench
-
-    bench_cfg = read_bench(bench).get("config", {})
-    split = (int(bench_cfg.get("history", 81)), int(bench_cfg.get("future", 81)))
-    stride = float(bench_cfg.get("stride", 32))
+    try:
+        torch_device = resolve_device(device)
+    except ForecastError as err:
+        raise _fail(str(err)) from None
+    # The bench's window: what baselines forecast, and where every forecast starts.
+    grid = GridSpec(
+        int(bench_cfg.get("width", DEFAULT_GRID.width)),
+        int(bench_cfg.get("height", DEFAULT_GRID.height)),
+        int(bench_cfg.get("stride", DEFAULT_GRID.stride)),
+    )
+    history = int(bench_cfg.get("history", DEFAULT_HISTORY))
+    future = int(bench_cfg.get("future", DEFAULT_FUTURE))
+    stride = float(grid.stride)
     results: dict[str, dict[str, dict]] = {}
     failures: list[str] = []
-    for spec in specs:
+    for name, spec in methods:
         try:
-            forecaster = (
-                None
-                if spec.kind == "runs"
-                else load_method(spec, torch_device, solver=solver, steps=steps)
+            forecaster = load_method(
+                spec,
+                torch_device,
+                solver=solver,
+                steps=steps,
+                grid=grid,
+                history=history,
+                future=future,
             )
-        except (MethodError, ValueError, FileNotFoundError) as err:
-            raise _fail(f"method {spec.name}: {err}") from None
-        results[spec.name] = {}
-        for name in names:
-            if forecaster is None:
-                runs = Path(spec.target) / name
+        except (ValueError, FileNotFoundError) as err:
+            raise _fail(f"method {name}: {err}") from None
+        results[name] = {}
+        for source_name in names:
+            if isinstance(forecaster, RunFolders):
+                runs = forecaster.source(source_name)
                 if not runs.is_dir():
-                    failures.append(f"{spec.name}/{name}: {runs} does not exist")
+                    failures.append(f"{name}/{source_name}: {runs} does not exist")
                     continue
             else:
-                runs = out / "runs" / spec.name / name
+                runs = out / "runs" / name / source_name
                 if runs.exists():
                     shutil.rmtree(runs)
                 failures += predict_source(
                     bench,
+                    source_name,
+                    sources[source_name],
                     name,
-                    sources[name],
-                    spec,
+                    str(spec),
                     forecaster,
                     runs,
                     cfg,
-                    split=split,
+                    boundary=history,
                     progress=progress,
                 )
             try:
-                results[spec.name][name] = score_source(runs, cfg, stride)
+                results[name][source_name] = score_source(runs, cfg, stride)
             except ValueError as err:
-                failures.append(f"{spec.name}/{name}: cannot score ({err})")
+                failures.append(f"{name}/{source_name}: cannot score ({err})")
     settings = {
         "bench": str(bench),
         "clip_len": clip_len,
@@ -273,10 +303,10 @@ def evaluate(
         "seed": seed,
         "solver": solver,
         "steps": steps,
-        "methods": {s.name: f"{s.kind}:{s.target}" for s in specs},
+        "methods": {name: str(spec) for name, spec in methods},
     }
     paths = write_results(out, results, names, settings, failures)
-    typer.echo(format_markdown(results, names))
+    typer.echo(format_paper_table(results, names))
     for failure in failures:
         typer.echo(f"failed: {failure}", err=True)
     typer.echo(f"wrote {', '.join(str(p) for p in paths.values())}")

@@ -24,11 +24,13 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
+from trajloom.data.clip import Clip
 from trajloom.data.tracking import TRACKERS, make_tracker
 from trajloom.data.video import VIDEO_SUFFIXES, write_video
+from trajloom.encoding import DEFAULT_FUTURE, DEFAULT_GRID, DEFAULT_HISTORY, GridSpec
+from trajloom.flow.forecast import Forecaster, RunFolders, load_method, parse_method, resolve_device
 from trajloom_sample.export import write_sample_runs, write_wanmove_export
-from trajloom_sample.inputs import Clip, InputError, expand_inputs, load_clips
-from trajloom_sample.model import CheckpointError, Forecaster, load_forecaster, resolve_device
+from trajloom_sample.inputs import InputError, expand_inputs, load_clips
 from trajloom_sample.render import RenderConfig, render_grid, render_overlay
 
 app = typer.Typer(add_completion=False, no_args_is_help=True)
@@ -76,6 +78,8 @@ def process_clip(
         caption=clip.caption,
         num_samples=num_samples,
         seed=seed,
+        fut_tracks=clip.fut_tracks,
+        fut_vis=clip.fut_vis,
     )
     seconds = {"forecast": time.perf_counter() - start}
     start = time.perf_counter()
@@ -174,7 +178,8 @@ def sample(
         str,
         typer.Option(
             help="A trained-set folder, an apps/train run folder holding one, released:DIR "
-            "(the authors' checkpoints and configs), or baseline:static|constvel."
+            "(the authors' checkpoints and configs), baseline:static|constvel, or vae:DIR "
+            "(VAE reconstruction of the true future)."
         ),
     ],
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("samples"),
@@ -207,11 +212,15 @@ def sample(
         int | None, typer.Option(help="Frames of the Wan-Move export (default: the future length).")
     ] = None,
     trail: Annotated[int, typer.Option(help="Trail length of the renders, frames.")] = 12,
-    width: Annotated[int, typer.Option(help="Baselines only: working width.")] = 832,
-    height: Annotated[int, typer.Option(help="Baselines only: working height.")] = 480,
-    stride: Annotated[int, typer.Option(help="Baselines only: grid stride.")] = 32,
-    history: Annotated[int, typer.Option(help="Baselines only: history frames.")] = 81,
-    future: Annotated[int, typer.Option(help="Baselines only: future frames.")] = 81,
+    width: Annotated[int, typer.Option(help="Baselines only: working width.")] = DEFAULT_GRID.width,
+    height: Annotated[
+        int, typer.Option(help="Baselines only: working height.")
+    ] = DEFAULT_GRID.height,
+    stride: Annotated[int, typer.Option(help="Baselines only: grid stride.")] = DEFAULT_GRID.stride,
+    history: Annotated[
+        int, typer.Option(help="Baselines and vae:DIR: history frames.")
+    ] = DEFAULT_HISTORY,
+    future: Annotated[int, typer.Option(help="Baselines only: future frames.")] = DEFAULT_FUTURE,
     video_encoder: Annotated[
         Path | None, typer.Option(help="Released checkpoints: local Wan2.1 video VAE path.")
     ] = None,
@@ -236,23 +245,24 @@ def sample(
         raise _fail(f"--tracker-option: {err}") from None
     try:
         render_config = RenderConfig(trail=trail)
-        forecaster = load_forecaster(
-            checkpoint,
+        forecaster = load_method(
+            parse_method(checkpoint),
             resolve_device(device),
             solver=solver,
             steps=steps,
-            baseline_setup={
-                "width": width,
-                "height": height,
-                "stride": stride,
-                "history": history,
-                "future": future,
-            },
+            grid=GridSpec(width, height, stride),
+            history=history,
+            future=future,
             video_encoder=video_encoder,
             text_encoder=text_encoder,
         )
-    except (CheckpointError, ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError) as err:
         raise _fail(str(err)) from None
+    if isinstance(forecaster, RunFolders):
+        raise _fail(
+            f"--checkpoint {checkpoint}: holds run folders (futures made elsewhere), not a "
+            "checkpoint; score them with trajloom-metrics score, or give a checkpoint"
+        )
     files, failures = expand_inputs(inputs)
     failed: list[dict[str, str]] = [{"input": spec, "reason": reason} for spec, reason in failures]
     done: list[dict[str, Any]] = []

@@ -35,7 +35,6 @@ from trajloom.data.formats import (
 from trajloom.encoding import GridSpec, query_points
 
 __all__ = [
-    "sanitize_predictions",
     "wanmove_arrays",
     "write_sample_runs",
     "write_wanmove_export",
