@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from trajloom_train.state import TrainState
+
 __all__ = [
     "Checkpoint",
     "atomic_write_text",
@@ -30,7 +32,9 @@ __all__ = [
     "list_checkpoints",
     "load_checkpoint",
     "restore_rng",
+    "restore_state",
     "save_checkpoint",
+    "save_state",
 ]
 
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
@@ -169,3 +173,34 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Che
     ema = load_file(str(ema_file), device=str(device)) if ema_file.is_file() else None
     train_state = torch.load(path / "train_state.pt", map_location="cpu", weights_only=True)
     return Checkpoint(path, model, ema, train_state)
+
+
+def save_state(stage_dir: str | Path, state: TrainState, *, keep_last: int) -> Path:
+    """Checkpoint ``state`` (weights, EMA, optimizer, RNG states) at its step."""
+    return save_checkpoint(
+        stage_dir,
+        state.step,
+        state.model.state_dict(),
+        state.ema.state_dict() if state.ema is not None else None,
+        {"optimizer": state.optimizer.state_dict(), "rng": capture_rng()},
+        keep_last=keep_last,
+    )
+
+
+def restore_state(
+    state: TrainState, stage_dir: str | Path, device: torch.device | str = "cpu"
+) -> Path | None:
+    """Load the stage's newest checkpoint into ``state`` (and the RNGs); None when there is none."""
+    last = latest_checkpoint(stage_dir)
+    if last is None:
+        return None
+    ckpt = load_checkpoint(last, device=device)
+    state.model.load_state_dict(ckpt.model, strict=True)
+    state.optimizer.load_state_dict(ckpt.train_state["optimizer"])
+    if state.ema is not None:
+        if ckpt.ema is None:
+            raise ValueError(f"{last} has no EMA weights but the stage keeps an EMA")
+        state.ema.load_state_dict(ckpt.ema)
+    restore_rng(ckpt.train_state["rng"])
+    state.step = ckpt.step
+    return last

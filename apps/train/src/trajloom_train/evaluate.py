@@ -31,7 +31,7 @@ from trajloom.metrics import FVMDConfig, score_runs
 from trajloom.vae import LatentStats, load_pretrained
 from trajloom_train.checkpoint import atomic_write_text
 from trajloom_train.config import Recipe
-from trajloom_train.data import EVAL, SyntheticClips
+from trajloom_train.data import EVAL, SyntheticSplit
 from trajloom_train.trainer import stage_done
 
 __all__ = [
@@ -74,7 +74,7 @@ def _predict(
     method: str, pipe: TrajLoomPipeline, batch: dict[str, Any], recipe: Recipe
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(tracks ``"b tf n 2"``, visibility ``"b tf n"``, probabilities or None) of ``method``."""
-    hist, hvis = batch["hist_tracks"], batch["hist_vis"]
+    hist, hvis = batch.hist_tracks, batch.hist_vis
     tf = recipe.data.future
     spec = pipe.grid
     if method == "trajloom":
@@ -92,7 +92,7 @@ def _predict(
     elif method == "constant_velocity":
         out = constant_velocity_future(hist, hvis, tf, spec=spec)
     else:
-        return batch["fut_tracks"], batch["fut_vis"], None
+        return batch.fut_tracks, batch.fut_vis, None
     return out.tracks[:, 0], out.visibility[:, 0], None
 
 
@@ -112,7 +112,7 @@ def format_table(results: dict[str, dict[str, Any]]) -> str:
 def evaluate(recipe: Recipe, run_dir: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
     """Score the trained set and the baselines on ``recipe.eval.clips`` held-out clips."""
     pipe = TrajLoomPipeline.from_pretrained(run_dir / "trained", device=device)
-    clips = SyntheticClips(recipe.data, recipe.seed, EVAL)
+    clips = SyntheticSplit(recipe.data, recipe.seed, EVAL)
     out_dir = run_dir / "eval"
     runs = out_dir / "runs"
     spec = pipe.grid
@@ -123,17 +123,17 @@ def evaluate(recipe: Recipe, run_dir: Path, device: torch.device | str = "cpu") 
         batch = clips.batch(indices)
         for method in METHODS:
             tracks, vis, probs = _predict(method, pipe, batch, recipe)
-            for i, clip_id in enumerate(batch["id"]):
+            for i, clip_id in enumerate(batch.ids):
                 write_run_folder(
                     runs / method / clip_id,
                     RunFolder(
                         query_xy=query,
                         pred_tracks=tracks[i].numpy(),
                         pred_visibility=vis[i].numpy(),
-                        gt_tracks=batch["fut_tracks"][i].numpy(),
-                        gt_visibility=batch["fut_vis"][i].numpy(),
+                        gt_tracks=batch.fut_tracks[i].numpy(),
+                        gt_visibility=batch.fut_vis[i].numpy(),
                         pred_visibility_prob=None if probs is None else probs[i].numpy(),
-                        meta={"method": method, "caption": batch["caption"][i]},
+                        meta={"method": method, "caption": batch.captions[i]},
                     ),
                 )
     fvmd_cfg = FVMDConfig(
@@ -202,19 +202,17 @@ def render_preview(
     """``clips`` held-out clips side by side: ground-truth future (left), predicted (right)."""
     if clips < 1:
         return None
-    source = SyntheticClips(recipe.data, recipe.seed, EVAL)
+    source = SyntheticSplit(recipe.data, recipe.seed, EVAL)
     rows = []
     for g in range(clips):
-        sample = source.sample(g, frames=True)
-        frames = sample["all_frames"]
-        hist, hvis = sample["hist_tracks"][None], sample["hist_vis"][None]
+        clip = source.sample(g, frames=True)
+        hist = torch.from_numpy(clip.hist_tracks)[None]
+        hvis = torch.from_numpy(clip.hist_vis)[None]
         out = pipe(hist, hvis, steps=recipe.eval.steps, seed=recipe.seed)
         pred = out.tracks[0, 0].cpu().numpy()
         pvis = out.visibility[0, 0].cpu().numpy()
-        h_np, hv_np = sample["hist_tracks"].numpy(), sample["hist_vis"].numpy()
-        gt = draw_tracks(
-            frames, h_np, hv_np, sample["fut_tracks"].numpy(), sample["fut_vis"].numpy()
-        )
+        frames, h_np, hv_np = clip.frames, clip.hist_tracks, clip.hist_vis
+        gt = draw_tracks(frames, h_np, hv_np, clip.fut_tracks, clip.fut_vis)
         pr = draw_tracks(frames, h_np, hv_np, pred, pvis)
         rows.append(np.concatenate([gt, pr], axis=2))
     return write_video(path, np.concatenate(rows, axis=1), fps=recipe.eval.fps)

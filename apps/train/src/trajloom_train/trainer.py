@@ -19,11 +19,11 @@ parallelism give exactly the global-batch loss.
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,12 +34,10 @@ from tqdm.auto import tqdm
 
 from trajloom_train.checkpoint import (
     atomic_write_text,
-    capture_rng,
     checkpoint_step,
     latest_checkpoint,
-    load_checkpoint,
-    restore_rng,
-    save_checkpoint,
+    restore_state,
+    save_state,
 )
 from trajloom_train.config import OptimConfig, StageConfig
 from trajloom_train.distributed import (
@@ -49,8 +47,20 @@ from trajloom_train.distributed import (
     barrier,
     broadcast_parameters,
 )
+from trajloom_train.state import EMA, TrainState
 
-__all__ = ["EMA", "LossOut", "MetricsLog", "Task", "lr_at", "run_task", "stage_done"]
+__all__ = [
+    "EMA",
+    "LossOut",
+    "MetricsLog",
+    "StepResult",
+    "Task",
+    "TrainState",
+    "lr_at",
+    "run_task",
+    "stage_done",
+    "train_step",
+]
 
 DONE_NAME = "DONE.json"
 
@@ -100,48 +110,6 @@ def lr_at(step: int, optim: OptimConfig, total_steps: int) -> float:
     return optim.min_lr + 0.5 * (optim.lr - optim.min_lr) * (1 + math.cos(math.pi * progress))
 
 
-class EMA:
-    """Exponential moving average of the trainable parameters (float32 shadow copies).
-
-    The decay warms up as ``min(decay, (1 + step) / (10 + step))`` so that early weights
-    do not dominate short runs.
-    """
-
-    def __init__(self, model: nn.Module, decay: float) -> None:
-        self.decay = decay
-        self.shadow = {
-            name: p.detach().float().clone()
-            for name, p in model.named_parameters()
-            if p.requires_grad
-        }
-
-    @torch.no_grad()
-    def update(self, model: nn.Module, step: int) -> None:
-        d = min(self.decay, (1 + step) / (10 + step))
-        for name, p in model.named_parameters():
-            if name in self.shadow:
-                self.shadow[name].mul_(d).add_(p.detach().float(), alpha=1 - d)
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return self.shadow
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        missing = set(self.shadow) ^ set(state)
-        if missing:
-            raise ValueError(f"EMA state does not match the model: {sorted(missing)[:5]}")
-        for name, value in state.items():
-            self.shadow[name].copy_(value)
-
-    def module(self, model: nn.Module) -> nn.Module:
-        """A copy of ``model`` holding the EMA weights."""
-        clone = copy.deepcopy(model)
-        with torch.no_grad():
-            for name, p in clone.named_parameters():
-                if name in self.shadow:
-                    p.copy_(self.shadow[name].to(p.dtype))
-        return clone
-
-
 class MetricsLog:
     """``metrics.jsonl`` (one JSON object per line) and TensorBoard scalars when available."""
 
@@ -189,7 +157,7 @@ def stage_done(stage_dir: Path) -> bool:
     return (stage_dir / DONE_NAME).is_file()
 
 
-def _autocast(device: torch.device, precision: str):
+def _autocast(device: torch.device, precision: str) -> AbstractContextManager:
     if device.type == "cuda" and precision == "bf16":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return torch.autocast(device.type, enabled=False)
@@ -200,6 +168,177 @@ def _indices(step: int, micro: int, cfg: StageConfig, dist: Dist) -> list[int]:
     base = step * cfg.batch_size + micro * cfg.micro_batch_size * dist.world_size
     start = base + dist.rank * cfg.micro_batch_size
     return list(range(start, start + cfg.micro_batch_size))
+
+
+@dataclass
+class StepResult:
+    """What one optimizer step reports: the global-batch loss and the micro-batch logs."""
+
+    loss: float
+    lr: float
+    grad_norm: float
+    logs: dict[str, float]  # means over this process's micro-batches
+
+
+def train_step(task: Task, state: TrainState, dist: Dist, precision: str) -> StepResult:
+    """One optimizer step of ``task`` on the global batch of ``state.step``; advances it.
+
+    Every micro-batch's loss is scaled by ``world_size / Σ denominators`` (summed over the
+    micro-batches of every process) so that the averaged gradients are those of the
+    global-batch loss.
+    """
+    cfg = task.config
+    lr = lr_at(state.step, cfg.optim, cfg.steps)
+    for group in state.optimizer.param_groups:
+        group["lr"] = lr
+    accum = cfg.accumulation(dist.world_size)
+    micro_batches = []
+    for micro in range(accum):
+        idx = _indices(state.step, micro, cfg, dist)
+        micro_batches.append((idx, task.make_batch(state.step, micro, idx)))
+    dens = [
+        task.denominator(b) if task.denominator is not None else torch.tensor(float(len(i)))
+        for i, b in micro_batches
+    ]
+    global_den = all_reduce_sum(torch.stack(dens).sum().to(dist.device, torch.float64))
+    scale = dist.world_size / float(global_den.clamp_min(1e-12))
+    sums = torch.zeros(2, device=dist.device, dtype=torch.float64)  # numerators, extras
+    logs: dict[str, float] = {}
+    for idx, batch in micro_batches:
+        with _autocast(dist.device, precision):
+            out = task.loss(state.model, batch, state.step, idx)
+        total = out.numerator.float() * scale
+        sums[0] += out.numerator.detach().double()
+        if out.extra is not None:
+            total = total + out.extra.float() * dist.world_size
+            sums[1] += out.extra.detach().double()
+        total.backward()
+        for k, v in out.logs.items():
+            logs[k] = logs.get(k, 0.0) + float(v) / accum
+    params = state.params
+    average_gradients(params, dist.world_size)
+    grad_norm = float("nan")
+    if cfg.optim.clip_grad_norm > 0:
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.optim.clip_grad_norm))
+    state.optimizer.step()
+    state.optimizer.zero_grad(set_to_none=True)
+    if state.ema is not None:
+        state.ema.update(state.model, state.step)
+    state.step += 1
+    sums = all_reduce_sum(sums)
+    return StepResult(float(sums[0] / global_den + sums[1]), lr, grad_norm, logs)
+
+
+class _Run:
+    """The hooks of one :func:`run_task` call: log, save, validate, preview, finish."""
+
+    def __init__(
+        self,
+        task: Task,
+        state: TrainState,
+        stage_dir: Path,
+        dist: Dist,
+        precision: str,
+        log: MetricsLog,
+        bar: tqdm,
+    ) -> None:
+        self.task, self.state, self.stage_dir, self.dist = task, state, stage_dir, dist
+        self.precision, self.log, self.bar = precision, log, bar
+        self.window_start, self.window_samples = time.perf_counter(), 0
+
+    def on_step(self, result: StepResult) -> None:
+        cfg, done = self.task.config, self.state.step
+        self.window_samples += cfg.batch_size
+        self.bar.update(1)
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            self.log_step(result)
+        if cfg.save_every and done % cfg.save_every == 0 and done < cfg.steps:
+            self.save()
+        if cfg.val_every and done % cfg.val_every == 0 and done < cfg.steps:
+            self.validate()
+        if self.task.preview is not None and cfg.preview_every and done % cfg.preview_every == 0:
+            if self.dist.is_main:
+                self.task.preview(self.state.eval_module(), done)
+                self.state.model.train()
+            barrier()
+
+    def log_step(self, result: StepResult) -> None:
+        now = time.perf_counter()
+        rate = self.window_samples / max(now - self.window_start, 1e-9)
+        self.window_start, self.window_samples = now, 0
+        logs = result.logs
+        if self.dist.distributed:
+            packed = torch.tensor(list(logs.values()), device=self.dist.device, dtype=torch.float64)
+            packed = all_reduce_sum(packed) / self.dist.world_size
+            logs = dict(zip(logs, packed.tolist(), strict=True))
+        self.log.write(
+            {
+                "stage": self.task.name,
+                "step": self.state.step,
+                "loss": result.loss,
+                "lr": result.lr,
+                "grad_norm": result.grad_norm,
+                "samples_per_s": rate,
+                **logs,
+            }
+        )
+        self.bar.set_postfix(loss=f"{result.loss:.4g}", samples_s=f"{rate:.1f}", refresh=False)
+
+    def save(self) -> None:
+        if self.dist.is_main:
+            save_state(self.stage_dir, self.state, keep_last=self.task.config.keep_last)
+        barrier()
+
+    def validate(self) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        if self.task.validate is not None and self.dist.is_main:
+            with torch.no_grad(), _autocast(self.dist.device, self.precision):
+                metrics = self.task.validate(self.state.eval_module())
+            step = self.state.step
+            self.log.write({"stage": self.task.name, "split": "val", "step": step, **metrics})
+            shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+            tqdm.write(f"[{self.task.name}] step {step} val {shown}")
+            self.state.model.train()
+        barrier()
+        return metrics
+
+    def finish(self, loss: float, wall0: float, cpu0: float) -> dict[str, Any]:
+        """Final checkpoint, validation, export and ``DONE.json``; returns the summary."""
+        task, steps = self.task, self.task.config.steps
+        newest = latest_checkpoint(self.stage_dir)
+        if newest is None or checkpoint_step(newest) != steps:
+            self.save()
+        metrics = self.validate()
+        summary = {
+            "stage": task.name,
+            "step": steps,
+            "finished": True,
+            "final_loss": loss,
+            "val": metrics,
+            # of this call (a resumed stage counts only its last part)
+            "wall_s": time.perf_counter() - wall0,
+            "cpu_s": time.process_time() - cpu0,
+            **task.info,
+        }
+        if self.dist.is_main:
+            task.export(self.state.eval_module(), self.stage_dir / "final")
+            text = json.dumps(summary, indent=2) + "\n"
+            atomic_write_text(self.stage_dir / DONE_NAME, text)
+        barrier()
+        return summary
+
+
+def _resume(task: Task, stage_dir: Path, dist: Dist, log: MetricsLog) -> TrainState:
+    """A fresh state, or the stage's newest checkpoint with the log cut back to it."""
+    state = TrainState.create(task.model, task.config)
+    last = restore_state(state, stage_dir, device=dist.device)
+    if last is None:
+        broadcast_parameters(state.model)
+        return state
+    log.truncate_after(state.step)
+    if dist.is_main:
+        tqdm.write(f"[{task.name}] resuming from {last} (step {state.step})")
+    return state
 
 
 def run_task(
@@ -219,67 +358,9 @@ def run_task(
     Returns the summary written to ``DONE.json`` (or the progress so far).
     """
     cfg = task.config
-    model = task.model
-    accum = cfg.accumulation(dist.world_size)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        params,
-        lr=cfg.optim.lr,
-        betas=cfg.optim.betas,
-        eps=cfg.optim.eps,
-        weight_decay=cfg.optim.weight_decay,
-    )
-    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     log = MetricsLog(stage_dir / "metrics.jsonl", tb_dir, enabled=dist.is_main)
-
-    start = 0
-    last = latest_checkpoint(stage_dir)
-    if last is not None:
-        ckpt = load_checkpoint(last, device=dist.device)
-        model.load_state_dict(ckpt.model, strict=True)
-        optimizer.load_state_dict(ckpt.train_state["optimizer"])
-        if ema is not None:
-            if ckpt.ema is None:
-                raise ValueError(f"{last} has no EMA weights but the stage keeps an EMA")
-            ema.load_state_dict(ckpt.ema)
-        restore_rng(ckpt.train_state["rng"])
-        start = ckpt.step
-        log.truncate_after(start)
-        if dist.is_main:
-            tqdm.write(f"[{task.name}] resuming from {last} (step {start})")
-    else:
-        broadcast_parameters(model)
-
-    def save(step: int) -> None:
-        if dist.is_main:
-            save_checkpoint(
-                stage_dir,
-                step,
-                model.state_dict(),
-                ema.state_dict() if ema is not None else None,
-                {"optimizer": optimizer.state_dict(), "rng": capture_rng()},
-                keep_last=cfg.keep_last,
-            )
-        barrier()
-
-    def eval_module() -> nn.Module:
-        module = ema.module(model) if ema is not None else model
-        return module.eval()
-
-    def run_validation(step: int) -> dict[str, float]:
-        metrics: dict[str, float] = {}
-        if task.validate is not None and dist.is_main:
-            with torch.no_grad(), _autocast(dist.device, precision):
-                metrics = task.validate(eval_module())
-            log.write({"stage": task.name, "split": "val", "step": step, **metrics})
-            tqdm.write(
-                f"[{task.name}] step {step} val "
-                + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
-            )
-            model.train()
-        barrier()
-        return metrics
-
+    state = _resume(task, stage_dir, dist, log)
+    start = state.step
     bar = tqdm(
         total=cfg.steps,
         initial=start,
@@ -288,108 +369,21 @@ def run_task(
         dynamic_ncols=True,
         mininterval=1.0,
     )
-    model.train()
+    run = _Run(task, state, stage_dir, dist, precision, log, bar)
+    state.model.train()
     wall0, cpu0 = time.perf_counter(), time.process_time()
-    window_start, window_samples = time.perf_counter(), 0
     end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
-    step = start
-    loss_value = float("nan")
-    for step in range(start, end):
-        lr = lr_at(step, cfg.optim, cfg.steps)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        micro_batches = []
-        for micro in range(accum):
-            idx = _indices(step, micro, cfg, dist)
-            micro_batches.append((idx, task.make_batch(step, micro, idx)))
-        dens = [
-            task.denominator(b) if task.denominator is not None else torch.tensor(float(len(i)))
-            for i, b in micro_batches
-        ]
-        global_den = all_reduce_sum(torch.stack(dens).sum().to(dist.device, torch.float64))
-        scale = dist.world_size / float(global_den.clamp_min(1e-12))
-        sums = torch.zeros(2, device=dist.device, dtype=torch.float64)  # numerators, extras
-        logs: dict[str, float] = {}
-        for idx, batch in micro_batches:
-            with _autocast(dist.device, precision):
-                out = task.loss(model, batch, step, idx)
-            total = out.numerator.float() * scale
-            sums[0] += out.numerator.detach().double()
-            if out.extra is not None:
-                total = total + out.extra.float() * dist.world_size
-                sums[1] += out.extra.detach().double()
-            total.backward()
-            for k, v in out.logs.items():
-                logs[k] = logs.get(k, 0.0) + float(v) / accum
-        average_gradients(params, dist.world_size)
-        grad_norm = float("nan")
-        if cfg.optim.clip_grad_norm > 0:
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.optim.clip_grad_norm))
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if ema is not None:
-            ema.update(model, step)
-
-        sums = all_reduce_sum(sums)
-        loss_value = float(sums[0] / global_den + sums[1])
-        window_samples += cfg.batch_size
-        done = step + 1
-        bar.update(1)
-        if done % cfg.log_every == 0 or done == cfg.steps:
-            now = time.perf_counter()
-            rate = window_samples / max(now - window_start, 1e-9)
-            window_start, window_samples = now, 0
-            if dist.distributed:
-                packed = torch.tensor(list(logs.values()), device=dist.device, dtype=torch.float64)
-                packed = all_reduce_sum(packed) / dist.world_size
-                logs = dict(zip(logs, packed.tolist(), strict=True))
-            log.write(
-                {
-                    "stage": task.name,
-                    "step": done,
-                    "loss": loss_value,
-                    "lr": lr,
-                    "grad_norm": grad_norm,
-                    "samples_per_s": rate,
-                    **logs,
-                }
-            )
-            bar.set_postfix(loss=f"{loss_value:.4g}", samples_s=f"{rate:.1f}", refresh=False)
-        if cfg.save_every and done % cfg.save_every == 0 and done < cfg.steps:
-            save(done)
-        if cfg.val_every and done % cfg.val_every == 0 and done < cfg.steps:
-            run_validation(done)
-        if task.preview is not None and cfg.preview_every and done % cfg.preview_every == 0:
-            if dist.is_main:
-                task.preview(eval_module(), done)
-                model.train()
-            barrier()
+    loss = float("nan")
+    while state.step < end:
+        result = train_step(task, state, dist, precision)
+        loss = result.loss
+        run.on_step(result)
     bar.close()
-
-    finished = end == cfg.steps
-    if stop_after is not None and not finished:
+    if end < cfg.steps:  # interrupted on purpose: keep the progress, do not finish
         if end > start:
-            save(end)
+            run.save()
         log.close()
         return {"stage": task.name, "step": end, "finished": False}
-    newest = latest_checkpoint(stage_dir)
-    if newest is None or checkpoint_step(newest) != cfg.steps:
-        save(cfg.steps)
-    metrics = run_validation(cfg.steps)
-    summary = {
-        "stage": task.name,
-        "step": cfg.steps,
-        "finished": True,
-        "final_loss": loss_value,
-        "val": metrics,
-        # of this call (a resumed stage counts only its last part)
-        "wall_s": time.perf_counter() - wall0,
-        "cpu_s": time.process_time() - cpu0,
-        **task.info,
-    }
-    if dist.is_main:
-        task.export(eval_module(), stage_dir / "final")
-        atomic_write_text(stage_dir / DONE_NAME, json.dumps(summary, indent=2) + "\n")
-    barrier()
+    summary = run.finish(loss, wall0, cpu0)
     log.close()
     return summary
