@@ -6,28 +6,28 @@ import numpy as np
 import pytest
 import webdataset as wds
 
-from trajloom.data.formats import (
-    FormatError,
-    RunFolder,
-    ShardSample,
-    canonical_id,
-    convert_released_to_shards,
-    decode_shard_sample,
-    iter_shard_samples,
+from trajloom.data import formats
+from trajloom.data.checks import FormatError
+from trajloom.data.names import canonical_id
+from trajloom.data.released import (
     load_released_npz,
     read_captions_csv,
-    read_manifest,
-    read_run_folder,
-    read_wanmove,
-    sanitize_predictions,
     save_released_npz,
-    shard_key,
     write_captions_csv,
-    write_run_folder,
+)
+from trajloom.data.runs import RunFolder, read_run_folder, sanitize_predictions, write_run_folder
+from trajloom.data.shards import (
+    ShardSample,
+    convert_released_to_shards,
+    decode_shard_sample,
+    encode_shard_sample,
+    iter_shard_samples,
+    read_manifest,
+    shard_key,
     write_shards,
-    write_wanmove,
 )
 from trajloom.data.video import read_video, write_video
+from trajloom.data.wanmove import read_wanmove, write_wanmove
 
 
 def _tracks(t=9, n=5, seed=0):
@@ -146,7 +146,6 @@ def test_iter_shard_samples_reads_a_tar_in_file_order(tmp_path):
 
 def test_decode_rejects_bad_members():
     tracks, vis = _tracks()
-    from trajloom.data.formats import encode_shard_sample
 
     good = encode_shard_sample(
         ShardSample(id="a", tracks=tracks, visibility=vis, meta={"width": 8, "height": 8})
@@ -240,8 +239,6 @@ def test_wanmove_round_trip_and_rescale(tmp_path):
 def test_decode_rejects_bad_meta_and_non_numeric_embeddings():
     import io
 
-    from trajloom.data.formats import encode_shard_sample
-
     tracks, vis = _tracks()
     good = encode_shard_sample(
         ShardSample(id="a", tracks=tracks, visibility=vis, meta={"width": 8, "height": 8})
@@ -265,3 +262,25 @@ def test_converter_estimates_the_camera_phrase(tmp_path):
     convert_released_to_shards(tmp_path / "src", tmp_path / "out", size=(128, 96))
     (decoded,) = [decode_shard_sample(r) for r in _raw_samples(read_manifest(tmp_path / "out")[0])]
     assert decoded.meta["camera"] == scene.camera_phrase == "the camera tilts down"
+
+
+def test_formats_still_exports_every_name_of_the_split_modules():
+    from trajloom.data import checks, names, released, runs, shards, wanmove
+
+    owners = (checks, names, released, runs, shards, wanmove)
+    for name in formats.__all__:
+        origin = next(m for m in owners if name in m.__all__)
+        assert getattr(formats, name) is getattr(origin, name)
+
+
+def test_folder_captions_reads_the_sole_csv_only(tmp_path):
+    from trajloom.data.released import folder_captions, sole_csv
+
+    assert folder_captions(tmp_path) == {} and sole_csv(tmp_path) is None
+    write_captions_csv(tmp_path / "caps.csv", {"7": "a dog runs"})
+    assert folder_captions(tmp_path) == {"7": "a dog runs"}
+    (tmp_path / "other.csv").write_text("videoid,text\n8,a cat\n")
+    assert folder_captions(tmp_path) == {} and sole_csv(tmp_path) is None  # ambiguous
+    (tmp_path / "other.csv").unlink()
+    (tmp_path / "caps.csv").write_text("nothing,useful\n1,2\n")
+    assert folder_captions(tmp_path) == {}  # not a captions CSV: no captions, no error

@@ -9,7 +9,6 @@ same for videos and frame folders so that both give identical pixels for identic
 from __future__ import annotations
 
 import io
-import re
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -18,6 +17,8 @@ import av
 import cv2
 import numpy as np
 from PIL import Image
+
+from trajloom.data.names import natural_key
 
 __all__ = [
     "FRAME_SUFFIXES",
@@ -63,18 +64,13 @@ class VideoInfo:
     num_frames_exact: bool = True
 
 
-def _natural_key(name: str) -> list[int | str]:
-    # "frame10" sorts after "frame9": digit runs compare as integers.
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
-
-
 def list_frame_files(folder: str | Path) -> list[Path]:
     """Image files in `folder` (suffixes in FRAME_SUFFIXES), in natural order."""
     folder = Path(folder)
     if not folder.is_dir():
         raise VideoReadError(f"{folder}: not a folder of frames (does not exist or is a file)")
     files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in FRAME_SUFFIXES]
-    return sorted(files, key=lambda p: _natural_key(p.name))
+    return sorted(files, key=lambda p: natural_key(p.name))
 
 
 def _frames_folder(path: Path) -> Path | None:
