@@ -191,3 +191,57 @@ def test_cli_bad_input_fails_before_training(tmp_path):
         assert message in result.stderr, (args, result.stderr)
         assert "Traceback" not in result.stderr
     assert not list((tmp_path / "runs").glob("*/*/checkpoints"))
+
+
+@pytest.mark.parametrize(
+    ("override", "new_key"),
+    [
+        ("vae_model.width=64", "vae_model.grid.width"),
+        ("generator.patch_size=16", "generator.grid.stride"),
+        ("generator.num_frames_in=9", "generator.num_frames"),
+        ("generator.latent_time_stride=2", "generator.temporal_factor"),
+    ],
+)
+def test_previous_geometry_keys_are_refused_naming_the_new_key(override, new_key):
+    with pytest.raises(ValueError, match=r"derived.*data\.width") as info:
+        apply_overrides(quick(), [override])
+    assert f"(now {new_key!r})" in str(info.value)
+    with pytest.raises(ValueError, match="derived"):
+        apply_overrides(quick(), [f"{new_key}=8"])
+
+
+def test_geometry_is_said_once():
+    from trajloom.encoding import DEFAULT_FUTURE, DEFAULT_GRID, DEFAULT_HISTORY
+    from trajloom_train.config import DataConfig
+
+    r = paper()
+    assert r.data.grid == r.vae_model.grid == r.generator.grid == DEFAULT_GRID
+    assert (r.data.history, r.data.future) == (DEFAULT_HISTORY, DEFAULT_FUTURE)
+    assert r.vae_model.num_frames == r.generator.num_frames == DEFAULT_HISTORY
+    assert r.visibility_model.temporal_factor == r.generator.temporal_factor == 4
+    assert DataConfig().grid == DEFAULT_GRID and DataConfig().windows.total == 162
+    # temporal_factor is the VAE's; the generator and the visibility head follow it
+    r = apply_overrides(quick(), ["vae_model.temporal_factor=8"])
+    assert r.generator.temporal_factor == r.visibility_model.temporal_factor == 8
+    assert r.generator.hist_latent_frames == r.vae_model.latent_frames == 3
+
+
+def test_run_config_in_the_previous_layout_loads_and_compares_equal():
+    from trajloom_train.config import config_diff
+
+    saved = recipe_to_dict(quick())
+    vae = saved["vae_model"]
+    vae.update(vae.pop("grid"))  # width/height/stride at the top, as saved before
+    gen = saved["generator"]
+    grid = gen.pop("grid")
+    gen.update(
+        input_width=grid["width"],
+        input_height=grid["height"],
+        patch_size=grid["stride"],
+        num_frames_in=gen.pop("num_frames"),
+        latent_time_stride=gen.pop("temporal_factor"),
+        hist_latent_frames=5,
+        fut_latent_frames=5,
+    )
+    assert recipe_from_dict(saved) == quick()
+    assert config_diff(saved, recipe_to_dict(quick())) == []
