@@ -12,27 +12,23 @@ the ground-truth future when the input holds one, and the frames when there are 
 * A released-layout ``<id>.npz`` (``tracks`` "n t 2", ``visibility`` "n t"): its pixels
   are those of ``<id>.mp4`` beside it when there is one (probed), else the working
   resolution; tracks are rescaled to the working resolution.
-* A shard ``.tar`` written by ``trajloom.data.formats.write_shards``: every sample in it.
+* A shard ``.tar`` written by ``trajloom.data.shards.write_shards``: every sample in it.
 """
 
 from __future__ import annotations
 
 import glob
-import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from trajloom.data.formats import (
-    FormatError,
-    ShardSample,
-    iter_shard_samples,
-    load_released_npz,
-    read_captions_csv,
-)
+from trajloom.data.checks import FormatError
+from trajloom.data.clip import Clip
+from trajloom.data.names import natural_key
+from trajloom.data.released import folder_captions, load_released_npz
+from trajloom.data.shards import ShardSample, iter_shard_samples
 from trajloom.data.video import VIDEO_SUFFIXES, VideoReadError, probe_video, read_video
 from trajloom.encoding import GridSpec, rescale_tracks
 
@@ -45,7 +41,6 @@ __all__ = [
     "clips_from_video",
     "expand_inputs",
     "input_kind",
-    "iter_shard_samples",
     "load_clips",
 ]
 
@@ -55,34 +50,6 @@ SHARD_SUFFIXES = (".tar",)
 
 class InputError(ValueError):
     """An input cannot be used; the message names the file and what to do."""
-
-
-@dataclass
-class Clip:
-    """One history window (and, when known, its true future) in working-resolution pixels.
-
-    ``hist_tracks`` "th n 2" float32, ``hist_vis`` "th n" bool; ``fut_tracks`` "tf n 2"
-    and ``fut_vis`` "tf n" (ground truth) or None; ``frames`` "t h w 3" uint8 with
-    ``th <= t <= th + tf`` frames from the first history frame on, or None.
-    """
-
-    id: str
-    source: str
-    hist_tracks: np.ndarray
-    hist_vis: np.ndarray
-    fut_tracks: np.ndarray | None = None
-    fut_vis: np.ndarray | None = None
-    frames: np.ndarray | None = None
-    caption: str = ""
-    fps: float = 16.0
-
-    @property
-    def history(self) -> int:
-        return int(self.hist_tracks.shape[0])
-
-    @property
-    def num_points(self) -> int:
-        return int(self.hist_tracks.shape[1])
 
 
 # --------------------------------------------------------------------------- discovery
@@ -101,10 +68,6 @@ def input_kind(path: Path) -> str:
         f"{path}: unknown input type {suffix or '(no suffix)'!r}; give a video "
         f"({', '.join(VIDEO_SUFFIXES)}), a released-layout .npz or a shard .tar"
     )
-
-
-def _natural(name: str) -> list[int | str]:
-    return [int(p) if p.isdigit() else p.lower() for p in re.split(r"(\d+)", name)]
 
 
 def expand_inputs(specs: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
@@ -133,11 +96,11 @@ def expand_inputs(specs: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
             ]
             if not found:
                 failures.append((spec, "folder holds no video, .npz or .tar input"))
-            files.extend(sorted(found, key=lambda p: _natural(p.name)))
+            files.extend(sorted(found, key=lambda p: natural_key(p.name)))
         elif path.exists():
             files.append(path)
         elif glob.has_magic(spec):
-            matched = sorted((Path(p) for p in glob.glob(spec)), key=lambda p: _natural(p.name))
+            matched = sorted((Path(p) for p in glob.glob(spec)), key=lambda p: natural_key(p.name))
             matched = [p for p in matched if p.is_file()]
             if not matched:
                 failures.append((spec, "glob matched no file"))
@@ -174,7 +137,9 @@ def clip_from_arrays(
 
     Tracks are rescaled to the grid's working resolution. The clip needs at least
     ``history`` frames and exactly ``grid.num_points`` tracks; the future is kept when
-    ``history + future`` frames are there.
+    ``history + future`` frames are there. ``frames`` "t h w 3" (working resolution, from
+    the clip's first frame) are kept when they cover the history, cut to the window: the
+    history and future frames, or the history frames of a clip without a future.
     """
     tracks = np.asarray(tracks, dtype=np.float32)
     visibility = np.asarray(visibility).astype(bool)
@@ -192,19 +157,18 @@ def clip_from_arrays(
         )
     if tuple(src_size) != grid.size:
         tracks = rescale_tracks(tracks, tuple(src_size), grid.size).astype(np.float32)
-    has_future = t >= history + future
-    if frames is not None and frames.shape[0] < history:
-        frames = None
-    return Clip(
-        id=clip_id,
+    kept_future = future if t >= history + future else 0
+    if frames is not None:
+        frames = frames[: history + kept_future] if frames.shape[0] >= history else None
+    return Clip.cut(
+        clip_id,
+        tracks,
+        visibility,
+        start=0,
+        history=history,
+        future=kept_future,
         source=source,
-        hist_tracks=np.ascontiguousarray(tracks[:history]),
-        hist_vis=np.ascontiguousarray(visibility[:history]),
-        fut_tracks=np.ascontiguousarray(tracks[history : history + future]) if has_future else None,
-        fut_vis=np.ascontiguousarray(visibility[history : history + future])
-        if has_future
-        else None,
-        frames=None if frames is None else frames[: history + future],
+        frames=frames,
         caption=caption,
         fps=fps,
     )
@@ -270,16 +234,6 @@ def clips_from_video(
 # --------------------------------------------------------------------------- released npz
 
 
-def _caption_for(npz: Path) -> str:
-    csvs = sorted(npz.parent.glob("*.csv"))
-    if len(csvs) != 1:
-        return ""
-    try:
-        return read_captions_csv(csvs[0]).get(npz.stem, "")
-    except FormatError:
-        return ""
-
-
 def clips_from_npz(
     path: Path, *, grid: GridSpec, history: int, future: int, caption: str = ""
 ) -> list[Clip]:
@@ -314,7 +268,7 @@ def clips_from_npz(
             history=history,
             future=future,
             frames=frames,
-            caption=caption or _caption_for(path),
+            caption=caption or folder_captions(path.parent).get(path.stem, ""),
             fps=fps,
         )
     ]
