@@ -18,7 +18,7 @@ from trajloom_train.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from trajloom_train.cli import resolve_run
+from trajloom_train.cli import RunOptions, resolve_run
 from trajloom_train.config import (
     OptimConfig,
     apply_overrides,
@@ -125,18 +125,17 @@ def test_lr_schedule():
 
 
 def test_resume_with_another_config_is_refused(tmp_path):
-    recipe, run_dir = resolve_run("ci", "a", tmp_path, [], None, None)
+    recipe, run_dir = resolve_run(RunOptions("ci", "a", tmp_path))
     run_dir.mkdir(parents=True)
     (run_dir / "config.json").write_text(json.dumps(recipe_to_dict(recipe)))
     # the saved config is picked up without --recipe; logging cadence may change
-    again, _ = resolve_run(
-        None, "a", tmp_path, ["flow.log_every=1", "vae.micro_batch_size=4"], None, None
-    )
+    cadence = ("flow.log_every=1", "vae.micro_batch_size=4")
+    again, _ = resolve_run(RunOptions(None, "a", tmp_path, cadence))
     assert again.flow.steps == recipe.flow.steps
     with pytest.raises(ValueError, match=r"another config(.|\n)*flow.optim.lr"):
-        resolve_run(None, "a", tmp_path, ["flow.optim.lr=0.5"], None, None)
+        resolve_run(RunOptions(None, "a", tmp_path, ("flow.optim.lr=0.5",)))
     with pytest.raises(ValueError, match="another config"):
-        resolve_run("quick", "a", tmp_path, [], None, None)
+        resolve_run(RunOptions("quick", "a", tmp_path))
 
 
 def test_synthetic_splits_are_disjoint_and_deterministic():

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated
 
@@ -88,34 +88,51 @@ StopOpt = Annotated[
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
 
 
-def resolve_run(
-    recipe: str | None,
-    name: str | None,
-    runs_dir: Path,
-    overrides: list[str] | None,
-    data: list[str] | None,
-    steps_scale: float | None,
-) -> tuple[Recipe, Path]:
+@dataclass(frozen=True)
+class RunOptions:
+    """Which run a command works on and how its recipe is resolved (the shared options)."""
+
+    recipe: str | None = None  # a recipe name; None: the run folder's saved config, else quick
+    name: str | None = None  # run folder runs_dir/<name>; None: the recipe's name
+    runs_dir: Path = Path("runs")
+    overrides: tuple[str, ...] = ()  # --set key=value
+    data: tuple[str, ...] = ()  # shard paths; empty: synthetic scenes
+    steps_scale: float | None = None
+
+    @property
+    def run_dir(self) -> Path:
+        return self.runs_dir / (self.name or self.recipe or "quick")
+
+
+@dataclass(frozen=True)
+class ProcessOptions:
+    """How this process trains: device, a simulated interruption, progress bars."""
+
+    device: str = "auto"
+    stop_after: int | None = None
+    progress: bool = True
+
+
+def resolve_run(options: RunOptions) -> tuple[Recipe, Path]:
     """The recipe and run folder of a command; raises ValueError on any bad input.
 
     An existing run folder keeps its saved config: a different recipe or overrides that
     change a number the training computes are refused (logging cadence may change).
     """
-    run_name = name or recipe or "quick"
-    run_dir = runs_dir / run_name
+    run_dir = options.run_dir
     saved_path = run_dir / CONFIG_NAME
     saved = json.loads(saved_path.read_text()) if saved_path.is_file() else None
-    if recipe is not None:
-        base = get_recipe(recipe)
+    if options.recipe is not None:
+        base = get_recipe(options.recipe)
     elif saved is not None:
         base = recipe_from_dict(saved)
     else:
         base = get_recipe("quick")
-    if data:
-        base = replace(base, data=replace(base.data, source="shards", shards=tuple(data)))
-    if steps_scale is not None:
-        base = scale_steps(base, steps_scale)
-    resolved = apply_overrides(base, list(overrides or []))
+    if options.data:
+        base = replace(base, data=replace(base.data, source="shards", shards=options.data))
+    if options.steps_scale is not None:
+        base = scale_steps(base, options.steps_scale)
+    resolved = apply_overrides(base, list(options.overrides))
     if saved is not None:
         diff = config_diff(saved, recipe_to_dict(resolved))
         if diff:
@@ -128,19 +145,9 @@ def resolve_run(
     return resolved, run_dir
 
 
-def _context(
-    recipe: str | None,
-    name: str | None,
-    runs_dir: Path,
-    overrides: list[str] | None,
-    data: list[str] | None,
-    steps_scale: float | None,
-    device: str,
-    stop_after: int | None,
-    progress: bool,
-) -> RunContext:
-    resolved, run_dir = resolve_run(recipe, name, runs_dir, overrides, data, steps_scale)
-    dist = init_distributed(device)
+def _context(options: RunOptions, process: ProcessOptions) -> RunContext:
+    resolved, run_dir = resolve_run(options)
+    dist = init_distributed(process.device)
     if resolved.data.source == "shards":
         from trajloom_train.data import ShardClips
 
@@ -154,7 +161,9 @@ def _context(
             f"run folder: {run_dir} (recipe {resolved.name}, {dist.world_size} process(es), {dist.device})"
         )
     barrier()
-    return RunContext(resolved, run_dir, dist, stop_after=stop_after, progress=progress)
+    return RunContext(
+        resolved, run_dir, dist, stop_after=process.stop_after, progress=process.progress
+    )
 
 
 def _finish(ctx: RunContext) -> None:
@@ -178,6 +187,19 @@ def _finish(ctx: RunContext) -> None:
     barrier()
 
 
+def _run_options(
+    recipe: str | None,
+    name: str | None,
+    runs_dir: Path,
+    overrides: list[str] | None,
+    data: list[str] | None = None,
+    steps_scale: float | None = None,
+) -> RunOptions:
+    return RunOptions(
+        recipe, name, runs_dir, tuple(overrides or ()), tuple(data or ()), steps_scale
+    )
+
+
 def _stage_command(stage: str):
     def command(
         recipe: RecipeOpt = None,
@@ -190,10 +212,8 @@ def _stage_command(stage: str):
         stop_after: StopOpt = None,
         progress: ProgressOpt = True,
     ) -> None:
-        ctx = _context(
-            recipe, name, runs_dir, overrides, data, steps_scale, device, stop_after, progress
-        )
-        run_stage(ctx, stage)
+        options = _run_options(recipe, name, runs_dir, overrides, data, steps_scale)
+        run_stage(_context(options, ProcessOptions(device, stop_after, progress)), stage)
 
     command.__doc__ = f"Run (or resume) the '{stage}' stage of a run."
     return command
@@ -201,6 +221,16 @@ def _stage_command(stage: str):
 
 for _stage in STAGES:
     app.command(name=_stage)(_stage_command(_stage))
+
+
+def _train_all(options: RunOptions, process: ProcessOptions) -> None:
+    ctx = _context(options, process)
+    for stage in STAGES:
+        summary = run_stage(ctx, stage)
+        if not summary.get("finished", True):
+            typer.echo(f"[{stage}] stopped at step {summary['step']}; rerun to resume")
+            return
+    _finish(ctx)
 
 
 @app.command(name="all")
@@ -216,15 +246,8 @@ def all_stages(
     progress: ProgressOpt = True,
 ) -> None:
     """Every stage in order (finished ones are skipped), then export, evaluation and preview."""
-    ctx = _context(
-        recipe, name, runs_dir, overrides, data, steps_scale, device, stop_after, progress
-    )
-    for stage in STAGES:
-        summary = run_stage(ctx, stage)
-        if not summary.get("finished", True):
-            typer.echo(f"[{stage}] stopped at step {summary['step']}; rerun to resume")
-            return
-    _finish(ctx)
+    options = _run_options(recipe, name, runs_dir, overrides, data, steps_scale)
+    _train_all(options, ProcessOptions(device, stop_after, progress))
 
 
 @app.command(name="eval")
@@ -236,8 +259,8 @@ def eval_command(
     device: DeviceOpt = "auto",
 ) -> None:
     """Export the trained set of a finished run, evaluate it and render the preview."""
-    ctx = _context(recipe, name, runs_dir, overrides, None, None, device, None, True)
-    _finish(ctx)
+    options = _run_options(recipe, name, runs_dir, overrides)
+    _finish(_context(options, ProcessOptions(device)))
 
 
 @app.command(name="config")
@@ -250,24 +273,14 @@ def show_config(
     steps_scale: ScaleOpt = None,
 ) -> None:
     """Print the resolved recipe as JSON (every key --set accepts)."""
-    resolved, _ = resolve_run(recipe, name, runs_dir, overrides, data, steps_scale)
+    resolved, _ = resolve_run(_run_options(recipe, name, runs_dir, overrides, data, steps_scale))
     typer.echo(json.dumps(recipe_to_dict(resolved), indent=2))
 
 
 @app.callback(invoke_without_command=True)
 def _root(ctx: typer.Context) -> None:
     if ctx.invoked_subcommand is None:
-        all_stages(
-            recipe=None,
-            name=None,
-            runs_dir=Path("runs"),
-            overrides=None,
-            data=None,
-            steps_scale=None,
-            device="auto",
-            stop_after=None,
-            progress=True,
-        )
+        _train_all(RunOptions(), ProcessOptions())
 
 
 def main() -> None:
