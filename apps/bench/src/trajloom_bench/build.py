@@ -17,7 +17,7 @@ Paper §4.1.4: every source is brought to one resolution (832x480), one window l
 * Synthetic (``--source synthetic=COUNT``): COUNT scenes of ``trajloom.data.synthetic``
   with exact tracks, drawn at the bench resolution and window length.
 * Released TrajLoomDatasets layout (``--released NAME=FOLDER``): ``<id>.npz`` + ``<id>.mp4``
-  + captions CSV, converted unchanged with ``trajloom.data.formats``.
+  + captions CSV, converted unchanged with ``trajloom.data.shards``.
 
 Output: ``OUT/<source>/shard-NNNNNN.tar`` + ``OUT/<source>/manifest.json`` per source and
 ``OUT/bench.json`` naming the sources in order, with the build settings.
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -37,16 +36,24 @@ from typing import Any
 import numpy as np
 
 from trajloom.data.camera import camera_phrase, estimate_camera_motion
-from trajloom.data.formats import (
-    FormatError,
+from trajloom.data.names import natural_key
+from trajloom.data.released import folder_captions
+from trajloom.data.shards import (
+    MANIFEST_NAME,
     ShardSample,
     convert_released_to_shards,
-    read_captions_csv,
     write_shards,
 )
 from trajloom.data.synthetic import SceneConfig, make_scene, scene_seed
-from trajloom.data.video import VIDEO_SUFFIXES, VideoReadError, probe_video, read_video, write_video
-from trajloom.encoding import GridSpec
+from trajloom.data.video import (
+    VIDEO_SUFFIXES,
+    VideoInfo,
+    VideoReadError,
+    probe_video,
+    read_video,
+    write_video,
+)
+from trajloom.encoding import DEFAULT_FUTURE, DEFAULT_GRID, DEFAULT_HISTORY, GridSpec
 
 __all__ = [
     "BENCH_FILE",
@@ -70,11 +77,11 @@ PAPER_SOURCES = ("kinetics", "robotap", "kubric", "magicdata", "synthetic")
 class BenchConfig:
     """Resolution, window and tracking of a TrajLoomBench build (defaults: the paper's)."""
 
-    width: int = 832
-    height: int = 480
-    stride: int = 32  # track grid spacing: 26 x 15 = 390 points at 832x480
-    history: int = 81
-    future: int = 81
+    width: int = DEFAULT_GRID.width
+    height: int = DEFAULT_GRID.height
+    stride: int = DEFAULT_GRID.stride  # track grid spacing: 26 x 15 = 390 points at 832x480
+    history: int = DEFAULT_HISTORY
+    future: int = DEFAULT_FUTURE
     fps: float | None = None  # resample every video to this rate; None keeps the native rate
     windows_per_video: int = 1
     window_stride: int | None = None  # frames between window starts; None: one window length
@@ -160,23 +167,46 @@ def _read_needed(path: Path, num_frames: int, fps: float, cfg: BenchConfig) -> n
     return read_video(path, size=size)
 
 
-def _natural(name: str) -> list[int | str]:
-    return [int(p) if p.isdigit() else p.lower() for p in re.split(r"(\d+)", name)]
-
-
 def _list_videos(folder: Path) -> list[Path]:
     files = [p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES]
-    return sorted(files, key=lambda p: _natural(str(p.relative_to(folder))))
+    return sorted(files, key=lambda p: natural_key(str(p.relative_to(folder))))
 
 
-def _captions(folder: Path) -> dict[str, str]:
-    csvs = sorted(folder.glob("*.csv"))
-    if len(csvs) != 1:
-        return {}
+class _Skip(Exception):
+    """A video that gives no window; the message names it and says why."""
+
+
+def _decode_windows(path: Path, cfg: BenchConfig) -> tuple[VideoInfo, np.ndarray, list[np.ndarray]]:
+    """A video's probe, decoded frames "t h w 3" (bench resolution) and window indices.
+
+    Raises _Skip when the video cannot be read or is shorter than one window.
+    """
     try:
-        return read_captions_csv(csvs[0])
-    except FormatError:
-        return {}
+        info = probe_video(path)
+        frames = _read_needed(path, info.num_frames, info.fps, cfg)
+    except VideoReadError as err:
+        raise _Skip(str(err)) from err
+    windows = video_windows(frames.shape[0], info.fps, cfg)
+    if not windows:
+        raise _Skip(
+            f"{path}: {frames.shape[0]} frames at {info.fps:.3g} fps are shorter than "
+            f"one window of {cfg.window} frames"
+            + (f" at {cfg.fps:g} fps" if cfg.fps else "")
+            + f" ({cfg.history} history + {cfg.future} future)"
+        )
+    return info, frames, windows
+
+
+def _meta(cfg: BenchConfig, source: str, fps: float, **fields: Any) -> dict[str, Any]:
+    """A shard sample's ``meta.json``: the bench grid, frame rate and source, plus ``fields``."""
+    return {
+        "width": cfg.width,
+        "height": cfg.height,
+        "stride": cfg.stride,
+        "fps": fps,
+        "source": source,
+        **fields,
+    }
 
 
 def _video_samples(
@@ -187,51 +217,35 @@ def _video_samples(
     skipped: list[str],
     progress: Callable[[str], None],
 ) -> Iterator[ShardSample]:
-    captions = _captions(folder)
-    grid = cfg.grid
+    """One tracked sample per window of every video under ``folder`` (skips listed in ``skipped``)."""
+    captions = folder_captions(folder)
     for path in _list_videos(folder):
-        rel = path.relative_to(folder).with_suffix("")
-        base = "__".join(rel.parts)
         try:
-            info = probe_video(path)
-            frames_all = _read_needed(path, info.num_frames, info.fps, cfg)
-        except VideoReadError as err:
-            skipped.append(str(err))
-            progress(f"skip {err}")
+            info, frames_all, windows = _decode_windows(path, cfg)
+        except _Skip as skip:
+            skipped.append(str(skip))
+            progress(f"skip {skip}")
             continue
-        windows = video_windows(frames_all.shape[0], info.fps, cfg)
-        if not windows:
-            reason = (
-                f"{path}: {frames_all.shape[0]} frames at {info.fps:.3g} fps are shorter than "
-                f"one window of {cfg.window} frames"
-                + (f" at {cfg.fps:g} fps" if cfg.fps else "")
-                + f" ({cfg.history} history + {cfg.future} future)"
-            )
-            skipped.append(reason)
-            progress(f"skip {reason}")
-            continue
+        base = "__".join(path.relative_to(folder).with_suffix("").parts)
+        single = len(windows) == 1 and cfg.windows_per_video == 1
         fps = float(cfg.fps or info.fps or 16.0)
         for k, idx in enumerate(windows):
             frames = frames_all[idx]
-            result = tracker.track(frames, grid=grid)
-            motion = estimate_camera_motion(result.tracks, result.visibility, grid.size)
-            sample_id = (
-                base if len(windows) == 1 and cfg.windows_per_video == 1 else f"{base}_w{k:02d}"
+            result = tracker.track(frames, grid=cfg.grid)
+            motion = estimate_camera_motion(result.tracks, result.visibility, cfg.grid.size)
+            sample_id = base if single else f"{base}_w{k:02d}"
+            meta = _meta(
+                cfg,
+                name,
+                fps,
+                caption=captions.get(path.stem, ""),
+                camera=camera_phrase(motion),
+                origin=str(path),
+                origin_frames=[int(idx[0]), int(idx[-1])],
+                origin_fps=float(info.fps),
+                origin_size=[info.width, info.height],
+                tracker=cfg.tracker,
             )
-            meta = {
-                "width": grid.width,
-                "height": grid.height,
-                "stride": grid.stride,
-                "fps": fps,
-                "source": name,
-                "caption": captions.get(path.stem, ""),
-                "camera": camera_phrase(motion),
-                "origin": str(path),
-                "origin_frames": [int(idx[0]), int(idx[-1])],
-                "origin_fps": float(info.fps),
-                "origin_size": [info.width, info.height],
-                "tracker": cfg.tracker,
-            }
             video = _video_bytes(frames, fps) if cfg.store_video else None
             progress(f"{name}: {sample_id} ({frames.shape[0]} frames)")
             yield ShardSample(
@@ -248,7 +262,7 @@ def _finish(
 ) -> dict[str, Any]:
     manifest["skipped"] = manifest.get("skipped", []) + skipped
     manifest.update(extra)
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    (out / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
     return manifest
 
 
@@ -295,16 +309,14 @@ def build_synthetic_source(
         for i in range(count):
             scene = make_scene(scene_seed(cfg.seed, i), scene_cfg)
             progress(f"{name}: scene {i}")
-            meta = {
-                "width": cfg.width,
-                "height": cfg.height,
-                "stride": cfg.stride,
-                "fps": scene_cfg.fps,
-                "source": name,
-                "caption": scene.caption,
-                "camera": scene.camera_phrase,
-                "tracker": "exact",
-            }
+            meta = _meta(
+                cfg,
+                name,
+                scene_cfg.fps,
+                caption=scene.caption,
+                camera=scene.camera_phrase,
+                tracker="exact",
+            )
             video = (
                 _video_bytes(scene.frames, scene_cfg.fps)
                 if cfg.store_video and scene.frames is not None
