@@ -1,0 +1,52 @@
+"""Fixtures for every test folder: output folders that fail like real disks do."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+def _mount_tmpfs(target: Path, options: str) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({result.stderr.strip() or 'mount failed'})")
+
+
+def _umount(target: Path) -> None:
+    subprocess.run(["umount", "-l", str(target)], capture_output=True, check=False)
+
+
+@pytest.fixture
+def read_only_dir(tmp_path) -> Iterator[Path]:
+    """A folder no process can write into: a read-only tmpfs as root, else mode 0500."""
+    target = tmp_path / "read-only"
+    if os.geteuid() == 0:
+        _mount_tmpfs(target, "ro,size=1m")
+        yield target
+        _umount(target)
+    else:
+        target.mkdir()
+        target.chmod(0o500)
+        yield target
+        target.chmod(0o700)
+
+
+@pytest.fixture
+def full_disk_dir(tmp_path) -> Iterator[Path]:
+    """A writable folder on a 256 KiB tmpfs (root only; skipped elsewhere with the reason)."""
+    if os.geteuid() != 0:
+        pytest.skip("a full disk needs a small tmpfs, which only root can mount")
+    target = tmp_path / "full-disk"
+    _mount_tmpfs(target, "size=256k")
+    yield target
+    _umount(target)
