@@ -119,7 +119,7 @@ class GeneratorConfig:
         if not isinstance(self.grid, GridSpec):
             raise ValueError(
                 f"GeneratorConfig.grid must be a trajloom.encoding.GridSpec (e.g. "
-                f"GridSpec(width=832, height=480, stride=32)), got {self.grid!r}"
+                f"{DEFAULT_GRID!r}), got {self.grid!r}"
             )
         positive = (
             "num_frames",
@@ -247,7 +247,8 @@ class GeneratorConfig:
         :func:`trajloom.flow.released.generator_config_from_section`. Any other unknown key
         is an error, so that a typo does not silently change the model.
         """
-        if _RELEASED_ONLY_KEYS & set(d) or d.get("track_fusion") == "none":
+        released_fusion = d.get("track_fusion") == "none" and "grid" not in d
+        if _RELEASED_ONLY_KEYS & set(d) or released_fusion:
             from trajloom.flow.released import generator_config_from_section
 
             return generator_config_from_section(d)

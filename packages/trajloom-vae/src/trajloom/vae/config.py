@@ -55,7 +55,7 @@ class VAEConfig:
         if not isinstance(self.grid, GridSpec):
             raise ValueError(
                 f"VAEConfig.grid must be a trajloom.encoding.GridSpec (e.g. "
-                f"GridSpec(width=832, height=480, stride=32)), got {self.grid!r}"
+                f"{DEFAULT_GRID!r}), got {self.grid!r}"
             )
         for name in (
             "num_frames",
