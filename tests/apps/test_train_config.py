@@ -84,7 +84,7 @@ def test_override_types_and_derived_shapes():
     )
     assert r.flow.optim.lr == 3e-4 and r.flow.steps == 7
     assert r.vis_train.segments == ("fut",) and r.flow_loss.anchor is False
-    assert r.vae_model.width == r.generator.input_width == 128
+    assert r.vae_model.grid.width == r.generator.grid.width == 128
 
 
 @pytest.mark.parametrize(
