@@ -156,7 +156,7 @@ def clip_from_arrays(
             f"{history} frames; give a longer clip"
         )
     if tuple(src_size) != grid.size:
-        tracks = rescale_tracks(tracks, tuple(src_size), grid.size).astype(np.float32)
+        tracks = rescale_tracks(tracks, src_size, grid.size).astype(np.float32)
     kept_future = future if t >= history + future else 0
     if frames is not None:
         frames = frames[: history + kept_future] if frames.shape[0] >= history else None
