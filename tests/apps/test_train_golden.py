@@ -47,7 +47,7 @@ def _curves(run: Path, stages=("vae", "flow", "onpolicy", "vis")) -> dict[str, l
         out[stage] = [
             {k: v for k, v in r.items() if k not in _IGNORED or k == "step"}
             for r in rows
-            if r.get("split") != "val"
+            if "split" not in r  # training steps only (not val or data records)
         ]
     return out
 

@@ -5,7 +5,9 @@ trained module), ``ema.safetensors`` (EMA weights, when the stage keeps them) an
 ``train_state.pt`` (step, optimizer state, RNG states, data position; only tensors and
 plain Python values, so it loads with ``torch.load(..., weights_only=True)``). The folder
 is written under a temporary name and renamed into place, so a killed process leaves
-either the previous checkpoint or the new one, never half of one.
+either the previous checkpoint or the new one, never half of one. Resuming skips a
+checkpoint that cannot be read (a damaged disk, a truncated copy) with a warning and takes
+the newest intact one, and removes the temporary folders a killed process left behind.
 """
 
 from __future__ import annotations
@@ -14,13 +16,16 @@ import os
 import random
 import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from trajloom.data.outputs import atomic_write_text
 from trajloom_train.state import TrainState
 
 __all__ = [
@@ -31,6 +36,7 @@ __all__ = [
     "latest_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
+    "remove_stale_temporaries",
     "restore_rng",
     "restore_state",
     "save_checkpoint",
@@ -38,16 +44,6 @@ __all__ = [
 ]
 
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
 
 
 def capture_rng() -> dict[str, Any]:
@@ -187,20 +183,67 @@ def save_state(stage_dir: str | Path, state: TrainState, *, keep_last: int) -> P
     )
 
 
+def remove_stale_temporaries(stage_dir: str | Path) -> list[Path]:
+    """Delete the half-written checkpoint folders (``.step-*.tmp-PID``) of dead writers."""
+    root = Path(stage_dir) / "checkpoints"
+    removed = []
+    for tmp in root.glob(".step-*.tmp-*") if root.is_dir() else []:
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+            continue  # another live process is writing it (the run lock prevents this)
+        shutil.rmtree(tmp, ignore_errors=True)
+        removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# What a damaged checkpoint raises while it is read (never while it is applied).
+_UNREADABLE = (OSError, RuntimeError, SafetensorError, EOFError, KeyError, ValueError)
+
+
 def restore_state(
     state: TrainState, stage_dir: str | Path, device: torch.device | str = "cpu"
 ) -> Path | None:
-    """Load the stage's newest checkpoint into ``state`` (and the RNGs); None when there is none."""
-    last = latest_checkpoint(stage_dir)
-    if last is None:
-        return None
-    ckpt = load_checkpoint(last, device=device)
-    state.model.load_state_dict(ckpt.model, strict=True)
-    state.optimizer.load_state_dict(ckpt.train_state["optimizer"])
-    if state.ema is not None:
-        if ckpt.ema is None:
-            raise ValueError(f"{last} has no EMA weights but the stage keeps an EMA")
-        state.ema.load_state_dict(ckpt.ema)
-    restore_rng(ckpt.train_state["rng"])
-    state.step = ckpt.step
-    return last
+    """Load the stage's newest intact checkpoint into ``state`` (and the RNGs).
+
+    A checkpoint that cannot be read is skipped with a warning naming it and the error;
+    returns the checkpoint used, or None when there is none. Raises ValueError when every
+    checkpoint is damaged.
+    """
+    remove_stale_temporaries(stage_dir)
+    found = list_checkpoints(stage_dir)
+    for path in reversed(found):
+        try:
+            ckpt = load_checkpoint(path, device=device)
+            ckpt.step  # noqa: B018 - the step must be readable too
+        except _UNREADABLE as err:
+            warnings.warn(
+                f"{path}: damaged checkpoint skipped ({type(err).__name__}: {err}); "
+                "trying the previous one",
+                stacklevel=2,
+            )
+            continue
+        state.model.load_state_dict(ckpt.model, strict=True)
+        state.optimizer.load_state_dict(ckpt.train_state["optimizer"])
+        if state.ema is not None:
+            if ckpt.ema is None:
+                raise ValueError(f"{path} has no EMA weights but the stage keeps an EMA")
+            state.ema.load_state_dict(ckpt.ema)
+        restore_rng(ckpt.train_state["rng"])
+        state.step = ckpt.step
+        return path
+    if found:
+        raise ValueError(
+            f"every checkpoint in {Path(stage_dir) / 'checkpoints'} is damaged "
+            f"({', '.join(p.name for p in found)}); delete that folder to restart the stage"
+        )
+    return None

@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from trajloom_train.checkpoint import atomic_write_text
+from trajloom.data.outputs import OutputError, OutputLock, atomic_write_text
 from trajloom_train.config import (
     Recipe,
     apply_overrides,
@@ -34,9 +36,10 @@ from trajloom_train.config import (
     recipe_to_dict,
     scale_steps,
 )
-from trajloom_train.distributed import barrier, init_distributed, shutdown
+from trajloom_train.distributed import Dist, barrier, init_distributed, shutdown
 from trajloom_train.recipes import RECIPES, get_recipe
 from trajloom_train.stages import STAGES, RunContext, run_stage
+from trajloom_train.trainer import DivergedError
 
 app = typer.Typer(
     add_completion=False,
@@ -145,15 +148,22 @@ def resolve_run(options: RunOptions) -> tuple[Recipe, Path]:
     return resolved, run_dir
 
 
-def _context(options: RunOptions, process: ProcessOptions) -> RunContext:
+@contextmanager
+def _running(options: RunOptions, process: ProcessOptions) -> Iterator[RunContext]:
+    """The run's context, with the run folder locked by the main process while it works."""
     resolved, run_dir = resolve_run(options)
     dist = init_distributed(process.device)
-    if resolved.data.source == "shards":
+    if resolved.data.source == "shards":  # refuse unusable shards before touching the run
         from trajloom_train.data import ShardClips
 
         ShardClips(resolved.data, resolved.seed, dist).check()
+    with OutputLock(run_dir, what="run folder") if dist.is_main else nullcontext():
+        yield _prepare(resolved, run_dir, dist, process)
+
+
+def _prepare(resolved: Recipe, run_dir: Path, dist: Dist, process: ProcessOptions) -> RunContext:
+    """Save the resolved recipe in the run folder and build the stages' context."""
     if dist.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(
             run_dir / CONFIG_NAME, json.dumps(recipe_to_dict(resolved), indent=2) + "\n"
         )
@@ -213,7 +223,8 @@ def _stage_command(stage: str):
         progress: ProgressOpt = True,
     ) -> None:
         options = _run_options(recipe, name, runs_dir, overrides, data, steps_scale)
-        run_stage(_context(options, ProcessOptions(device, stop_after, progress)), stage)
+        with _running(options, ProcessOptions(device, stop_after, progress)) as ctx:
+            run_stage(ctx, stage)
 
     command.__doc__ = f"Run (or resume) the '{stage}' stage of a run."
     return command
@@ -224,13 +235,13 @@ for _stage in STAGES:
 
 
 def _train_all(options: RunOptions, process: ProcessOptions) -> None:
-    ctx = _context(options, process)
-    for stage in STAGES:
-        summary = run_stage(ctx, stage)
-        if not summary.get("finished", True):
-            typer.echo(f"[{stage}] stopped at step {summary['step']}; rerun to resume")
-            return
-    _finish(ctx)
+    with _running(options, process) as ctx:
+        for stage in STAGES:
+            summary = run_stage(ctx, stage)
+            if not summary.get("finished", True):
+                typer.echo(f"[{stage}] stopped at step {summary['step']}; rerun to resume")
+                return
+        _finish(ctx)
 
 
 @app.command(name="all")
@@ -259,8 +270,8 @@ def eval_command(
     device: DeviceOpt = "auto",
 ) -> None:
     """Export the trained set of a finished run, evaluate it and render the preview."""
-    options = _run_options(recipe, name, runs_dir, overrides)
-    _finish(_context(options, ProcessOptions(device)))
+    with _running(_run_options(recipe, name, runs_dir, overrides), ProcessOptions(device)) as ctx:
+        _finish(ctx)
 
 
 @app.command(name="config")
@@ -284,11 +295,16 @@ def _root(ctx: typer.Context) -> None:
 
 
 def main() -> None:
-    """Entry point; bad input ends with a one-line error and exit status 2."""
+    """Entry point: a one-line error and exit status 2 for bad input or an unusable run
+    folder (locked, not writable), 1 for a stage that diverged (its last checkpoint is kept).
+    """
     try:
         app()
-    except (ValueError, FileNotFoundError, KeyError) as err:
+    except (ValueError, FileNotFoundError, KeyError, OutputError) as err:
         typer.echo(f"error: {err}", err=True)
         sys.exit(2)
+    except DivergedError as err:
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(1)
     finally:
         shutdown()

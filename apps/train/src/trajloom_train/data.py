@@ -15,6 +15,7 @@ Both sources answer ``batch(indices)`` with a ``trajloom.data.clip.ClipBatch``.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -199,6 +200,15 @@ class TrainSource:
     @property
     def reusable(self) -> bool:
         return self.synthetic is not None and self.synthetic.reusable
+
+    def data_report(self) -> dict[str, Any]:
+        """What this process read from the shards: samples, windows, skips by reason."""
+        if self.shards is None:
+            return {}
+        stats = self.shards.stream.stats.as_dict()
+        return {
+            k: stats[k] for k in ("samples_read", "windows_yielded", "samples_skipped", "skipped")
+        }
 
     def batch(self, step: int, micro: int, indices: list[int]) -> ClipBatch:
         if self.synthetic is not None:

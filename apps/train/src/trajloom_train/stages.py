@@ -195,7 +195,16 @@ def build_vae_task(ctx: RunContext) -> Task:
     def export(module: nn.Module, folder: Path) -> None:
         save_pretrained(module, folder)
 
-    return Task("vae", model, r.vae, make_batch, loss, export, validate=validate)
+    return Task(
+        "vae",
+        model,
+        r.vae,
+        make_batch,
+        loss,
+        export,
+        validate=validate,
+        data_report=source.data_report,
+    )
 
 
 # ----------------------------------------------------------------------------- stats
@@ -398,6 +407,7 @@ def build_flow_task(ctx: RunContext, stage: str = "flow") -> Task:
         validate=validate,
         preview=preview,
         info={"onpolicy_sub_batch": sub_total} if stage == "onpolicy" else {},
+        data_report=source.data_report,
     )
 
 
@@ -455,7 +465,16 @@ def build_vis_task(ctx: RunContext) -> Task:
     def export(module: nn.Module, folder: Path) -> None:
         save_flow_module(module, folder)
 
-    return Task("vis", model, r.vis, make_batch, loss, export, validate=validate)
+    return Task(
+        "vis",
+        model,
+        r.vis,
+        make_batch,
+        loss,
+        export,
+        validate=validate,
+        data_report=source.data_report,
+    )
 
 
 # ----------------------------------------------------------------------------- dispatch

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ from trajloom_train.state import EMA, TrainState
 
 __all__ = [
     "EMA",
+    "DivergedError",
     "LossOut",
     "MetricsLog",
     "StepResult",
@@ -85,6 +87,8 @@ class Task:
     denominator(batch) -> float tensor scalar; default: the number of samples.
     validate(module) -> metrics; preview(module, step) -> None; both get the EMA weights
     when the stage keeps them. export(module, folder) writes the final weights.
+    data_report() -> counters of the data read (e.g. skipped shard samples by reason),
+    summed over processes into ``DONE.json`` and the log at the end.
     """
 
     name: str
@@ -97,6 +101,7 @@ class Task:
     validate: Callable[[nn.Module], dict[str, float]] | None = None
     preview: Callable[[nn.Module, int], None] | None = None
     info: dict[str, Any] = field(default_factory=dict)  # written into DONE.json
+    data_report: Callable[[], dict[str, Any]] | None = None
 
 
 def lr_at(step: int, optim: OptimConfig, total_steps: int) -> float:
@@ -125,16 +130,38 @@ class MetricsLog:
             if SummaryWriter is not None:
                 self.writer = SummaryWriter(str(tb_dir))
 
-    def truncate_after(self, step: int) -> None:
-        """Drop records past ``step`` (written after the checkpoint a resume starts from)."""
-        if not self.enabled or not self.path.is_file():
-            return
-        kept = [
-            line
-            for line in self.path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= step
-        ]
-        atomic_write_text(self.path, "".join(line + "\n" for line in kept))
+    def records(self) -> list[dict[str, Any]]:
+        """The log's records; a line that is not JSON (torn by a crash) is dropped with a warning."""
+        if not self.path.is_file():
+            return []
+        out = []
+        for number, line in enumerate(self.path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                warnings.warn(
+                    f"{self.path}:{number}: unreadable log line dropped (torn by a crash?)",
+                    stacklevel=2,
+                )
+        return out
+
+    def has(self, split: str, step: int) -> bool:
+        """Whether the log holds a ``split`` record (e.g. "val") of ``step``."""
+        return any(r.get("split") == split and r.get("step") == step for r in self.records())
+
+    def truncate_after(self, step: int) -> list[dict[str, Any]]:
+        """Drop records past ``step`` (written after the checkpoint a resume starts from).
+
+        Returns the records kept.
+        """
+        if not self.enabled:
+            return []
+        kept = [r for r in self.records() if r.get("step", 0) <= step]
+        if self.path.is_file():
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+        return kept
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
@@ -168,6 +195,10 @@ def _indices(step: int, micro: int, cfg: StageConfig, dist: Dist) -> list[int]:
     base = step * cfg.batch_size + micro * cfg.micro_batch_size * dist.world_size
     start = base + dist.rank * cfg.micro_batch_size
     return list(range(start, start + cfg.micro_batch_size))
+
+
+class DivergedError(RuntimeError):
+    """A training step produced a non-finite loss or gradient; the message names stage and step."""
 
 
 @dataclass
@@ -217,16 +248,26 @@ def train_step(task: Task, state: TrainState, dist: Dist, precision: str) -> Ste
             logs[k] = logs.get(k, 0.0) + float(v) / accum
     params = state.params
     average_gradients(params, dist.world_size)
-    grad_norm = float("nan")
-    if cfg.optim.clip_grad_norm > 0:
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.optim.clip_grad_norm))
+    # The norm of the averaged gradients (identical on every process); clipping at infinity
+    # only measures it.
+    limit = cfg.optim.clip_grad_norm if cfg.optim.clip_grad_norm > 0 else math.inf
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, limit))
+    sums = all_reduce_sum(sums)
+    loss = float(sums[0] / global_den + sums[1])
+    if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+        state.optimizer.zero_grad(set_to_none=True)
+        raise DivergedError(
+            f"stage '{task.name}' diverged at step {state.step + 1}: loss {loss}, gradient "
+            f"norm {grad_norm}; the weights were not updated and the last checkpoint is kept. "
+            f"Lower the learning rate (--set {task.name}.optim.lr=...) or check the data, "
+            "then rerun to resume"
+        )
     state.optimizer.step()
     state.optimizer.zero_grad(set_to_none=True)
     if state.ema is not None:
         state.ema.update(state.model, state.step)
     state.step += 1
-    sums = all_reduce_sum(sums)
-    return StepResult(float(sums[0] / global_den + sums[1]), lr, grad_norm, logs)
+    return StepResult(loss, lr, grad_norm, logs)
 
 
 class _Run:
@@ -254,13 +295,17 @@ class _Run:
             self.log_step(result)
         if cfg.save_every and done % cfg.save_every == 0 and done < cfg.steps:
             self.save()
-        if cfg.val_every and done % cfg.val_every == 0 and done < cfg.steps:
+        if self.validation_due(done):
             self.validate()
         if self.task.preview is not None and cfg.preview_every and done % cfg.preview_every == 0:
             if self.dist.is_main:
                 self.task.preview(self.state.eval_module(), done)
                 self.state.model.train()
             barrier()
+
+    def validation_due(self, step: int) -> bool:
+        cfg = self.task.config
+        return bool(cfg.val_every) and step % cfg.val_every == 0 and step < cfg.steps
 
     def log_step(self, result: StepResult) -> None:
         now = time.perf_counter()
@@ -309,12 +354,18 @@ class _Run:
         if newest is None or checkpoint_step(newest) != steps:
             self.save()
         metrics = self.validate()
+        data = _sum_counts(task.data_report(), self.dist) if task.data_report else {}
+        if data:
+            self.log.write({"stage": task.name, "split": "data", "step": steps, **data})
+            if self.dist.is_main:
+                tqdm.write(f"[{task.name}] data: {_describe_counts(data)}")
         summary = {
             "stage": task.name,
             "step": steps,
             "finished": True,
             "final_loss": loss,
             "val": metrics,
+            **({"data": data} if data else {}),
             # of this call (a resumed stage counts only its last part)
             "wall_s": time.perf_counter() - wall0,
             "cpu_s": time.process_time() - cpu0,
@@ -326,6 +377,38 @@ class _Run:
             atomic_write_text(self.stage_dir / DONE_NAME, text)
         barrier()
         return summary
+
+
+def _sum_counts(counts: dict[str, Any], dist: Dist) -> dict[str, Any]:
+    """Counters (ints, and dicts of ints) summed over every process."""
+    if not dist.distributed:
+        return counts
+    gathered: list[dict[str, Any]] = [{} for _ in range(dist.world_size)]
+    torch.distributed.all_gather_object(gathered, counts)
+
+    def add(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+        out = dict(a)
+        for key, value in b.items():
+            if isinstance(value, dict):
+                out[key] = add(out.get(key, {}), value)
+            elif isinstance(value, (int, float)):
+                out[key] = out.get(key, 0) + value
+        return out
+
+    total: dict[str, Any] = {}
+    for part in gathered:
+        total = add(total, part)
+    return total
+
+
+def _describe_counts(data: dict[str, Any]) -> str:
+    skipped = data.get("skipped") or {}
+    reasons = ", ".join(f"{k}: {v}" for k, v in sorted(skipped.items()))
+    return (
+        f"{data.get('samples_read', 0)} samples read, {data.get('windows_yielded', 0)} "
+        f"windows used, {data.get('samples_skipped', 0)} bad samples skipped"
+        + (f" ({reasons})" if reasons else "")
+    )
 
 
 def _resume(task: Task, stage_dir: Path, dist: Dist, log: MetricsLog) -> TrainState:
@@ -370,6 +453,8 @@ def run_task(
         mininterval=1.0,
     )
     run = _Run(task, state, stage_dir, dist, precision, log, bar)
+    if start and run.validation_due(start) and not log.has("val", start):
+        run.validate()  # the process died between the checkpoint and its validation
     state.model.train()
     wall0, cpu0 = time.perf_counter(), time.process_time()
     end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
