@@ -98,6 +98,9 @@ def test_override_types_and_derived_shapes():
         ("flow.steps", "key=value"),
         ("data.width=100", "multiple of stride"),
         ("vae.micro_batch_size=3", "multiple of vae.micro_batch_size"),
+        ("vae.optim.lr=inf", "not a finite number"),
+        ("flow_loss.sigma=nan", "not a finite number"),
+        ("vae.optim.betas=0.9,inf", "not a finite number"),
     ],
 )
 def test_bad_overrides_are_refused(override, message):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import Any
@@ -364,7 +365,7 @@ def _parse_value(key: str, text: str, current: Any) -> Any:
         if isinstance(current, int) or (current is None and text.strip().lstrip("-").isdigit()):
             return int(text)
         if isinstance(current, float):
-            return float(text)
+            return _finite(float(text))
         if isinstance(current, tuple):
             if text.strip().startswith("["):
                 return tuple(json.loads(text))
@@ -375,7 +376,7 @@ def _parse_value(key: str, text: str, current: Any) -> Any:
                 and not isinstance(current[0], bool)
             ):
                 kind = type(current[0])
-                return tuple(kind(s) for s in items)
+                return tuple(_finite(kind(s)) for s in items)
             return tuple(items)
         if current is None and text.strip().lower() in ("none", "null"):
             return None
@@ -384,6 +385,13 @@ def _parse_value(key: str, text: str, current: Any) -> Any:
         raise ValueError(
             f"override {key}={text!r}: cannot parse as {type(current).__name__} ({err})"
         ) from err
+
+
+def _finite(value: float) -> float:
+    # every number of a recipe is finite: inf/nan hyper-parameters only train on NaN
+    if not math.isfinite(value):
+        raise ValueError(f"{value} is not a finite number")
+    return value
 
 
 def _keys(obj: Any, prefix: str = "") -> list[str]:
