@@ -23,7 +23,7 @@ import time
 import warnings
 from pathlib import Path
 
-from trajloom.data.formats import write_shards
+from trajloom.data.shards import write_shards
 from trajloom.data.stream import ShardStream, StreamConfig, make_loader
 from trajloom.data.synthetic import SceneConfig, make_scene, synthetic_shard_samples
 

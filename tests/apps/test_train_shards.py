@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from trajloom.data.formats import ShardSample, write_shards
+from trajloom.data.shards import ShardSample, write_shards
 from trajloom.data.synthetic import make_scene
 from trajloom_train.config import apply_overrides
 from trajloom_train.data import ShardClips, scene_config

@@ -11,7 +11,7 @@ import pytest
 
 import trajloom.data.stream as stream_mod
 from trajloom.data.clip import clip_windows, collate
-from trajloom.data.formats import ShardSample, encode_shard_sample, write_shards
+from trajloom.data.shards import ShardSample, encode_shard_sample, write_shards
 from trajloom.data.stream import (
     DataError,
     ShardStream,

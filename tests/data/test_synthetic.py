@@ -163,7 +163,7 @@ def test_synthetic_clips_sample_dict():
 
 
 def test_synthetic_shards_round_trip(tmp_path):
-    from trajloom.data.formats import write_shards
+    from trajloom.data.shards import write_shards
     from trajloom.data.stream import ShardStream, StreamConfig
 
     cfg = SceneConfig(width=64, height=64, stride=16, num_frames=8)

@@ -37,8 +37,9 @@ from webdataset.gopen import gopen
 from webdataset.shardlists import expand_urls
 from webdataset.tariterators import base_plus_ext
 
+from trajloom.data.checks import FormatError
 from trajloom.data.clip import Clip, ClipBatch, clip_windows, collate
-from trajloom.data.formats import FormatError, ShardSample, decode_shard_sample, read_manifest
+from trajloom.data.shards import ShardSample, decode_shard_sample, read_manifest
 from trajloom.data.video import VideoReadError, read_video
 from trajloom.encoding import GridSpec, rescale_tracks
 

@@ -35,7 +35,7 @@ from torch.utils.data import IterableDataset
 
 from trajloom.data.camera import CameraMotion, camera_phrase, shake_from_steps
 from trajloom.data.clip import Clip
-from trajloom.data.formats import ShardSample
+from trajloom.data.shards import ShardSample
 from trajloom.data.stream import node_and_worker
 from trajloom.encoding import GridSpec, query_points
 
@@ -556,7 +556,7 @@ def synthetic_shard_samples(
 
     `crf` and `preset` are the x264 settings (see `trajloom.data.video.write_video`).
 
-    Feed to `trajloom.data.formats.write_shards` to build a synthetic shard set.
+    Feed to `trajloom.data.shards.write_shards` to build a synthetic shard set.
     """
     import tempfile
     from pathlib import Path
