@@ -318,7 +318,7 @@ def build_flow_task(ctx: RunContext, stage: str = "flow") -> Task:
         model.load_state_dict(trained.state_dict(), strict=True)
     source = _source(ctx, stage)
     encode = _LatentEncoder(vae, stats, cache=source.reusable)
-    factor = r.vae_model.temporal_factor
+    factor = r.vae_model.frames_per_latent
     cfg = r.stage(stage)
     op = r.onpolicy_loss
     # On-policy sub-batch: every `every`-th sample of the global batch (spread over ranks).
@@ -431,7 +431,7 @@ def build_vis_task(ctx: RunContext) -> Task:
     source = _source(ctx, "vis")
     encode = _LatentEncoder(vae, stats, cache=source.reusable)
     segments = r.vis_train.segments
-    factor = r.vae_model.temporal_factor
+    factor = r.vae_model.frames_per_latent
     use_hist = r.visibility_model.use_hist_last
 
     def make_batch(step: int, micro: int, indices: list[int]) -> VisBatch:
