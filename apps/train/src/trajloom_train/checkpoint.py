@@ -13,6 +13,7 @@ the newest intact one, and removes the temporary folders a killed process left b
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import re
 import shutil
@@ -207,7 +208,15 @@ def _alive(pid: int) -> bool:
 
 
 # What a damaged checkpoint raises while it is read (never while it is applied).
-_UNREADABLE = (OSError, RuntimeError, SafetensorError, EOFError, KeyError, ValueError)
+_UNREADABLE = (
+    OSError,
+    RuntimeError,
+    SafetensorError,
+    EOFError,
+    KeyError,
+    ValueError,
+    pickle.UnpicklingError,
+)
 
 
 def restore_state(
