@@ -31,7 +31,6 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "check_writable",
-    "json_ready",
 ]
 
 LOCK_NAME = ".lock"
@@ -66,22 +65,18 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return path
 
 
-def json_ready(value: Any) -> Any:
-    """``value`` with numpy scalars/arrays, paths, tuples and sets made JSON-serializable."""
-    if isinstance(value, dict):
-        return {str(k): json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set)):
-        return [json_ready(v) for v in value]
+def _plain(value: Any) -> Any:
+    """JSON fallback for numpy values, tensors and paths."""
     if isinstance(value, Path):
         return str(value)
-    if hasattr(value, "tolist"):  # numpy arrays and scalars, torch tensors
-        return json_ready(value.tolist())
-    return value
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON-serializable")
 
 
 def atomic_write_json(path: str | Path, value: Any) -> Path:
-    """:func:`atomic_write_text` of ``value`` as indented JSON (see :func:`json_ready`)."""
-    return atomic_write_text(path, json.dumps(json_ready(value), indent=2) + "\n")
+    """:func:`atomic_write_text` of ``value`` as indented JSON (numpy values and paths too)."""
+    return atomic_write_text(path, json.dumps(value, indent=2, default=_plain) + "\n")
 
 
 def check_writable(folder: str | Path, what: str = "output folder") -> Path:
