@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -210,7 +210,29 @@ def _run_options(
     )
 
 
-def _stage_command(stage: str):
+def _train_all(options: RunOptions, process: ProcessOptions) -> None:
+    """Every stage in order (finished ones are skipped), then export, evaluation and preview."""
+    with _running(options, process) as ctx:
+        for stage in STAGES:
+            summary = run_stage(ctx, stage)
+            if not summary.get("finished", True):
+                typer.echo(f"[{stage}] stopped at step {summary['step']}; rerun to resume")
+                return
+        _finish(ctx)
+
+
+def _train_one(stage: str) -> Callable[[RunOptions, ProcessOptions], None]:
+    def train(options: RunOptions, process: ProcessOptions) -> None:
+        with _running(options, process) as ctx:
+            run_stage(ctx, stage)
+
+    train.__doc__ = f"Run (or resume) the '{stage}' stage of a run."
+    return train
+
+
+def _training_command(train: Callable[[RunOptions, ProcessOptions], None]) -> Callable[..., None]:
+    """A typer command with the training options, calling ``train(run, process)``."""
+
     def command(
         recipe: RecipeOpt = None,
         name: NameOpt = None,
@@ -223,42 +245,15 @@ def _stage_command(stage: str):
         progress: ProgressOpt = True,
     ) -> None:
         options = _run_options(recipe, name, runs_dir, overrides, data, steps_scale)
-        with _running(options, ProcessOptions(device, stop_after, progress)) as ctx:
-            run_stage(ctx, stage)
+        train(options, ProcessOptions(device, stop_after, progress))
 
-    command.__doc__ = f"Run (or resume) the '{stage}' stage of a run."
+    command.__doc__ = train.__doc__
     return command
 
 
 for _stage in STAGES:
-    app.command(name=_stage)(_stage_command(_stage))
-
-
-def _train_all(options: RunOptions, process: ProcessOptions) -> None:
-    with _running(options, process) as ctx:
-        for stage in STAGES:
-            summary = run_stage(ctx, stage)
-            if not summary.get("finished", True):
-                typer.echo(f"[{stage}] stopped at step {summary['step']}; rerun to resume")
-                return
-        _finish(ctx)
-
-
-@app.command(name="all")
-def all_stages(
-    recipe: RecipeOpt = None,
-    name: NameOpt = None,
-    runs_dir: RunsOpt = Path("runs"),
-    overrides: SetOpt = None,
-    data: DataOpt = None,
-    steps_scale: ScaleOpt = None,
-    device: DeviceOpt = "auto",
-    stop_after: StopOpt = None,
-    progress: ProgressOpt = True,
-) -> None:
-    """Every stage in order (finished ones are skipped), then export, evaluation and preview."""
-    options = _run_options(recipe, name, runs_dir, overrides, data, steps_scale)
-    _train_all(options, ProcessOptions(device, stop_after, progress))
+    app.command(name=_stage)(_training_command(_train_one(_stage)))
+app.command(name="all")(_training_command(_train_all))
 
 
 @app.command(name="eval")
