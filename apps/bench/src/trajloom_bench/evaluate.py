@@ -37,7 +37,7 @@ from trajloom.data.formats import (
     write_run_folder,
 )
 from trajloom.data.video import VideoReadError, read_video
-from trajloom.encoding import GridSpec, rescale_tracks
+from trajloom.encoding import DEFAULT_GRID, GridSpec, rescale_tracks
 from trajloom.flow.forecast import Forecaster, forecast_run
 from trajloom.metrics import FVMDConfig, score_method
 from trajloom_bench.build import read_bench
@@ -72,8 +72,9 @@ def cut_clip(sample: ShardSample, method: Forecaster, boundary: int) -> Clip:
     ``history`` frames ending at ``boundary`` (the bench's history length, where every
     method's forecast starts), the future its ``future`` frames from there; the history
     frames when it wants them."""
+    meta = sample.meta
     src = GridSpec(
-        int(sample.meta["width"]), int(sample.meta["height"]), int(sample.meta.get("stride", 32))
+        int(meta["width"]), int(meta["height"]), int(meta.get("stride", DEFAULT_GRID.stride))
     )
     grid = method.grid
     if grid.num_points != sample.tracks.shape[1]:
@@ -109,7 +110,7 @@ def cut_clip(sample: ShardSample, method: Forecaster, boundary: int) -> Clip:
         history=th,
         future=tf,
         frames=frames,
-        caption=str(sample.meta.get("caption", "")),
+        caption=str(meta.get("caption", "")),
     )
 
 
@@ -134,10 +135,14 @@ def predict_source(
     for i, sample in enumerate(_source_samples(bench_root, source)):
         if cfg.limit is not None and i >= cfg.limit:
             break
-        meta = {"source": source_name, "method": method_name, "spec": spec}
         try:
             clip = cut_clip(sample, method, boundary)
-            meta["cond_index"] = clip.start + clip.history
+            meta = {
+                "source": source_name,
+                "method": method_name,
+                "spec": spec,
+                "cond_index": clip.start + clip.history,
+            }
             run = forecast_run(method, clip, seed=cfg.seed + i, meta=meta)
         except (ValueError, VideoReadError, FormatError) as err:
             failures.append(f"{source_name}/{sample.id}: {err}")
