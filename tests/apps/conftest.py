@@ -26,6 +26,7 @@ from trajloom.flow.visibility import (
     visibility_targets,
 )
 from trajloom.vae import LatentStats, TrajLoomVAE, vae_preset
+from trajloom.vae.released import released_kwargs
 
 
 def build_tiny_trained_set(folder: Path, steps: int = 2) -> Path:
@@ -93,7 +94,7 @@ def write_released_layout(trained_set: Path, root: Path) -> Path:
         {"model": pipe.visibility.state_dict()}, root / "checkpoints" / "visibility_predictor.pt"
     )
     (root / "configs" / "trajloom_vae_config.json").write_text(
-        json.dumps(pipe.vae.config.to_released_dict())
+        json.dumps(released_kwargs(pipe.vae.config))
     )
     (root / "configs" / "trajloom_generator_config.json").write_text(
         json.dumps(

@@ -31,6 +31,7 @@ from trajloom.flow.model import (
     latent_visibility,
     sinusoidal_embedding,
 )
+from trajloom.flow.released import generator_config_from_section
 from trajloom.vae.config import vae_preset
 
 
@@ -403,10 +404,12 @@ def test_config_json_round_trip_and_validation():
         generator_preset("huge")
     # released spelling: one T for both, track_fusion "none", legacy "dropout"
     released = {"num_frames_latent": 9, "num_frames_in": 33, "track_fusion": "none", "dropout": 0.1}
-    c = GeneratorConfig.from_dict(released)
+    c = generator_config_from_section(released)
     assert (c.hist_latent_frames, c.fut_latent_frames, c.use_history_fusion) == (9, 9, False)
     with pytest.raises(ValueError, match="num_frames_latent=9 does not match"):
-        GeneratorConfig.from_dict({"num_frames_latent": 9, "num_frames_in": 81})
+        generator_config_from_section({"num_frames_latent": 9, "num_frames_in": 81})
+    with pytest.raises(ValueError, match="generator_config_from_section"):
+        GeneratorConfig.from_dict(released)
 
 
 def test_geometry_defaults_and_presets():

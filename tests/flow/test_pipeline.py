@@ -11,6 +11,7 @@ from trajloom.flow.path import draw_source
 from trajloom.flow.pipeline import PipelineConfig, TrajLoomPipeline
 from trajloom.flow.visibility import VisibilityConfig, VisibilityPredictor
 from trajloom.vae import LatentStats, TrajLoomVAE, vae_preset
+from trajloom.vae.released import released_kwargs
 
 T = 17  # tiny VAE: 17 frames -> 5 latent steps, 128 x 96 at stride 32 -> 12 tokens
 
@@ -228,7 +229,7 @@ def test_from_released_checkpoints_give_the_same_futures(tmp_path):
     pipe.latent_stats.to_json(tmp_path / "stats.json")
     released = TrajLoomPipeline.from_released(
         tmp_path / "vae.pt",
-        pipe.vae.config.to_released_dict(),
+        released_kwargs(pipe.vae.config),
         tmp_path / "gen.pt",
         tmp_path / "gen.json",
         tmp_path / "stats.json",

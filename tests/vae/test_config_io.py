@@ -10,6 +10,7 @@ from safetensors import safe_open
 
 import trajloom.vae as tv
 from trajloom.encoding import DEFAULT_GRID, DEFAULT_HISTORY, GridSpec
+from trajloom.vae.released import config_from_released, released_kwargs
 
 
 def test_paper_preset_values():
@@ -64,7 +65,7 @@ def test_previous_config_layout_still_loads(tmp_path):
 def test_presets_round_trip_through_json(name):
     c = tv.vae_preset(name)
     assert tv.VAEConfig.from_json(c.to_json()) == c
-    assert tv.VAEConfig.from_released_dict(c.to_released_dict()) == c
+    assert config_from_released(released_kwargs(c)) == c
     with pytest.raises(Exception):
         c.hidden_size = 3  # frozen
 
@@ -93,7 +94,7 @@ def test_unknown_preset_and_keys():
     with pytest.raises(ValueError, match=r"VAEConfig.grid must be a trajloom.encoding.GridSpec"):
         tv.VAEConfig(grid=(832, 480, 32))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="learn_sigma"):
-        tv.VAEConfig.from_released_dict({"learn_sigma": True})
+        config_from_released({"learn_sigma": True})
 
 
 def test_save_and_load_pretrained(tmp_path):

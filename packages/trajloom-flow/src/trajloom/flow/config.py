@@ -67,6 +67,13 @@ _PREVIOUS_LATENT_KEYS = ("hist_latent_frames", "fut_latent_frames")
 _RELEASED_ONLY_KEYS = frozenset({"num_frames_latent"}) | LEGACY_GENERATOR_KEYS
 
 
+def is_released_section(d: Mapping[str, Any]) -> bool:
+    """Whether ``d`` is in the released ``generator`` layout rather than ours."""
+    return bool(_RELEASED_ONLY_KEYS & set(d)) or (
+        d.get("track_fusion") == "none" and "grid" not in d
+    )
+
+
 @dataclass(frozen=True)
 class GeneratorConfig:
     """Architecture of the TrajLoom-Flow generator (a DiT over VAE latent tokens).
@@ -247,11 +254,12 @@ class GeneratorConfig:
         :func:`trajloom.flow.released.generator_config_from_section`. Any other unknown key
         is an error, so that a typo does not silently change the model.
         """
-        released_fusion = d.get("track_fusion") == "none" and "grid" not in d
-        if _RELEASED_ONLY_KEYS & set(d) or released_fusion:
-            from trajloom.flow.released import generator_config_from_section
-
-            return generator_config_from_section(d)
+        if is_released_section(d):
+            raise ValueError(
+                "GeneratorConfig.from_dict got a released 'generator' config section (it has "
+                f"{sorted(_RELEASED_ONLY_KEYS & set(d)) or ['track_fusion']}); read it with "
+                "trajloom.flow.released.generator_config_from_section"
+            )
         d = dict(d)
         grid = d.pop("grid", DEFAULT_GRID)
         if isinstance(grid, Mapping):

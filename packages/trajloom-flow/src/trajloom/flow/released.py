@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from trajloom.encoding import DEFAULT_GRID, DEFAULT_HISTORY, DEFAULT_TEMPORAL_FACTOR, GridSpec
-from trajloom.flow.config import LEGACY_GENERATOR_KEYS, GeneratorConfig
+from trajloom.flow.config import LEGACY_GENERATOR_KEYS, GeneratorConfig, is_released_section
 from trajloom.flow.model import TrajLoomGenerator
 from trajloom.flow.visibility import VisibilityConfig, VisibilityPredictor
 
@@ -60,8 +60,10 @@ def released_generator_config(config_json: ConfigSource) -> GeneratorConfig:
             "released generator config has no 'generator' section with 'hidden_size'; pass "
             "configs/trajloom_generator_config.json or its 'generator' dict"
         )
-    # A released section goes to generator_config_from_section; a generator config.json of
-    # ours written into a released-style file (tests, exports) is read in its own layout.
+    # A generator config.json of ours written into a released-style file (tests, exports)
+    # is read in its own layout.
+    if is_released_section(section):
+        return generator_config_from_section(section)
     return GeneratorConfig.from_dict(dict(section))
 
 

@@ -169,19 +169,6 @@ class VAEConfig:
     def from_json(cls, text: str) -> VAEConfig:
         return cls.from_dict(json.loads(text))
 
-    @classmethod
-    def from_released_dict(cls, d: Mapping[str, Any]) -> VAEConfig:
-        """Build from the released model kwargs; see :func:`trajloom.vae.released.config_from_released`."""
-        from trajloom.vae.released import config_from_released
-
-        return config_from_released(d)
-
-    def to_released_dict(self) -> dict[str, Any]:
-        """The released model kwargs; see :func:`trajloom.vae.released.released_kwargs`."""
-        from trajloom.vae.released import released_kwargs
-
-        return released_kwargs(self)
-
 
 def _paper() -> VAEConfig:
     """The released/paper model: 16 + 16 blocks, width 512, 8 heads, 16 latent channels."""
