@@ -30,6 +30,7 @@ from torch import nn
 from trajloom.data.clip import ClipBatch
 from trajloom.encoding import normalize
 from trajloom.flow.conditioners import drop_text, text_dropout_mask
+from trajloom.flow.config import GeneratorConfig
 from trajloom.flow.io import load_generator
 from trajloom.flow.io import save_pretrained as save_flow_module
 from trajloom.flow.losses import (
@@ -39,7 +40,7 @@ from trajloom.flow.losses import (
     flow_token_weights,
 )
 from trajloom.flow.model import FlowCondition, TrajLoomGenerator, latent_visibility
-from trajloom.flow.onpolicy import onpolicy_loss, select_samples
+from trajloom.flow.onpolicy import OnPolicyConfig, onpolicy_loss, select_samples
 from trajloom.flow.pipeline import TrajLoomPipeline
 from trajloom.flow.visibility import (
     VisibilityPredictor,
@@ -301,6 +302,40 @@ class FlowBatch:
     onpolicy: list[int]  # rows that also get the on-policy rollout
 
 
+def _flow_condition(
+    clips: ClipBatch, z_hist: torch.Tensor, keep: torch.Tensor, gcfg: GeneratorConfig, factor: int
+) -> FlowCondition:
+    """The generator's condition: history latents, and what the config conditions on."""
+    dev = z_hist.device
+    text = video = hist_vis = None
+    if gcfg.use_text_cond and clips.text_emb is not None:
+        text = drop_text(clips.text_emb.float().to(dev), keep)
+    if gcfg.use_video_cond and clips.video_latent is not None:
+        video = clips.video_latent.float().to(dev)
+    if gcfg.use_hist_vis_cond:
+        hist_vis = latent_visibility(clips.hist_vis, factor).to(dev)
+    return FlowCondition(z_hist=z_hist, hist_vis=hist_vis, video=video, text=text)
+
+
+def _add_onpolicy(
+    out: LossOut, module: nn.Module, batch: FlowBatch, op: OnPolicyConfig, sub_total: int
+) -> None:
+    """Add the on-policy K-step loss of the batch's sub-batch rows to ``out``."""
+    sel = batch.onpolicy
+    sub = select_samples(batch.cond, torch.tensor(sel))
+    res = onpolicy_loss(
+        lambda x, t: module(x, t, sub),
+        batch.x1[sel],
+        sub.z_hist,
+        token_vis=batch.token_vis[sel],
+        x0=batch.draws.x0[sel],
+        config=op,
+    )
+    # This micro-batch's share of the mean over the step's whole sub-batch.
+    out.extra = res.loss * (len(sel) / sub_total)
+    out.logs.update(rollout=float(res.rollout.detach()), endpoint=float(res.endpoint.detach()))
+
+
 def build_flow_task(ctx: RunContext, stage: str = "flow") -> Task:
     """The generator stage (``stage="flow"``) or its on-policy fine-tuning (``"onpolicy"``).
 
@@ -336,16 +371,9 @@ def build_flow_task(ctx: RunContext, stage: str = "flow") -> Task:
         )
         token_vis = latent_visibility(clips.fut_vis, factor).to(dev)
         weights = flow_token_weights(token_vis, r.flow_loss)
-        text = video = hist_vis = None
-        if gcfg.use_text_cond and clips.text_emb is not None:
-            text = drop_text(clips.text_emb.float().to(dev), keep)
-        if gcfg.use_video_cond and clips.video_latent is not None:
-            video = clips.video_latent.float().to(dev)
-        if gcfg.use_hist_vis_cond:
-            hist_vis = latent_visibility(clips.hist_vis, factor).to(dev)
         step_pos = torch.tensor([g - step * cfg.batch_size for g in indices])
         return FlowBatch(
-            cond=FlowCondition(z_hist=z_hist, hist_vis=hist_vis, video=video, text=text),
+            cond=_flow_condition(clips, z_hist, keep, gcfg, factor),
             x1=x1,
             draws=draws,
             token_vis=token_vis,
@@ -362,22 +390,8 @@ def build_flow_task(ctx: RunContext, stage: str = "flow") -> Task:
             config=r.flow_loss,
         )
         out = LossOut(fm.numerator, {"fm": float(fm.loss.detach())})
-        sel = batch.onpolicy
-        if stage == "onpolicy" and op.enabled and sel:
-            sub = select_samples(batch.cond, torch.tensor(sel))
-            res = onpolicy_loss(
-                lambda x, t: module(x, t, sub),
-                batch.x1[sel],
-                sub.z_hist,
-                token_vis=batch.token_vis[sel],
-                x0=batch.draws.x0[sel],
-                config=op,
-            )
-            # This micro-batch's share of the mean over the step's whole sub-batch.
-            out.extra = res.loss * (len(sel) / sub_total)
-            out.logs.update(
-                rollout=float(res.rollout.detach()), endpoint=float(res.endpoint.detach())
-            )
+        if stage == "onpolicy" and op.enabled and batch.onpolicy:
+            _add_onpolicy(out, module, batch, op, sub_total)
         return out
 
     val = _val_clips(ctx)
