@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from trajloom.encoding import DEFAULT_FUTURE, DEFAULT_GRID, DEFAULT_HISTORY
 from trajloom.flow.config import generator_preset
 from trajloom.flow.losses import FlowLossConfig
 from trajloom.flow.onpolicy import OnPolicyConfig
@@ -42,16 +41,10 @@ def paper() -> Recipe:
             precision="bf16",  # paper A.2 "bf16 mixed precision"; released mixed_precision bf16
             text_dropout=0.1,  # released text_encoder.dropout_prob
             activation_checkpointing=True,  # paper A.2 "checkpointing for activation"
-            # Paper §4.1: 832x480 (480p as WAN), stride-32 grid, 81 + 81 frames. Training data
-            # are MagicData shards (pass --data); without them the synthetic scenes are used.
-            data=DataConfig(
-                width=DEFAULT_GRID.width,
-                height=DEFAULT_GRID.height,
-                stride=DEFAULT_GRID.stride,
-                history=DEFAULT_HISTORY,
-                future=DEFAULT_FUTURE,
-                scene_pool=0,
-            ),
+            # Paper §4.1: 832x480 (480p as WAN), stride-32 grid, 81 + 81 frames: DataConfig's
+            # defaults (trajloom.encoding's DEFAULT_GRID and windows). Training data are
+            # MagicData shards (pass --data); without them the synthetic scenes are used.
+            data=DataConfig(scene_pool=0),
             vae_model=vae_preset("paper"),  # released trajloom_vae.config = paper A.1
             # Paper A.1 / released train: vel_lambda 0.1, neighbor_lambda 0.2, beta 5e-5;
             # hops (1, 2, 4) with weights (1, 0.5, 0.25) are trajloom.vae's reading of A.1.
