@@ -93,7 +93,10 @@ def test_ci_recipe_reproduces_the_golden_loss_curves(ci_run):
 
 @pytest.mark.parametrize(
     ("override", "stage"),
-    [("flow_loss.invisible_weight=0.02", "flow"), ("onpolicy_loss.weight_endpoint=0.2", "onpolicy")],
+    [
+        ("flow_loss.invisible_weight=0.02", "flow"),
+        ("onpolicy_loss.weight_endpoint=0.2", "onpolicy"),
+    ],
 )
 def test_a_changed_loss_weight_breaks_the_golden_curve(ci_run, tmp_path, override, stage):
     run = tmp_path / "run"
