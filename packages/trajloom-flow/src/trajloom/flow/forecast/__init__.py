@@ -8,8 +8,8 @@
   :class:`RunFolders` (:mod:`.methods`); where checkpoints are found on disk:
   :func:`find_trained_set`, :func:`find_released_files`, :func:`find_vae_folder`
   (:mod:`.locate`); the device: :func:`resolve_device` (:mod:`.device`);
-* evaluation: :func:`forecast_run`, one future of a clip as run-folder arrays
-  (:mod:`.harness`).
+* forecasting a clip: :func:`forecast_clip` (futures, refused when not finite) and
+  :func:`forecast_run`, one future of a clip as run-folder arrays (:mod:`.harness`).
 
     from trajloom.flow.forecast import load_method, parse_method, resolve_device
 
@@ -17,7 +17,7 @@
     futures = forecaster.forecast(hist, vis, frames=None, caption="", num_samples=4, seed=0)
 """
 
-from trajloom.flow.forecast.base import Forecast, Forecaster, ForecastError
+from trajloom.flow.forecast.base import Forecast, Forecaster, ForecastError, one_line
 from trajloom.flow.forecast.device import resolve_device
 from trajloom.flow.forecast.forecasters import (
     BASELINES,
@@ -26,7 +26,7 @@ from trajloom.flow.forecast.forecasters import (
     TrueFuture,
     VAEReconstruction,
 )
-from trajloom.flow.forecast.harness import ClipLike, ClipRun, forecast_run
+from trajloom.flow.forecast.harness import ClipLike, ClipRun, forecast_clip, forecast_run
 from trajloom.flow.forecast.locate import (
     PREFERRED_NAMES,
     ReleasedFiles,
@@ -54,8 +54,10 @@ __all__ = [
     "find_released_files",
     "find_trained_set",
     "find_vae_folder",
+    "forecast_clip",
     "forecast_run",
     "load_method",
+    "one_line",
     "parse_method",
     "resolve_device",
 ]

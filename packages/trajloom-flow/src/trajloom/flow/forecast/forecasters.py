@@ -145,6 +145,7 @@ class PipelineForecaster:
             out.tracks[0].cpu().numpy(),
             out.visibility[0].cpu().numpy(),
             None if prob is None else prob[0].float().cpu().numpy(),
+            latents=out.latents[0].float().cpu().numpy(),
         )
 
     def describe(self) -> dict[str, Any]:

@@ -14,9 +14,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from trajloom.encoding import query_points
-from trajloom.flow.forecast.base import Forecaster, ForecastError
+from trajloom.flow.forecast.base import Forecast, Forecaster, ForecastError
 
-__all__ = ["ClipLike", "ClipRun", "forecast_run"]
+__all__ = ["ClipLike", "ClipRun", "forecast_clip", "forecast_run"]
 
 
 class ClipLike(Protocol):
@@ -62,15 +62,16 @@ class ClipRun:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-def forecast_run(
-    forecaster: Forecaster, clip: ClipLike, *, seed: int, meta: dict[str, Any] | None = None
-) -> ClipRun:
-    """One future of ``clip`` (sample 0, noise from ``seed``) as a :class:`ClipRun`.
+def forecast_clip(
+    forecaster: Forecaster, clip: ClipLike, *, num_samples: int, seed: int
+) -> Forecast:
+    """``num_samples`` futures of ``clip`` (sample k from ``seed``), checked finite.
 
-    The clip must be cut for the forecaster: its grid and window. ``meta`` adds to the
-    run's standard entries (``id``, ``hist_len``, ``future_len``, ``H``, ``W``,
-    ``grid_stride``, ``noise_seed``). Raises :class:`ForecastError` (a ``ValueError``) when
-    the clip does not fit, and whatever the forecaster raises for a clip it cannot use.
+    The one way apps ask a forecaster for futures: the clip must be cut for the
+    forecaster (its grid and history window), the history frames go to forecasters that
+    want them, and the result passes :meth:`Forecast.check`. Raises
+    :class:`ForecastError` (a ``ValueError``) when the clip does not fit or the model
+    emits non-finite numbers, and whatever the forecaster raises for a clip it cannot use.
     """
     grid = forecaster.grid
     if clip.hist_tracks.shape[1] != grid.num_points or clip.history != forecaster.history:
@@ -87,11 +88,27 @@ def forecast_run(
         clip.hist_vis,
         frames=frames,
         caption=clip.caption,
-        num_samples=1,
+        num_samples=num_samples,
         seed=seed,
         fut_tracks=clip.fut_tracks,
         fut_vis=clip.fut_vis,
     )
+    return forecast.check(str(forecaster.describe().get("method", "the forecaster")), clip.id)
+
+
+def forecast_run(
+    forecaster: Forecaster, clip: ClipLike, *, seed: int, meta: dict[str, Any] | None = None
+) -> ClipRun:
+    """One future of ``clip`` (sample 0, noise from ``seed``) as a :class:`ClipRun`.
+
+    The clip must be cut for the forecaster: its grid and window. ``meta`` adds to the
+    run's standard entries (``id``, ``hist_len``, ``future_len``, ``H``, ``W``,
+    ``grid_stride``, ``noise_seed``). Raises :class:`ForecastError` (a ``ValueError``) when
+    the clip does not fit or the forecast is not finite (:func:`forecast_clip`), and
+    whatever the forecaster raises for a clip it cannot use.
+    """
+    grid = forecaster.grid
+    forecast = forecast_clip(forecaster, clip, num_samples=1, seed=seed)
     return ClipRun(
         query_xy=query_points(grid).numpy(),
         pred_tracks=forecast.tracks[0],

@@ -17,13 +17,18 @@ Where each is looked for on disk: :mod:`trajloom.flow.forecast.locate`.
 
 from __future__ import annotations
 
+import json
+import pickle
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import torch
+from safetensors import SafetensorError, safe_open
 
 from trajloom.encoding import DEFAULT_FUTURE, DEFAULT_GRID, DEFAULT_HISTORY, GridSpec
-from trajloom.flow.forecast.base import Forecaster, ForecastError
+from trajloom.flow.forecast.base import Forecaster, ForecastError, one_line
 from trajloom.flow.forecast.forecasters import (
     BASELINES,
     BaselineForecaster,
@@ -36,6 +41,20 @@ from trajloom.flow.pipeline import TrajLoomPipeline
 __all__ = ["MethodSpec", "RunFolders", "load_method", "parse_method"]
 
 _PREFIXED = ("baseline", "released", "vae", "runs")
+
+#: What loading a damaged, truncated or malicious checkpoint raises (torch's weights-only
+#: unpickler, safetensors, zip readers, JSON configs, state-dict mismatches).
+LOAD_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    EOFError,
+    KeyError,
+    RuntimeError,
+    ValueError,
+    pickle.UnpicklingError,
+    SafetensorError,
+)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -95,6 +114,47 @@ def parse_method(text: str) -> MethodSpec:
     return MethodSpec(kind, text)
 
 
+def _file_problem(path: Path) -> str | None:
+    """Why ``path`` (a ``.safetensors``, ``.pt`` or ``.json`` file) cannot be read, or None."""
+    try:
+        if path.suffix == ".safetensors":
+            with safe_open(str(path), framework="pt") as f:
+                for key in f.keys():  # noqa: SIM118 (safe_open has no __iter__)
+                    f.get_tensor(key)
+        elif path.suffix == ".pt":
+            torch.load(path, map_location="cpu", weights_only=True)
+        elif path.suffix == ".json":
+            json.loads(path.read_text())
+    except LOAD_ERRORS as err:
+        return one_line(err)
+    return None
+
+
+def _loaded(what: str, files: Iterable[Path], load: Callable[[], T]) -> T:
+    """``load()``, with any load error turned into one :class:`ForecastError` line.
+
+    ``files`` are the checkpoint's files: on failure each is read alone to name the one
+    that is damaged (truncated, not a checkpoint, or a pickle that would run code, which
+    the weights-only loader refuses without running it).
+    """
+    try:
+        return load()
+    except ForecastError:
+        raise
+    except LOAD_ERRORS as err:
+        for path in files:
+            problem = _file_problem(path)
+            if problem is not None:
+                raise ForecastError(
+                    f"checkpoint file {path} cannot be loaded ({problem}); it is damaged, "
+                    "truncated or not a TrajLoom checkpoint: replace it"
+                ) from err
+        raise ForecastError(
+            f"checkpoint {what} cannot be loaded ({one_line(err)}); check that its files "
+            "belong together (one trained set, matching configs)"
+        ) from err
+
+
 def load_method(
     spec: MethodSpec,
     device: torch.device,
@@ -113,6 +173,9 @@ def load_method(
     ``video_encoder`` / ``text_encoder`` their conditioners' local paths. ``grid``,
     ``history`` and ``future`` are the window of the methods that take any: the baselines
     (all three) and VAE reconstruction (its history; the VAE fixes the rest).
+
+    Every load error (a missing, truncated, damaged or malicious file) is one
+    :class:`ForecastError` line naming the file; nothing is unpickled beyond tensors.
     """
     if spec.kind == "runs":
         return RunFolders(Path(spec.target))
@@ -121,12 +184,19 @@ def load_method(
     if spec.kind == "vae":
         from trajloom.vae.io import load_pretrained
 
-        model = load_pretrained(find_vae_folder(Path(spec.target)), device=device)
+        vae_dir = find_vae_folder(Path(spec.target))
+        model = _loaded(
+            str(spec),
+            [vae_dir / "config.json", vae_dir / "model.safetensors"],
+            lambda: load_pretrained(vae_dir, device=device),
+        )
         return VAEReconstruction(model, device, history=history, origin=str(spec))
-    try:
-        if spec.kind == "released":
-            files = find_released_files(Path(spec.target))
-            pipe = TrajLoomPipeline.from_released(
+    if spec.kind == "released":
+        files = find_released_files(Path(spec.target))
+        pipe = _loaded(
+            str(spec),
+            [p for p in vars(files).values() if p is not None],
+            lambda: TrajLoomPipeline.from_released(
                 files.vae_ckpt,
                 files.vae_cfg,
                 files.gen_ckpt,
@@ -137,14 +207,17 @@ def load_method(
                 wan_vae_path=video_encoder,
                 umt5_path=text_encoder,
                 device=device,
-            )
-            origin = str(spec)
-        else:
-            folder = find_trained_set(Path(spec.target))
-            pipe = TrajLoomPipeline.from_pretrained(
+            ),
+        )
+        origin = str(spec)
+    else:
+        folder = find_trained_set(Path(spec.target))
+        pipe = _loaded(
+            str(folder),
+            sorted(p for p in folder.rglob("*") if p.suffix in (".json", ".safetensors")),
+            lambda: TrajLoomPipeline.from_pretrained(
                 folder, device=device, wan_vae_path=video_encoder, umt5_path=text_encoder
-            )
-            origin = str(folder)
-    except (FileNotFoundError, KeyError, RuntimeError) as err:
-        raise ForecastError(f"checkpoint {spec.target}: cannot be loaded ({err})") from err
+            ),
+        )
+        origin = str(folder)
     return PipelineForecaster(pipe, solver=solver, steps=steps, origin=origin)
