@@ -25,6 +25,7 @@ import webdataset as wds
 
 from trajloom.data.camera import camera_phrase, estimate_camera_motion
 from trajloom.data.checks import FormatError, check_tracks
+from trajloom.data.outputs import atomic_write_text
 from trajloom.data.released import (
     ReleasedItem,
     find_released_items,
@@ -41,6 +42,7 @@ __all__ = [
     "convert_released_to_shards",
     "decode_shard_sample",
     "encode_shard_sample",
+    "iter_shard_items",
     "iter_shard_samples",
     "read_manifest",
     "shard_key",
@@ -188,36 +190,92 @@ def _split_member(name: str) -> tuple[str, str]:
 
 
 def iter_shard_samples(path: str | Path) -> Iterator[ShardSample]:
-    """Decode every sample of one local shard ``.tar``, in file order.
+    """Decode every sample of one local shard ``.tar``, in file order; stop at the first fault.
 
     Members are grouped by key (WebDataset's rule: up to the first dot of the base name)
     as they come; no shuffling, no splitting into windows, no decoding of the video (see
-    :mod:`trajloom.data.stream` for training). Raises :class:`FormatError` with reason
-    ``corrupt_shard`` when the tar cannot be read, and ``decode_shard_sample``'s
-    FormatError for a bad sample (which ends the iteration).
+    :mod:`trajloom.data.stream` for training). Raises the first :class:`FormatError` of
+    :func:`iter_shard_items`: reason ``corrupt_shard`` when the tar cannot be read,
+    ``truncated_shard`` when it breaks off, ``decode_shard_sample``'s for a bad sample.
+    Batch commands that must go on past a bad sample use :func:`iter_shard_items`.
     """
+    for item in iter_shard_items(path):
+        if isinstance(item, FormatError):
+            raise item
+        yield item
+
+
+_TAR_BLOCK = 512
+
+
+def iter_shard_items(path: str | Path) -> Iterator[ShardSample | FormatError]:
+    """Every sample of one local shard ``.tar`` in file order, a bad one as its error.
+
+    A sample that does not decode (garbage or missing member, bad JSON, NaN tracks) is
+    yielded as its :class:`FormatError` and reading goes on with the next sample. A file
+    that is no tar gives one FormatError (``corrupt_shard``); a tar that breaks off (a
+    truncated copy: a member's data or the end-of-archive marker missing) gives the
+    samples before the break, then one FormatError (``truncated_shard``) saying how many
+    samples were read: the rest of the shard is lost and the caller counts it.
+    """
+    path = Path(path)
     try:
-        with tarfile.open(path, mode="r") as tar:
-            yield from _samples_of(tar, str(path))
+        tar = tarfile.open(path, mode="r")  # noqa: SIM115 (closed by the with below)
     except (tarfile.TarError, OSError) as err:
-        raise FormatError(f"{path}: not a readable shard tar ({err})", "corrupt_shard") from err
+        yield FormatError(f"{path}: not a readable shard tar ({err})", "corrupt_shard")
+        return
+    read = 0
+    with tar:
+        current: dict[str, Any] = {}
+        try:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                key, ext = _split_member(member.name)
+                if current and current["__key__"] != key:
+                    item = _decoded(current)
+                    read += isinstance(item, ShardSample)
+                    yield item
+                    current = {}
+                if not current:
+                    current = {"__key__": key, "__url__": str(path)}
+                handle = tar.extractfile(member)
+                current[ext] = handle.read() if handle is not None else b""
+        except (tarfile.TarError, OSError, EOFError) as err:
+            where = f" in sample {current['__key__']}" if current else ""
+            yield _truncated(path, read, f"{err}{where}")
+            return
+        if current:
+            item = _decoded(current)
+            read += isinstance(item, ShardSample)
+            yield item
+        if not _ends_cleanly(tar, path):
+            yield _truncated(path, read, "no end-of-archive marker")
 
 
-def _samples_of(tar: tarfile.TarFile, url: str) -> Iterator[ShardSample]:
-    current: dict[str, Any] = {}
-    for member in tar:
-        if not member.isfile():
-            continue
-        key, ext = _split_member(member.name)
-        if current and current["__key__"] != key:
-            yield decode_shard_sample(current)
-            current = {}
-        if not current:
-            current = {"__key__": key, "__url__": url}
-        handle = tar.extractfile(member)
-        current[ext] = handle.read() if handle is not None else b""
-    if current:
-        yield decode_shard_sample(current)
+def _decoded(raw: Mapping[str, Any]) -> ShardSample | FormatError:
+    try:
+        return decode_shard_sample(raw)
+    except FormatError as err:
+        return err
+
+
+def _truncated(path: Path, read: int, why: str) -> FormatError:
+    return FormatError(
+        f"{path}: shard breaks off after {read} good samples ({why}); it is truncated or "
+        "damaged, the rest of it is lost: copy or rebuild the shard",
+        "truncated_shard",
+    )
+
+
+def _ends_cleanly(tar: tarfile.TarFile, path: Path) -> bool:
+    """Whether the tar ends with its end-of-archive marker (a zero block where reading
+    stopped): ``tarfile`` ends iteration silently at a header cut short."""
+    offset = tar.offset
+    with path.open("rb") as f:
+        f.seek(offset)
+        block = f.read(_TAR_BLOCK)
+    return len(block) == _TAR_BLOCK and not any(block)
 
 
 @dataclass
@@ -295,7 +353,7 @@ def write_shards(
         if writer is not None:
             writer.close()
     manifest = tally.manifest()
-    (out_dir / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
+    atomic_write_text(out_dir / MANIFEST_NAME, json.dumps(manifest, indent=2))
     return manifest
 
 
@@ -305,8 +363,16 @@ def read_manifest(path: str | Path) -> tuple[list[str], dict[str, Any]]:
     file = path / MANIFEST_NAME if path.is_dir() else path
     if not file.is_file():
         raise FormatError(f"{file}: shard manifest does not exist; write shards with write_shards")
-    manifest = json.loads(file.read_text())
-    return [str(file.parent / s["url"]) for s in manifest["shards"]], manifest
+    try:
+        manifest = json.loads(file.read_text())
+        urls = [str(file.parent / s["url"]) for s in manifest["shards"]]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+        raise FormatError(
+            f"{file}: not a readable shard manifest ({type(err).__name__}: {err}); rebuild the "
+            "shards or restore the file",
+            "bad_manifest",
+        ) from err
+    return urls, manifest
 
 
 def _released_samples(
@@ -402,5 +468,5 @@ def convert_released_to_shards(
     )
     manifest["skipped"] = skipped
     manifest["converted_from"] = str(src)
-    (Path(out) / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
+    atomic_write_text(Path(out) / MANIFEST_NAME, json.dumps(manifest, indent=2))
     return manifest

@@ -25,6 +25,8 @@ __all__ = [
     "VIDEO_SUFFIXES",
     "VideoInfo",
     "VideoReadError",
+    "count_frames",
+    "damage_note",
     "list_frame_files",
     "probe_video",
     "read_frames",
@@ -155,6 +157,34 @@ def _open(path: Path | bytes, name: str | Path) -> av.container.InputContainer:
         container.close()
         raise VideoReadError(f"{path}: container has no video stream")
     return container
+
+
+def damage_note(label: str | Path, info: VideoInfo, decoded: int) -> str | None:
+    """Why a video that decodes ``decoded`` frames is damaged, or None when it is whole.
+
+    A video is damaged (truncated copy, broken stream) when its header states a frame
+    count exactly (``info.num_frames_exact``) and fewer frames decode; an estimated count
+    proves nothing. The note names the video and both counts.
+    """
+    if info.num_frames_exact and decoded < info.num_frames:
+        return (
+            f"{label}: damaged or truncated video: its header says {info.num_frames} frames, "
+            f"only {decoded} decode"
+        )
+    return None
+
+
+def count_frames(path: str | Path) -> int:
+    """How many frames of a video file decode, up to the first decoding error (decodes the
+    whole stream, keeps nothing). Raises VideoReadError when it cannot be opened."""
+    count = 0
+    with _open(Path(path), path) as container:
+        try:
+            for _ in container.decode(container.streams.video[0]):
+                count += 1
+        except av.FFmpegError:
+            pass  # a broken stream: the frames before the break are what decodes
+    return count
 
 
 def probe_video(path: str | Path) -> VideoInfo:
