@@ -8,16 +8,22 @@ For every clip: sample ``--num-samples`` futures and write
   Wan-Move export (see ``export.py`` for which frames);
 * ``OUT/renders/<id>.mp4`` (+ ``.gif``) — history and sample 0 over the video, and
   ``OUT/renders/<id>_grid.mp4`` — every sample side by side;
-* ``OUT/summary.json`` — what was done, and what failed and why.
+* ``OUT/summary.json`` — what this run did: the clips done, failed (and why) and damaged,
+  the totals, and the run folders of earlier runs in OUT that this run did not rewrite.
 
-A bad input is reported and skipped; the exit code is 1 when any input failed, 2 when
-nothing could start (bad checkpoint, bad options).
+One policy for bad items: a bad input or clip (unreadable file, bad shard sample, a model
+that emits non-finite numbers) is skipped, named and counted, on stdout and in
+``summary.json``, and the others go on; the exit code is 1 when any failed. Exit 2 when
+nothing could start: bad options, an unloadable checkpoint, an output folder that is not
+writable or is in use by another run (``OutputLock``). Every run folder is replaced whole
+(``write_run_folder``), so a second run into the same OUT never leaves a mixed folder.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,12 +31,20 @@ import numpy as np
 import typer
 
 from trajloom.data.clip import Clip
+from trajloom.data.outputs import OutputError, OutputLock, atomic_write_json
 from trajloom.data.tracking import TRACKERS, make_tracker
 from trajloom.data.video import VIDEO_SUFFIXES, write_video
 from trajloom.encoding import DEFAULT_FUTURE, DEFAULT_GRID, DEFAULT_HISTORY, GridSpec
-from trajloom.flow.forecast import Forecaster, RunFolders, load_method, parse_method, resolve_device
+from trajloom.flow.forecast import (
+    Forecaster,
+    RunFolders,
+    forecast_clip,
+    load_method,
+    parse_method,
+    resolve_device,
+)
 from trajloom_sample.export import write_sample_runs, write_wanmove_export
-from trajloom_sample.inputs import InputError, expand_inputs, load_clips
+from trajloom_sample.inputs import InputDamage, InputError, expand_inputs, load_clips
 from trajloom_sample.render import RenderConfig, render_grid, render_overlay
 
 app = typer.Typer(add_completion=False, no_args_is_help=True)
@@ -71,16 +85,8 @@ def process_clip(
     grid = forecaster.grid
     future = forecaster.future
     start = time.perf_counter()
-    forecast = forecaster.forecast(
-        clip.hist_tracks,
-        clip.hist_vis,
-        frames=clip.frames[: clip.history] if clip.frames is not None else None,
-        caption=clip.caption,
-        num_samples=num_samples,
-        seed=seed,
-        fut_tracks=clip.fut_tracks,
-        fut_vis=clip.fut_vis,
-    )
+    # Non-finite model output is refused here (ForecastError naming method and clip).
+    forecast = forecast_clip(forecaster, clip, num_samples=num_samples, seed=seed)
     seconds = {"forecast": time.perf_counter() - start}
     start = time.perf_counter()
     meta = {
@@ -245,12 +251,97 @@ def sample(
         raise _fail(f"--tracker-option: {err}") from None
     try:
         render_config = RenderConfig(trail=trail)
+        spec = parse_method(checkpoint)
+    except ValueError as err:
+        raise _fail(str(err)) from None
+    try:
+        with OutputLock(out, what="--out folder"):
+            forecaster = _load(
+                spec,
+                checkpoint,
+                device,
+                solver,
+                steps,
+                history,
+                future,
+                GridSpec(width, height, stride),
+                video_encoder,
+                text_encoder,
+            )
+            tally = _Tally()
+            files, missing = expand_inputs(inputs)
+            tally.failed += [{"input": spec_, "reason": reason} for spec_, reason in missing]
+            tracker_factory = _tracker_factory(files, tracker, tracker_kwargs)
+            for path in files:
+                typer.echo(f"{path}")
+                clips = load_clips(
+                    path,
+                    grid=forecaster.grid,
+                    history=forecaster.history,
+                    future=forecaster.future,
+                    tracker_factory=tracker_factory,
+                    caption=caption,
+                    ground_truth=ground_truth,
+                )
+                _sample_clips(
+                    path,
+                    clips,
+                    forecaster,
+                    out,
+                    tally,
+                    num_samples=num_samples,
+                    seed=seed,
+                    render=render,
+                    gif=gif,
+                    wanmove_frames=wanmove_frames,
+                    render_config=render_config,
+                )
+            summary_path = _write_summary(
+                out, tally, inputs, checkpoint, forecaster, num_samples, seed
+            )
+    except OutputError as err:
+        raise _fail(str(err)) from None
+    typer.echo(
+        f"\n{len(tally.done)} clips done, {len(tally.failed)} failed, {len(tally.damaged)} "
+        f"damaged; summary in {summary_path}"
+    )
+    for f in tally.damaged:
+        typer.echo(f"  DAMAGED {f['input']}: {f['reason']}")
+    for f in tally.failed:
+        typer.echo(f"  FAILED {f['input']}: {f['reason']}")
+    if tally.failed or not tally.done:
+        raise typer.Exit(code=1)
+
+
+@dataclass
+class _Tally:
+    """What one run did: clip entries done, inputs failed and damaged (with reasons)."""
+
+    done: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[dict[str, str]] = field(default_factory=list)
+    damaged: list[dict[str, str]] = field(default_factory=list)
+
+
+def _load(
+    spec: Any,
+    checkpoint: str,
+    device: str,
+    solver: str,
+    steps: int,
+    history: int,
+    future: int,
+    grid: GridSpec,
+    video_encoder: Path | None,
+    text_encoder: Path | None,
+) -> Forecaster:
+    """The forecaster of ``--checkpoint``; any load problem is one line and exit 2."""
+    try:
         forecaster = load_method(
-            parse_method(checkpoint),
+            spec,
             resolve_device(device),
             solver=solver,
             steps=steps,
-            grid=GridSpec(width, height, stride),
+            grid=grid,
             history=history,
             future=future,
             video_encoder=video_encoder,
@@ -263,78 +354,96 @@ def sample(
             f"--checkpoint {checkpoint}: holds run folders (futures made elsewhere), not a "
             "checkpoint; score them with trajloom-metrics score, or give a checkpoint"
         )
-    files, failures = expand_inputs(inputs)
-    failed: list[dict[str, str]] = [{"input": spec, "reason": reason} for spec, reason in failures]
-    done: list[dict[str, Any]] = []
+    return forecaster
 
+
+def _tracker_factory(files: list[Path], tracker: str, kwargs: dict[str, Any]) -> Any:
+    """A function giving the one tracker every video shares (built before any input:
+    learned trackers load weights), or None when no input is a video."""
     video_tracker = None
     if any(p.suffix.lower() in VIDEO_SUFFIXES for p in files):
-        # Built once before any input (learned trackers load weights), shared by all videos.
         try:
-            video_tracker = make_tracker(tracker, **tracker_kwargs)
+            video_tracker = make_tracker(tracker, **kwargs)
         except (TypeError, ValueError, FileNotFoundError) as err:
-            raise _fail(f"--tracker {tracker} with {tracker_kwargs}: {err}") from None
+            raise _fail(f"--tracker {tracker} with {kwargs}: {err}") from None
+    return lambda: video_tracker
 
-    def tracker_factory() -> Any:
-        return video_tracker
 
-    for path in files:
-        typer.echo(f"{path}")
-        clips = load_clips(
-            path,
-            grid=forecaster.grid,
-            history=forecaster.history,
-            future=forecaster.future,
-            tracker_factory=tracker_factory,
-            caption=caption,
-            ground_truth=ground_truth,
-        )
-        while True:
-            # Reading, decoding and tracking happen while the next clip is produced.
-            start = time.perf_counter()
-            item = next(clips, None)
-            read_seconds = time.perf_counter() - start
-            if item is None:
-                break
-            if isinstance(item, InputError):
-                failed.append({"input": str(path), "reason": str(item)})
-                typer.echo(f"  failed: {item}", err=True)
-                continue
-            try:
-                entry = process_clip(
-                    item,
-                    forecaster,
-                    out,
-                    num_samples=num_samples,
-                    seed=seed,
-                    render=render,
-                    gif=gif,
-                    wanmove_frames=wanmove_frames,
-                    render_config=render_config,
-                )
-            except (ValueError, RuntimeError, OSError) as err:
-                failed.append({"input": item.source, "reason": f"{type(err).__name__}: {err}"})
-                typer.echo(f"  failed: {item.source}: {err}", err=True)
-                continue
-            entry["seconds"] = {"read_and_track": round(read_seconds, 3), **entry["seconds"]}
-            done.append(entry)
-            timing = ", ".join(f"{k} {v:.1f} s" for k, v in entry["seconds"].items())
-            typer.echo(f"  {item.id}: {entry['num_samples']} samples ({timing})")
-    out.mkdir(parents=True, exist_ok=True)
+def _sample_clips(
+    path: Path, clips: Any, forecaster: Forecaster, out: Path, tally: _Tally, **options: Any
+) -> None:
+    """Forecast and write every clip ``load_clips`` gives for ``path``; bad ones counted."""
+    while True:
+        # Reading, decoding and tracking happen while the next clip is produced.
+        start = time.perf_counter()
+        item = next(clips, None)
+        read_seconds = time.perf_counter() - start
+        if item is None:
+            return
+        if isinstance(item, InputDamage):
+            tally.damaged.append({"input": str(path), "reason": str(item)})
+            typer.echo(f"  damaged: {item}", err=True)
+            continue
+        if isinstance(item, InputError):
+            tally.failed.append({"input": str(path), "reason": str(item)})
+            typer.echo(f"  failed: {item}", err=True)
+            continue
+        try:
+            entry = process_clip(item, forecaster, out, **options)
+        except OutputError:
+            raise  # the output folder itself failed (a full disk): no later clip can be written
+        except (ValueError, RuntimeError, OSError) as err:
+            reason = f"{type(err).__name__}: {err}"
+            tally.failed.append({"input": item.source, "id": item.id, "reason": reason})
+            typer.echo(f"  failed: {item.source}: {err}", err=True)
+            continue
+        entry["seconds"] = {"read_and_track": round(read_seconds, 3), **entry["seconds"]}
+        tally.done.append(entry)
+        timing = ", ".join(f"{k} {v:.1f} s" for k, v in entry["seconds"].items())
+        typer.echo(f"  {item.id}: {entry['num_samples']} samples ({timing})")
+
+
+def _other_clips(out: Path, done: list[dict[str, Any]]) -> list[str]:
+    """Run folders under ``out/runs`` this run did not write (left by earlier runs)."""
+    ours = {Path(p).resolve() for entry in done for p in entry["runs"]}
+    runs = out / "runs"
+    found = sorted(d for d in runs.glob("sample_*/*") if d.is_dir() and not d.name.startswith("."))
+    return [str(d.relative_to(runs)) for d in found if d.resolve() not in ours]
+
+
+def _write_summary(
+    out: Path,
+    tally: _Tally,
+    inputs: list[str],
+    checkpoint: str,
+    forecaster: Forecaster,
+    num_samples: int,
+    seed: int,
+) -> Path:
+    """``out/summary.json`` (atomic): this run's clips, failures, damage and totals."""
+    others = _other_clips(out, tally.done)
     summary = {
+        "covers": "this run only: the clips in 'done', the inputs in 'failed' and "
+        "'damaged'; run folders in OUT that earlier runs wrote and this run did not "
+        "rewrite are listed in 'other_run_folders'",
+        "inputs": inputs,
         "checkpoint": checkpoint,
         "model": forecaster.describe(),
         "num_samples": num_samples,
         "seed": seed,
-        "done": done,
-        "failed": failed,
+        "totals": {
+            "done": len(tally.done),
+            "failed": len(tally.failed),
+            "damaged": len(tally.damaged),
+        },
+        "done": tally.done,
+        "failed": tally.failed,
+        "damaged": tally.damaged,
+        "other_run_folders": others,
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
-    typer.echo(f"\n{len(done)} clips done, {len(failed)} failed; summary in {out / 'summary.json'}")
-    for f in failed:
-        typer.echo(f"  FAILED {f['input']}: {f['reason']}")
-    if failed or not done:
-        raise typer.Exit(code=1)
+    return atomic_write_json(
+        out / "summary.json", json.loads(json.dumps(summary, default=_json_default))
+    )
 
 
 def _json_default(value: Any) -> Any:

@@ -12,7 +12,12 @@ the ground-truth future when the input holds one, and the frames when there are 
 * A released-layout ``<id>.npz`` (``tracks`` "n t 2", ``visibility`` "n t"): its pixels
   are those of ``<id>.mp4`` beside it when there is one (probed), else the working
   resolution; tracks are rescaled to the working resolution.
-* A shard ``.tar`` written by ``trajloom.data.shards.write_shards``: every sample in it.
+* A shard ``.tar`` written by ``trajloom.data.shards.write_shards``: every sample in it;
+  a bad sample is reported (an :class:`InputError`) and the samples after it still come.
+
+:func:`load_clips` yields clips, :class:`InputError` for what failed, and
+:class:`InputDamage` for an input that is damaged but still gave a clip (a truncated
+video whose history decodes: its clip comes without ground truth).
 """
 
 from __future__ import annotations
@@ -28,12 +33,20 @@ from trajloom.data.checks import FormatError
 from trajloom.data.clip import Clip
 from trajloom.data.names import natural_key
 from trajloom.data.released import folder_captions, load_released_npz
-from trajloom.data.shards import ShardSample, iter_shard_samples
-from trajloom.data.video import VIDEO_SUFFIXES, VideoReadError, probe_video, read_video
+from trajloom.data.shards import ShardSample, iter_shard_items
+from trajloom.data.video import (
+    VIDEO_SUFFIXES,
+    VideoReadError,
+    count_frames,
+    damage_note,
+    probe_video,
+    read_video,
+)
 from trajloom.encoding import GridSpec, rescale_tracks
 
 __all__ = [
     "Clip",
+    "InputDamage",
     "InputError",
     "clip_from_arrays",
     "clips_from_npz",
@@ -50,6 +63,10 @@ SHARD_SUFFIXES = (".tar",)
 
 class InputError(ValueError):
     """An input cannot be used; the message names the file and what to do."""
+
+
+class InputDamage(str):
+    """A note that an input is damaged although it gave a clip (the note names the file)."""
 
 
 # --------------------------------------------------------------------------- discovery
@@ -186,25 +203,32 @@ def clips_from_video(
     tracker_factory: Callable[[], Any],
     caption: str = "",
     ground_truth: bool = True,
-) -> list[Clip]:
+) -> list[Clip | InputDamage]:
     """Track the grid through the first ``history`` (+ ``future``) frames of a video.
 
     ``tracker_factory()`` gives the tracker; it is called only once the frames are read.
     With ``ground_truth`` the future window is tracked too when the video holds it (its
     frames are then shown under the predicted future as well); without it only the
-    history window is read and tracked.
+    history window is read and tracked. A video whose header promises the whole window
+    but decodes fewer frames is damaged: an :class:`InputDamage` note comes before its
+    clip (the history alone, when that decodes).
     """
     try:
         info = probe_video(path)
     except VideoReadError as err:
         raise InputError(str(err)) from err
     frames = None
+    notes: list[Clip | InputDamage] = []
     if ground_truth:
         # The header count can be an estimate: decode to be sure.
         try:
             frames = read_video(path, size=grid.size, num_frames=history + future)
         except VideoReadError:
             frames = None  # shorter than history + future: the history alone, below
+            if info.num_frames >= history + future:
+                note = damage_note(path, info, count_frames(path))
+                if note is not None:
+                    notes.append(InputDamage(f"{note}; its ground-truth future is left out"))
     if frames is None:
         try:
             frames = read_video(path, size=grid.size, num_frames=history)
@@ -215,6 +239,7 @@ def clips_from_video(
             ) from err
     result = tracker_factory().track(frames, grid=grid)
     return [
+        *notes,
         clip_from_arrays(
             clip_id=path.stem,
             source=str(path),
@@ -227,7 +252,7 @@ def clips_from_video(
             frames=frames,
             caption=caption,
             fps=info.fps or 16.0,
-        )
+        ),
     ]
 
 
@@ -287,29 +312,30 @@ def _frames_of(sample: ShardSample, grid: GridSpec, count: int) -> np.ndarray | 
 def clips_from_shard(
     path: Path, *, grid: GridSpec, history: int, future: int
 ) -> Iterator[Clip | InputError]:
-    """Every sample of a shard as a clip; a bad sample yields its InputError instead."""
-    try:
-        for sample in iter_shard_samples(path):
-            where = f"{path}:{sample.id}"
-            try:
-                frames = _frames_of(sample, grid, history + future)
-                yield clip_from_arrays(
-                    clip_id=sample.id,
-                    source=where,
-                    tracks=sample.tracks,
-                    visibility=sample.visibility,
-                    src_size=sample.size,
-                    grid=grid,
-                    history=history,
-                    future=future,
-                    frames=frames,
-                    caption=str(sample.meta.get("caption", "")),
-                    fps=float(sample.meta.get("fps") or 16.0),
-                )
-            except (InputError, VideoReadError, FormatError) as err:
-                yield InputError(f"{where}: {err}") if not isinstance(err, InputError) else err
-    except FormatError as err:
-        yield InputError(str(err))
+    """Every sample of a shard as a clip; a bad sample yields its InputError instead and
+    the samples after it still come (a truncated shard ends with one InputError)."""
+    for sample in iter_shard_items(path):
+        if isinstance(sample, FormatError):
+            yield InputError(str(sample))
+            continue
+        where = f"{path}:{sample.id}"
+        try:
+            frames = _frames_of(sample, grid, history + future)
+            yield clip_from_arrays(
+                clip_id=sample.id,
+                source=where,
+                tracks=sample.tracks,
+                visibility=sample.visibility,
+                src_size=sample.size,
+                grid=grid,
+                history=history,
+                future=future,
+                frames=frames,
+                caption=str(sample.meta.get("caption", "")),
+                fps=float(sample.meta.get("fps") or 16.0),
+            )
+        except (InputError, VideoReadError, FormatError) as err:
+            yield err if isinstance(err, InputError) else InputError(f"{where}: {err}")
 
 
 def load_clips(
@@ -321,8 +347,9 @@ def load_clips(
     tracker_factory: Callable[[], Any],
     caption: str = "",
     ground_truth: bool = True,
-) -> Iterator[Clip | InputError]:
-    """Clips of one input file, or InputErrors saying why (a shard may yield both)."""
+) -> Iterator[Clip | InputError | InputDamage]:
+    """Clips of one input file, InputErrors saying why one failed (a shard may yield
+    both), and InputDamage notes for damaged inputs that still gave a clip."""
     try:
         kind = input_kind(path)
         if kind == "video":
