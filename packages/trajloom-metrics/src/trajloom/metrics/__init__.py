@@ -37,13 +37,21 @@ from trajloom.metrics.fvmd import (
 )
 from trajloom.metrics.grid import factor_grid, infer_grid
 from trajloom.metrics.report import (
+    RESULT_FILES,
     format_method_table,
     format_paper_table,
     json_ready,
+    result_texts,
     score_method,
     write_results,
 )
-from trajloom.metrics.runs import RunVideo, discover_run_dirs, load_run, score_runs
+from trajloom.metrics.runs import (
+    RunFolderError,
+    RunVideo,
+    discover_run_dirs,
+    load_run,
+    score_runs,
+)
 from trajloom.metrics.vepe import VEPEAccumulator, endpoint_error, vepe, vepe_sum_count
 
 __all__ = [
@@ -52,6 +60,8 @@ __all__ = [
     "FVMDResult",
     "GaussianAccumulator",
     "GaussianStats",
+    "RESULT_FILES",
+    "RunFolderError",
     "RunVideo",
     "VEPEAccumulator",
     "clip_windows",
@@ -74,6 +84,7 @@ __all__ = [
     "json_ready",
     "load_run",
     "motion_histograms",
+    "result_texts",
     "score_method",
     "score_runs",
     "velocity_acceleration",

@@ -2,11 +2,18 @@
 
 Needs the `cli` extra (`pip install trajloom-metrics[cli]`) for typer; the library
 itself needs only numpy and scipy.
+
+Exit codes: 0 every run folder was scored; 1 some run folders could not be scored (each
+is named on stdout and in the JSON under `failed`, counted in `num_failed`; the others
+are scored); 2 nothing could be scored or written (no runs root, no run folder in it,
+bad options, an unwritable `--json` folder).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -54,7 +61,45 @@ def format_table(result: dict[str, Any]) -> str:
         )
         lines.append(f"{label:<{width}}  {text}")
     lines.extend(f"note: {note}" for note in result.get("notes", []))
+    lines.extend(f"FAILED {f['video']}: {f['reason']}" for f in result.get("failed", []))
+    lines.append(
+        f"{result.get('num_videos', 0)} run folders scored, {result.get('num_failed', 0)} failed"
+    )
     return "\n".join(lines)
+
+
+def _write_json_atomic(path: Path, text: str) -> None:
+    """Write ``text`` through a synced temporary file and a rename (the previous file stays
+    whole on a full disk). The same rule as ``trajloom.data.outputs.atomic_write_text``,
+    written here because this package stands alone (numpy and scipy only)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with tmp.open("w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def _check_json_folder(json_out: Path) -> None:
+    """Prove ``json_out``'s folder can be written before scoring (one line, exit 2)."""
+    folder = json_out.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        typer.echo(
+            f"error: --json {json_out}: folder {folder} is not writable "
+            f"({err.strerror or err}); choose another path",
+            err=True,
+        )
+        raise typer.Exit(code=2) from None
 
 
 @app.command()
@@ -86,7 +131,13 @@ def score(
         Path | None, typer.Option("--json", help="Write the full result here.")
     ] = None,
 ) -> None:
-    """Score every run folder under RUNS_ROOT and print a table."""
+    """Score every run folder under RUNS_ROOT and print a table.
+
+    A run folder that cannot be scored (unreadable or empty file, NaN prediction, files
+    that disagree on the points) is skipped, named and counted; exit 1 when any was.
+    """
+    if json_out is not None:
+        _check_json_folder(json_out)
     try:
         result = score_runs(
             runs_root,
@@ -103,9 +154,18 @@ def score(
         raise typer.Exit(code=2) from None
     typer.echo(format_table(result))
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(json_ready(result), indent=2, allow_nan=False))
+        try:
+            _write_json_atomic(json_out, json.dumps(json_ready(result), indent=2, allow_nan=False))
+        except OSError as err:
+            typer.echo(
+                f"error: could not write {json_out}: {err.strerror or err}; free space or "
+                "choose another path",
+                err=True,
+            )
+            raise typer.Exit(code=2) from None
         typer.echo(f"wrote {json_out}")
+    if result.get("num_failed"):
+        raise typer.Exit(code=1)
 
 
 def main() -> None:

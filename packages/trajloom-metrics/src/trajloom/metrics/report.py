@@ -8,7 +8,8 @@ layout, scores each with :func:`score_method`, and reports the results:
 * :func:`format_method_table`: one row per method, VEPE / FVMD / FlowTV / DivCurlE
   (the end of ``apps/train``);
 * :func:`write_results`: ``results.json``, ``table.csv``, ``table.md`` and
-  ``per_video.csv``;
+  ``per_video.csv`` (:func:`result_texts` gives their texts, for callers that write
+  files their own way, e.g. atomically);
 * :func:`json_ready`: NaN and infinities to null, numpy scalars to Python, for strict JSON.
 
 ``results`` maps method -> source -> the dict :func:`score_method` returns.
@@ -17,6 +18,7 @@ layout, scores each with :func:`score_method`, and reports the results:
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import warnings
@@ -30,9 +32,11 @@ from trajloom.metrics.runs import score_runs
 
 __all__ = [
     "PAPER_ROWS",
+    "RESULT_FILES",
     "format_method_table",
     "format_paper_table",
     "json_ready",
+    "result_texts",
     "score_method",
     "write_results",
 ]
@@ -88,7 +92,8 @@ def score_method(
     of the whole future window (``fvmd_long``; None otherwise). Returns ``fvmd``,
     ``fvmd_velocity``, ``fvmd_acceleration``, ``fvmd_long``, ``flow_tv``,
     ``div_curl_energy``, ``vepe``, ``num_videos``, ``num_windows``, ``notes`` (why a
-    metric is None; those of the long clip prefixed ``long:``) and ``per_video``.
+    metric is None; those of the long clip prefixed ``long:``), ``per_video``, and the run
+    folders that could not be scored (``failed``, ``num_failed``; see ``score_runs``).
     Raises ``ValueError`` when ``runs`` holds no run folder.
     """
     common: dict[str, Any] = {
@@ -117,6 +122,8 @@ def score_method(
         "num_windows": main["num_windows"],
         "notes": notes,
         "per_video": main["per_video"],
+        "num_failed": main["num_failed"],
+        "failed": main["failed"],
     }
 
 
@@ -160,6 +167,54 @@ def format_method_table(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+RESULT_FILES = {
+    "json": "results.json",
+    "csv": "table.csv",
+    "markdown": "table.md",
+    "per_video": "per_video.csv",
+}
+"""The files of an evaluation's results, by kind."""
+
+
+def _csv_text(rows: list[list[Any]]) -> str:
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def result_texts(
+    results: dict[str, dict[str, dict[str, Any]]],
+    sources: list[str],
+    settings: dict[str, Any],
+    failures: list[str],
+) -> dict[str, str]:
+    """The texts of :data:`RESULT_FILES`, by kind (what :func:`write_results` writes).
+
+    * ``json``: settings, sources, results, failures, strict JSON;
+    * ``csv``: one row per method x source, the metrics and counts;
+    * ``markdown``: :func:`format_paper_table`;
+    * ``per_video``: FlowTV, DivCurlE, VEPE and FVMD clips per video.
+    """
+    document = {"settings": settings, "sources": sources, "results": results, "failures": failures}
+    keys = (*_CSV_KEYS, *_CSV_COUNTS)
+    table = [["method", "source", *keys]]
+    per_video = [["method", "source", "video", *_PER_VIDEO_KEYS]]
+    for method, per_source in results.items():
+        for source in sources:
+            r = per_source.get(source, {})
+            table.append([method, source, *[json_ready(r.get(k)) for k in keys]])
+            for entry in r.get("per_video", []):
+                values = [json_ready(entry.get(k)) for k in _PER_VIDEO_KEYS]
+                per_video.append([method, source, entry.get("video"), *values])
+    return {
+        "json": json.dumps(json_ready(document), indent=2, allow_nan=False),
+        "csv": _csv_text(table),
+        "markdown": format_paper_table(results, sources) + "\n",
+        "per_video": _csv_text(per_video),
+    }
+
+
 def write_results(
     out: Path,
     results: dict[str, dict[str, dict[str, Any]]],
@@ -167,38 +222,13 @@ def write_results(
     settings: dict[str, Any],
     failures: list[str],
 ) -> dict[str, Path]:
-    """Write the results of methods x ``sources`` under ``out``; returns the paths by kind.
-
-    * ``results.json`` (``json``): settings, sources, results, failures, strict JSON;
-    * ``table.csv`` (``csv``): one row per method x source, the metrics and counts;
-    * ``table.md`` (``markdown``): :func:`format_paper_table`;
-    * ``per_video.csv`` (``per_video``): FlowTV, DivCurlE, VEPE and FVMD clips per video.
-    """
+    """Write the results of methods x ``sources`` under ``out`` (:func:`result_texts`,
+    named as :data:`RESULT_FILES`); returns the paths by kind."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "json": out / "results.json",
-        "csv": out / "table.csv",
-        "markdown": out / "table.md",
-        "per_video": out / "per_video.csv",
-    }
-    document = {"settings": settings, "sources": sources, "results": results, "failures": failures}
-    paths["json"].write_text(json.dumps(json_ready(document), indent=2, allow_nan=False))
-    keys = (*_CSV_KEYS, *_CSV_COUNTS)
-    with paths["csv"].open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["method", "source", *keys])
-        for method, per_source in results.items():
-            for source in sources:
-                r = per_source.get(source, {})
-                writer.writerow([method, source, *[json_ready(r.get(k)) for k in keys]])
-    paths["markdown"].write_text(format_paper_table(results, sources) + "\n")
-    with paths["per_video"].open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["method", "source", "video", *_PER_VIDEO_KEYS])
-        for method, per_source in results.items():
-            for source in sources:
-                for entry in per_source.get(source, {}).get("per_video", []):
-                    values = [json_ready(entry.get(k)) for k in _PER_VIDEO_KEYS]
-                    writer.writerow([method, source, entry.get("video"), *values])
+    paths = {}
+    for kind, text in result_texts(results, sources, settings, failures).items():
+        paths[kind] = out / RESULT_FILES[kind]
+        with paths[kind].open("w", newline="") as f:
+            f.write(text)
     return paths

@@ -7,8 +7,16 @@ loading follow the released scripts of zewei-Zhang/TrajLoom: a root that itself
 holds the files is one run; otherwise every folder below it that holds them, sorted;
 FVMD and VEPE use folders with both `gt_tracks.npy` and `pred_tracks.npy`, FlowTV and
 DivCurlE every folder with `pred_tracks.npy`; a leading batch axis of 1 is dropped;
-mismatched lengths are cropped to the common frames and tracks (with a note); the
-grid and track order come from `query_xy.npy` (`trajloom.metrics.grid.infer_grid`).
+mismatched lengths are cropped to the common frames (with a note); the grid and track
+order come from `query_xy.npy` (`trajloom.metrics.grid.infer_grid`).
+
+Where the released scripts would score a wrong answer silently, a run folder is refused
+instead (:class:`RunFolderError`): a file that does not load or is empty, a prediction
+with NaN or infinite coordinates (the released scripts drop such points, which hides a
+broken model), files whose numbers of points disagree (cropping them would pair
+different points), a visibility file of the wrong shape. :func:`score_runs` skips such
+folders, names them in ``failed`` and counts them in ``num_failed``; the others are
+scored as before.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from trajloom.metrics.grid import infer_grid
 from trajloom.metrics.vepe import VEPEAccumulator
 
 __all__ = [
+    "RunFolderError",
     "RunVideo",
     "discover_run_dirs",
     "load_run",
@@ -40,6 +49,10 @@ GT_TRACKS = "gt_tracks.npy"
 GT_VISIBILITY = "gt_visibility.npy"
 QUERY_XY = "query_xy.npy"
 META = "meta.json"
+
+
+class RunFolderError(ValueError):
+    """A run folder that cannot be scored; the message names the folder, file and shapes."""
 
 
 @dataclass
@@ -64,9 +77,12 @@ def discover_run_dirs(root: str | Path, *, require_gt: bool = True) -> list[Path
     def ok(d: Path) -> bool:
         return (d / PRED_TRACKS).exists() and (not require_gt or (d / GT_TRACKS).exists())
 
+    def visible(d: Path) -> bool:  # temporaries of writers (".name.tmp-PID") are not runs
+        return not any(part.startswith(".") for part in d.relative_to(root).parts)
+
     if ok(root):
         return [root]
-    return sorted({p.parent for p in root.rglob(PRED_TRACKS) if ok(p.parent)})
+    return sorted({p.parent for p in root.rglob(PRED_TRACKS) if ok(p.parent) and visible(p.parent)})
 
 
 def load_tracks(path: str | Path) -> np.ndarray:
@@ -112,6 +128,183 @@ def _crop(arrays: list[np.ndarray | None], t: int, n: int) -> list[np.ndarray | 
     return [None if a is None else a[:t, :n] for a in arrays]
 
 
+def _load_checked(d: Path, visibility_name: str) -> RunVideo:
+    """:func:`load_run` of ``d``, refused (:class:`RunFolderError`) where scoring it would
+    give a wrong number: an unloadable or empty file, a non-finite prediction, point counts
+    that disagree between files, a visibility whose points are not the tracks'."""
+    try:
+        run = load_run(d, visibility_name=visibility_name)
+    except (OSError, ValueError, EOFError) as err:
+        raise RunFolderError(f"{d}: cannot be read ({err})") from err
+    pred = run.pred_tracks
+    if pred.size == 0:
+        raise RunFolderError(f"{d}/{PRED_TRACKS}: empty (shape {pred.shape}); nothing to score")
+    if not np.issubdtype(pred.dtype, np.number):
+        raise RunFolderError(f"{d}/{PRED_TRACKS}: must be numeric, got dtype {pred.dtype}")
+    bad = int(pred.size - np.count_nonzero(np.isfinite(pred)))
+    if bad:
+        raise RunFolderError(
+            f"{d}/{PRED_TRACKS}: {bad} of {pred.size} coordinates are NaN or infinite; a "
+            "prediction must be finite (the method is broken there)"
+        )
+    n = pred.shape[1]
+    shapes = {PRED_TRACKS: pred.shape}
+    if run.gt_tracks is not None:
+        shapes[GT_TRACKS] = run.gt_tracks.shape
+    for name, vis in ((visibility_name, run.visibility), (GT_VISIBILITY, run.gt_visibility)):
+        if vis is not None:
+            shapes[name] = vis.shape
+    if run.query_xy is not None:
+        shapes[QUERY_XY] = run.query_xy.shape
+    if any(shape[1 if name != QUERY_XY else 0] != n for name, shape in shapes.items()):
+        listed = ", ".join(f"{name} {shape}" for name, shape in shapes.items())
+        raise RunFolderError(
+            f"{d}: its files disagree on the number of points ({listed}); they must describe "
+            "the same N points: rewrite the folder"
+        )
+    return run
+
+
+@dataclass
+class _Scores:
+    """What :func:`score_runs` accumulates over run folders, one folder at a time."""
+
+    root: Path
+    fvmd_acc: FVMDAccumulator
+    vepe_acc: VEPEAccumulator
+    use_gt_visibility: bool
+    use_visibility: bool
+    visibility_name: str
+    grid_stride: float
+    vepe_use_visibility: bool
+    notes: list[str] = field(default_factory=list)
+    fvmd_error: str | None = None
+    tv_values: list[float] = field(default_factory=list)
+    dc_values: list[float] = field(default_factory=list)
+    per_video: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[dict[str, str]] = field(default_factory=list)
+    num_paired: int = 0
+    missing_vis: int = 0
+    cropped: int = 0
+
+    def add(self, d: Path) -> None:
+        """Score one run folder, or record why it cannot be."""
+        name = str(d.relative_to(self.root)) if d != self.root else "."
+        try:
+            run = _load_checked(d, self.visibility_name)
+        except RunFolderError as err:
+            self.failed.append({"video": name, "reason": str(err)})
+            return
+        entry: dict[str, Any] = {"video": name}
+        pred = run.pred_tracks.astype(np.float32)
+        vis = run.visibility
+        if vis is None and (self.use_visibility or self.use_gt_visibility):
+            self.missing_vis += 1
+        flow_vis = vis if self.use_visibility else None
+        entry.update(_flow_entry(run, pred, flow_vis, self.grid_stride))
+        self.tv_values.append(entry["flow_tv"])
+        self.dc_values.append(entry["div_curl_energy"])
+        if run.gt_tracks is not None:
+            self._add_paired(run, vis, name, entry)
+        self.per_video.append(entry)
+
+    def _add_paired(
+        self, run: RunVideo, vis: np.ndarray | None, name: str, entry: dict[str, Any]
+    ) -> None:
+        """VEPE and FVMD of a folder with ground truth (cropped to the common frames)."""
+        assert run.gt_tracks is not None
+        self.num_paired += 1
+        gt = run.gt_tracks
+        t, n = (
+            min(gt.shape[0], run.pred_tracks.shape[0]),
+            min(gt.shape[1], run.pred_tracks.shape[1]),
+        )
+        if gt.shape != run.pred_tracks.shape:
+            self.cropped += 1
+        gt_c, pred_c = gt[:t, :n], run.pred_tracks[:t, :n]
+        vis_c, gvis_c = _crop([vis, run.gt_visibility], t, n)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                vepe_vis = gvis_c if self.vepe_use_visibility else None
+                entry["vepe"] = self.vepe_acc.update(pred_c, gt_c, vepe_vis)
+        except ValueError as err:
+            self.notes.append(f"vepe: left out {name}: {err}")
+        if self.fvmd_error is not None:
+            return
+        try:
+            hw, order = infer_grid(run.query_xy, n)
+            if order is not None:
+                gt_c, pred_c = gt_c[:, order], pred_c[:, order]
+                vis_c = None if vis_c is None else vis_c[:, order]
+            entry["fvmd_windows"] = self.fvmd_acc.update(
+                gt_c, pred_c, vis_c if self.use_gt_visibility else None, grid_hw=hw
+            )
+        except ValueError as err:
+            self.fvmd_error = f"{name}: {err}"
+
+    def metrics(self) -> dict[str, Any]:
+        """The summary values and their notes (``notes`` grows with why one is null)."""
+        result: dict[str, Any] = {
+            "fvmd": None,
+            "fvmd_velocity": None,
+            "fvmd_acceleration": None,
+            "flow_tv": None,
+            "div_curl_energy": None,
+            "vepe": None,
+            "num_videos": len(self.per_video),
+            "num_videos_with_gt": self.num_paired,
+            "num_windows": self.fvmd_acc.num_windows,
+        }
+        result.update(self._fvmd())
+        if self.num_paired:
+            if self.vepe_acc.count:
+                result["vepe"] = self.vepe_acc.total / self.vepe_acc.count
+            else:
+                self.notes.append("vepe: no visible point with a finite error in any video")
+        for key, values in (("flow_tv", self.tv_values), ("div_curl_energy", self.dc_values)):
+            finite = [v for v in values if np.isfinite(v)]
+            if finite:
+                result[key] = video_mean(finite)
+            else:
+                self.notes.append(
+                    f"{key}: no video has a valid neighbour pair (grid or visibility)"
+                )
+        if self.missing_vis:
+            self.notes.append(
+                f"{self.missing_vis} run folders lack {self.visibility_name}: scored without "
+                "visibility there"
+            )
+        if self.cropped:
+            self.notes.append(
+                f"{self.cropped} run folders had gt and pred of different shapes: cropped"
+            )
+        if self.failed:
+            self.notes.append(f"{len(self.failed)} run folders could not be scored: see failed")
+        return result
+
+    def _fvmd(self) -> dict[str, Any]:
+        if self.fvmd_error is not None:
+            self.notes.append(f"fvmd: {self.fvmd_error}")
+            return {}
+        if self.num_paired == 0:
+            self.notes.append(f"fvmd, vepe: no run folder has {GT_TRACKS}")
+            return {}
+        try:
+            r = self.fvmd_acc.result()
+        except ValueError as err:
+            self.notes.append(f"fvmd: {err}")
+            return {}
+        return {
+            "fvmd": r.combined,
+            "fvmd_velocity": r.velocity,
+            "fvmd_acceleration": r.acceleration,
+            "grid_hw": list(self.fvmd_acc.grid_hw or ()),
+            "feature_dim_velocity": r.feature_dim_velocity,
+            "feature_dim_acceleration": r.feature_dim_acceleration,
+        }
+
+
 def score_runs(
     runs_root: str | Path,
     *,
@@ -137,108 +330,31 @@ def score_runs(
 
     Returns:
         JSON-ready dict: `fvmd`, `fvmd_velocity`, `fvmd_acceleration`, `flow_tv`,
-        `div_curl_energy`, `vepe`, `num_videos`, counts, settings, `notes` (why a
-        metric is null), and `per_video` values.
+        `div_curl_energy`, `vepe`, `num_videos` (folders scored), counts, settings,
+        `notes` (why a metric is null), `per_video` values, and `failed` (folders that
+        could not be scored, with the reason) with their count `num_failed`.
+
+    Raises:
+        ValueError: `runs_root` is no folder or holds no run folder.
     """
     cfg = fvmd_config or FVMDConfig()
     root = Path(runs_root)
     dirs = discover_run_dirs(root, require_gt=False)
-    notes: list[str] = []
     if not dirs:
         raise ValueError(f"runs_root {str(root)!r} holds no run folder with {PRED_TRACKS}")
-    fvmd_acc = FVMDAccumulator(cfg)
-    vepe_acc = VEPEAccumulator(exclude_first_frame=exclude_first_frame)
-    fvmd_error: str | None = None
-    tv_values: list[float] = []
-    dc_values: list[float] = []
-    per_video: list[dict[str, Any]] = []
-    num_paired = 0
-    missing_vis = 0
-    cropped = 0
+    scores = _Scores(
+        root,
+        FVMDAccumulator(cfg),
+        VEPEAccumulator(exclude_first_frame=exclude_first_frame),
+        use_gt_visibility=use_gt_visibility,
+        use_visibility=use_visibility,
+        visibility_name=visibility_name,
+        grid_stride=grid_stride,
+        vepe_use_visibility=vepe_use_visibility,
+    )
     for d in dirs:
-        run = load_run(d, visibility_name=visibility_name)
-        name = str(d.relative_to(root)) if d != root else "."
-        entry: dict[str, Any] = {"video": name}
-        pred = run.pred_tracks.astype(np.float32)
-        vis = run.visibility
-        if vis is None and (use_visibility or use_gt_visibility):
-            missing_vis += 1
-        entry.update(_flow_entry(run, pred, vis if use_visibility else None, grid_stride))
-        tv_values.append(entry["flow_tv"])
-        dc_values.append(entry["div_curl_energy"])
-        if run.gt_tracks is not None:
-            num_paired += 1
-            gt = run.gt_tracks
-            t, n = min(gt.shape[0], pred.shape[0]), min(gt.shape[1], pred.shape[1])
-            if gt.shape != pred.shape:
-                cropped += 1
-            gt_c, pred_c = gt[:t, :n], run.pred_tracks[:t, :n]
-            vis_c, gvis_c = _crop([vis, run.gt_visibility], t, n)
-            vepe_vis = gvis_c if vepe_use_visibility else None
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", RuntimeWarning)
-                    entry["vepe"] = vepe_acc.update(pred_c, gt_c, vepe_vis)
-            except ValueError as err:
-                notes.append(f"vepe: left out {name}: {err}")
-            if fvmd_error is None:
-                try:
-                    hw, order = infer_grid(run.query_xy, n)
-                    if order is not None:
-                        gt_c, pred_c = gt_c[:, order], pred_c[:, order]
-                        vis_c = None if vis_c is None else vis_c[:, order]
-                    entry["fvmd_windows"] = fvmd_acc.update(
-                        gt_c, pred_c, vis_c if use_gt_visibility else None, grid_hw=hw
-                    )
-                except ValueError as err:
-                    fvmd_error = f"{name}: {err}"
-        per_video.append(entry)
-
-    result: dict[str, Any] = {
-        "fvmd": None,
-        "fvmd_velocity": None,
-        "fvmd_acceleration": None,
-        "flow_tv": None,
-        "div_curl_energy": None,
-        "vepe": None,
-        "num_videos": len(dirs),
-        "num_videos_with_gt": num_paired,
-        "num_windows": fvmd_acc.num_windows,
-    }
-    if fvmd_error is not None:
-        notes.append(f"fvmd: {fvmd_error}")
-    elif num_paired == 0:
-        notes.append(f"fvmd, vepe: no run folder has {GT_TRACKS}")
-    else:
-        try:
-            r = fvmd_acc.result()
-            result.update(
-                fvmd=r.combined, fvmd_velocity=r.velocity, fvmd_acceleration=r.acceleration
-            )
-            result.update(
-                grid_hw=list(fvmd_acc.grid_hw or ()),
-                feature_dim_velocity=r.feature_dim_velocity,
-                feature_dim_acceleration=r.feature_dim_acceleration,
-            )
-        except ValueError as err:
-            notes.append(f"fvmd: {err}")
-    if num_paired:
-        if vepe_acc.count:
-            result["vepe"] = vepe_acc.total / vepe_acc.count
-        else:
-            notes.append("vepe: no visible point with a finite error in any video")
-    for key, values in (("flow_tv", tv_values), ("div_curl_energy", dc_values)):
-        finite = [v for v in values if np.isfinite(v)]
-        if finite:
-            result[key] = video_mean(finite)
-        else:
-            notes.append(f"{key}: no video has a valid neighbour pair (grid or visibility)")
-    if missing_vis:
-        notes.append(
-            f"{missing_vis} run folders lack {visibility_name}: scored without visibility there"
-        )
-    if cropped:
-        notes.append(f"{cropped} run folders had gt and pred of different shapes: cropped")
+        scores.add(d)
+    result = scores.metrics()
     result.update(
         clip_len=cfg.clip_len,
         clip_stride=cfg.clip_stride,
@@ -248,8 +364,10 @@ def score_runs(
         grid_stride=grid_stride,
         exclude_first_frame=exclude_first_frame,
         runs_root=str(root),
-        notes=notes,
-        per_video=per_video,
+        notes=scores.notes,
+        per_video=scores.per_video,
+        num_failed=len(scores.failed),
+        failed=scores.failed,
     )
     return result
 
