@@ -55,12 +55,12 @@ from trajloom.metrics.runs import (
 from trajloom.metrics.vepe import VEPEAccumulator, endpoint_error, vepe, vepe_sum_count
 
 __all__ = [
+    "RESULT_FILES",
     "FVMDAccumulator",
     "FVMDConfig",
     "FVMDResult",
     "GaussianAccumulator",
     "GaussianStats",
-    "RESULT_FILES",
     "RunFolderError",
     "RunVideo",
     "VEPEAccumulator",
