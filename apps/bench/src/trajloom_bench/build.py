@@ -12,8 +12,11 @@ Paper §4.1.4: every source is brought to one resolution (832x480), one window l
   frames are repeated when the source is slower); without it the native rate is kept,
   as in the paper. The grid is tracked through the window from frame 0 with the chosen
   tracker of ``trajloom.data.tracking`` (default: the built-in flow tracker). A video
-  too short for one window, or unreadable, is skipped and listed with the reason. A
-  captions CSV (``videoid, video_path, text``) in the folder supplies captions.
+  too short for one window, or unreadable, is skipped and listed with the reason. Every
+  video's windows asked and made are in the manifest (``videos``, with the totals
+  ``windows_asked`` / ``windows_made``), and a video that decodes fewer frames than its
+  header states is marked damaged (``damaged``). A captions CSV (``videoid, video_path,
+  text``) in the folder supplies captions.
 * Synthetic (``--source synthetic=COUNT``): COUNT scenes of ``trajloom.data.synthetic``
   with exact tracks, drawn at the bench resolution and window length.
 * Released TrajLoomDatasets layout (``--released NAME=FOLDER``): ``<id>.npz`` + ``<id>.mp4``
@@ -37,6 +40,7 @@ import numpy as np
 
 from trajloom.data.camera import camera_phrase, estimate_camera_motion
 from trajloom.data.names import natural_key
+from trajloom.data.outputs import atomic_write_text
 from trajloom.data.released import folder_captions
 from trajloom.data.shards import (
     MANIFEST_NAME,
@@ -49,6 +53,7 @@ from trajloom.data.video import (
     VIDEO_SUFFIXES,
     VideoInfo,
     VideoReadError,
+    damage_note,
     probe_video,
     read_video,
     write_video,
@@ -155,16 +160,19 @@ def _video_bytes(frames: np.ndarray, fps: float) -> bytes:
         return path.read_bytes()
 
 
-def _read_needed(path: Path, num_frames: int, fps: float, cfg: BenchConfig) -> np.ndarray:
-    """Decode only the frames the windows need (the header count may be an estimate)."""
+def _read_needed(
+    path: Path, num_frames: int, fps: float, cfg: BenchConfig
+) -> tuple[np.ndarray, bool]:
+    """Decode only the frames the windows need (the header count may be an estimate);
+    returns the frames and whether they are the whole video (decoded to its end)."""
     size = (cfg.width, cfg.height)
     planned = video_windows(num_frames, fps, cfg)
     if planned:
         try:
-            return read_video(path, size=size, num_frames=int(planned[-1][-1]) + 1)
+            return read_video(path, size=size, num_frames=int(planned[-1][-1]) + 1), False
         except VideoReadError:
             pass  # fewer frames than the header said: decode all and count
-    return read_video(path, size=size)
+    return read_video(path, size=size), True
 
 
 def _list_videos(folder: Path) -> list[Path]:
@@ -173,28 +181,43 @@ def _list_videos(folder: Path) -> list[Path]:
 
 
 class _Skip(Exception):
-    """A video that gives no window; the message names it and says why."""
+    """A video that gives no window; the message names it and says why. ``info`` and
+    ``decoded`` are its header and decoded frame count when it could be read."""
+
+    def __init__(
+        self, message: str, info: VideoInfo | None = None, decoded: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.info = info
+        self.decoded = decoded
 
 
-def _decode_windows(path: Path, cfg: BenchConfig) -> tuple[VideoInfo, np.ndarray, list[np.ndarray]]:
-    """A video's probe, decoded frames "t h w 3" (bench resolution) and window indices.
+def _decode_windows(
+    path: Path, cfg: BenchConfig
+) -> tuple[VideoInfo, np.ndarray, list[np.ndarray], int | None]:
+    """A video's probe, decoded frames "t h w 3" (bench resolution), window indices, and
+    its decoded frame count when it was decoded to the end (None: only what was needed).
 
     Raises _Skip when the video cannot be read or is shorter than one window.
     """
     try:
         info = probe_video(path)
-        frames = _read_needed(path, info.num_frames, info.fps, cfg)
+        frames, whole = _read_needed(path, info.num_frames, info.fps, cfg)
     except VideoReadError as err:
         raise _Skip(str(err)) from err
     windows = video_windows(frames.shape[0], info.fps, cfg)
     if not windows:
+        note = damage_note(path, info, frames.shape[0]) if whole else None
         raise _Skip(
             f"{path}: {frames.shape[0]} frames at {info.fps:.3g} fps are shorter than "
             f"one window of {cfg.window} frames"
             + (f" at {cfg.fps:g} fps" if cfg.fps else "")
             + f" ({cfg.history} history + {cfg.future} future)"
+            + (f"; {note.split(': ', 1)[1]}" if note else ""),
+            info,
+            frames.shape[0],
         )
-    return info, frames, windows
+    return info, frames, windows, (frames.shape[0] if whole else None)
 
 
 def _meta(cfg: BenchConfig, source: str, fps: float, **fields: Any) -> dict[str, Any]:
@@ -209,6 +232,22 @@ def _meta(cfg: BenchConfig, source: str, fps: float, **fields: Any) -> dict[str,
     }
 
 
+def _video_record(
+    path: Path, cfg: BenchConfig, made: int, info: VideoInfo | None, decoded: int | None
+) -> dict[str, Any]:
+    """A video's line of the manifest: windows asked and made, frames decoded (when it was
+    decoded to the end), the header's count, and why it is damaged (or None)."""
+    note = damage_note(path, info, decoded) if info is not None and decoded is not None else None
+    return {
+        "video": str(path),
+        "windows_asked": cfg.windows_per_video,
+        "windows_made": made,
+        "frames_decoded": decoded,
+        "frames_in_header": None if info is None else info.num_frames,
+        "damaged": note,
+    }
+
+
 def _video_samples(
     folder: Path,
     name: str,
@@ -216,16 +255,21 @@ def _video_samples(
     tracker: Any,
     skipped: list[str],
     progress: Callable[[str], None],
+    videos: list[dict[str, Any]] | None = None,
 ) -> Iterator[ShardSample]:
-    """One tracked sample per window of every video under ``folder`` (skips listed in ``skipped``)."""
+    """One tracked sample per window of every video under ``folder`` (skips listed in
+    ``skipped``; each video's windows asked and made appended to ``videos``)."""
     captions = folder_captions(folder)
+    videos = [] if videos is None else videos
     for path in _list_videos(folder):
         try:
-            info, frames_all, windows = _decode_windows(path, cfg)
+            info, frames_all, windows, decoded = _decode_windows(path, cfg)
         except _Skip as skip:
             skipped.append(str(skip))
+            videos.append(_video_record(path, cfg, 0, skip.info, skip.decoded))
             progress(f"skip {skip}")
             continue
+        videos.append(_video_record(path, cfg, len(windows), info, decoded))
         base = "__".join(path.relative_to(folder).with_suffix("").parts)
         single = len(windows) == 1 and cfg.windows_per_video == 1
         fps = float(cfg.fps or info.fps or 16.0)
@@ -262,7 +306,7 @@ def _finish(
 ) -> dict[str, Any]:
     manifest["skipped"] = manifest.get("skipped", []) + skipped
     manifest.update(extra)
-    (out / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
+    atomic_write_text(out / MANIFEST_NAME, json.dumps(manifest, indent=2))
     return manifest
 
 
@@ -279,10 +323,22 @@ def build_video_source(
     if not folder.is_dir():
         raise ValueError(f"source {name}: {folder} is not a folder of videos")
     skipped: list[str] = []
+    videos: list[dict[str, Any]] = []
     manifest = write_shards(
-        _video_samples(folder, name, cfg, tracker, skipped, progress), out, maxcount=cfg.maxcount
+        _video_samples(folder, name, cfg, tracker, skipped, progress, videos),
+        out,
+        maxcount=cfg.maxcount,
     )
-    return _finish(out, manifest, skipped, {"source": name, "kind": "videos", "from": str(folder)})
+    extra = {
+        "source": name,
+        "kind": "videos",
+        "from": str(folder),
+        "windows_asked": sum(v["windows_asked"] for v in videos),
+        "windows_made": sum(v["windows_made"] for v in videos),
+        "damaged": [v["damaged"] for v in videos if v["damaged"]],
+        "videos": videos,
+    }
+    return _finish(out, manifest, skipped, extra)
 
 
 def build_synthetic_source(
@@ -372,7 +428,7 @@ def write_bench_index(out: Path, cfg: BenchConfig, manifests: dict[str, dict[str
         "config": cfg.to_dict(),
         "sources": {n: sources[n] for n in _order(list(sources))},
     }
-    index_path.write_text(json.dumps(index, indent=2))
+    atomic_write_text(index_path, json.dumps(index, indent=2))
     return index_path
 
 
@@ -381,7 +437,16 @@ def read_bench(root: Path) -> dict[str, Any]:
     root = Path(root)
     index = root / BENCH_FILE
     if index.is_file():
-        return json.loads(index.read_text())
+        try:
+            data = json.loads(index.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            raise ValueError(
+                f"{index}: not a readable bench index ({type(err).__name__}: {err}); rebuild "
+                "the bench with `bench build`"
+            ) from err
+        if not isinstance(data, dict) or not isinstance(data.get("sources"), dict):
+            raise ValueError(f"{index}: holds no 'sources'; rebuild the bench with `bench build`")
+        return data
     if not root.is_dir():
         raise ValueError(f"{root}: bench folder does not exist; build one with `bench build`")
     found = sorted(p.parent.name for p in root.glob("*/manifest.json"))

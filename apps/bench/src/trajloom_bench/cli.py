@@ -4,6 +4,14 @@
     uv run apps/bench eval BENCH --method static=baseline:static --method ours=runs/exp1 --out results
 
 See `build.py` and `evaluate.py` for what is built and how it is scored.
+
+Exit codes (both commands): 0 done; 1 some items failed (eval: a clip or run folder that
+could not be forecast, read or scored, each named on stderr and in results.json's
+``failures``); 2 nothing could start or finish: bad options, an unloadable method, an
+output folder that is not writable or is in use by another process (``OutputLock``), a
+result file that could not be written. ``build`` skips videos that give no window (too
+short, unreadable) and reports them, the windows asked and made and damaged videos
+per source; skips do not change its exit code (a source folder is a selection).
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from typing import Annotated, Any
 import typer
 
 from trajloom.data.formats import FormatError
+from trajloom.data.outputs import OutputError, OutputLock, atomic_write_text
 from trajloom.data.tracking import make_tracker
 from trajloom.encoding import DEFAULT_FUTURE, DEFAULT_GRID, DEFAULT_HISTORY, GridSpec
 from trajloom.flow.forecast import (
@@ -26,7 +35,7 @@ from trajloom.flow.forecast import (
     parse_method,
     resolve_device,
 )
-from trajloom.metrics import format_paper_table, write_results
+from trajloom.metrics import RESULT_FILES, format_paper_table, result_texts
 from trajloom_bench.build import (
     BenchConfig,
     build_released_source,
@@ -159,6 +168,48 @@ def build(
     if clash:
         raise _fail(f"source names used twice: {sorted(clash)}")
     progress = (lambda _: None) if quiet else (lambda msg: typer.echo(msg))
+    try:
+        with OutputLock(out, what="bench folder"):
+            manifests = _build_sources(out, cfg, sources, releases, tracker_option, progress)
+            index = write_bench_index(out, cfg, manifests)
+    except OutputError as err:
+        raise _fail(str(err)) from None
+    for name, manifest in manifests.items():
+        _report_source(name, manifest)
+    typer.echo(f"wrote {index}")
+
+
+def _report_source(name: str, manifest: dict[str, Any]) -> None:
+    """Stdout lines of one built source: clips, skips, windows asked/made, damage."""
+    skipped = manifest.get("skipped", [])
+    line = f"{name}: {manifest['num_samples']} clips, {len(skipped)} skipped"
+    if "windows_asked" in manifest:
+        line += (
+            f", windows asked {manifest['windows_asked']}, made {manifest['windows_made']}, "
+            f"{len(manifest.get('damaged', []))} damaged videos"
+        )
+    typer.echo(line)
+    for reason in skipped:
+        typer.echo(f"  skipped: {reason}")
+    for video in manifest.get("videos", []):
+        if video["windows_made"] and video["windows_made"] < video["windows_asked"]:
+            typer.echo(
+                f"  short: {video['video']}: {video['windows_made']} of "
+                f"{video['windows_asked']} windows"
+            )
+    for note in manifest.get("damaged", []):
+        typer.echo(f"  damaged: {note}")
+
+
+def _build_sources(
+    out: Path,
+    cfg: BenchConfig,
+    sources: list[tuple[str, str]],
+    releases: list[tuple[str, str]],
+    tracker_option: list[str],
+    progress: Any,
+) -> dict[str, dict[str, Any]]:
+    """Build every source into ``out/<name>``; returns the manifests by name."""
     manifests = {}
     tracker_obj = None
     try:
@@ -188,14 +239,7 @@ def build(
             manifests[name] = build_released_source(name, Path(target), dest, cfg)
     except (ValueError, FormatError) as err:
         raise _fail(str(err)) from None
-    index = write_bench_index(out, cfg, manifests)
-    for name, manifest in manifests.items():
-        typer.echo(
-            f"{name}: {manifest['num_samples']} clips, {len(manifest.get('skipped', []))} skipped"
-        )
-        for reason in manifest.get("skipped", []):
-            typer.echo(f"  skipped: {reason}")
-    typer.echo(f"wrote {index}")
+    return manifests
 
 
 @app.command("eval")
@@ -250,19 +294,63 @@ def evaluate(
     history = int(bench_cfg.get("history", DEFAULT_HISTORY))
     future = int(bench_cfg.get("future", DEFAULT_FUTURE))
     stride = float(grid.stride)
+    window = {"grid": grid, "history": history, "future": future}
+    try:
+        with OutputLock(out, what="--out folder"):
+            results, failures = _evaluate_methods(
+                bench, names, sources, methods, out, cfg, window,
+                device=torch_device, solver=solver, steps=steps, progress=progress,
+            )  # fmt: skip
+            settings = {
+                "bench": str(bench),
+                "clip_len": clip_len,
+                "clip_stride": clip_stride,
+                "fvmd_long": "one clip over the whole future",
+                "use_gt_visibility": True,
+                "flow_use_visibility": True,
+                "grid_stride": stride,
+                "seed": seed,
+                "solver": solver,
+                "steps": steps,
+                "methods": {name: str(spec) for name, spec in methods},
+            }
+            texts = result_texts(results, names, settings, failures)
+            paths = [atomic_write_text(out / RESULT_FILES[k], t) for k, t in texts.items()]
+    except OutputError as err:
+        raise _fail(str(err)) from None
+    typer.echo(format_paper_table(results, names))
+    for failure in failures:
+        typer.echo(f"failed: {failure}", err=True)
+    typer.echo(f"{len(failures)} failed (clips, run folders or sources); see results.json")
+    typer.echo(f"wrote {', '.join(str(p) for p in paths)}")
+    if failures:
+        raise typer.Exit(code=1)
+
+
+def _evaluate_methods(
+    bench: Path,
+    names: list[str],
+    sources: dict[str, Any],
+    methods: list[tuple[str, MethodSpec]],
+    out: Path,
+    cfg: EvalConfig,
+    window: dict[str, Any],
+    *,
+    device: Any,
+    solver: str,
+    steps: int,
+    progress: Any,
+) -> tuple[dict[str, dict[str, dict]], list[str]]:
+    """Forecast (or read) and score every method on every source.
+
+    Returns the results (method -> source -> metrics) and the failures, each naming
+    method, source and clip or run folder. A method that cannot be loaded ends it (exit 2).
+    """
     results: dict[str, dict[str, dict]] = {}
     failures: list[str] = []
     for name, spec in methods:
         try:
-            forecaster = load_method(
-                spec,
-                torch_device,
-                solver=solver,
-                steps=steps,
-                grid=grid,
-                history=history,
-                future=future,
-            )
+            forecaster = load_method(spec, device, solver=solver, steps=steps, **window)
         except (ValueError, FileNotFoundError) as err:
             raise _fail(f"method {name}: {err}") from None
         results[name] = {}
@@ -276,42 +364,29 @@ def evaluate(
                 runs = out / "runs" / name / source_name
                 if runs.exists():
                     shutil.rmtree(runs)
-                failures += predict_source(
-                    bench,
-                    source_name,
-                    sources[source_name],
-                    name,
-                    str(spec),
-                    forecaster,
-                    runs,
-                    cfg,
-                    boundary=history,
-                    progress=progress,
-                )
+                failures += [
+                    f"{name}/{f}"
+                    for f in predict_source(
+                        bench,
+                        source_name,
+                        sources[source_name],
+                        name,
+                        str(spec),
+                        forecaster,
+                        runs,
+                        cfg,
+                        boundary=window["history"],
+                        progress=progress,
+                    )
+                ]
             try:
-                results[name][source_name] = score_source(runs, cfg, stride)
+                scores = score_source(runs, cfg, float(window["grid"].stride))
             except ValueError as err:
                 failures.append(f"{name}/{source_name}: cannot score ({err})")
-    settings = {
-        "bench": str(bench),
-        "clip_len": clip_len,
-        "clip_stride": clip_stride,
-        "fvmd_long": "one clip over the whole future",
-        "use_gt_visibility": True,
-        "flow_use_visibility": True,
-        "grid_stride": stride,
-        "seed": seed,
-        "solver": solver,
-        "steps": steps,
-        "methods": {name: str(spec) for name, spec in methods},
-    }
-    paths = write_results(out, results, names, settings, failures)
-    typer.echo(format_paper_table(results, names))
-    for failure in failures:
-        typer.echo(f"failed: {failure}", err=True)
-    typer.echo(f"wrote {', '.join(str(p) for p in paths.values())}")
-    if failures:
-        raise typer.Exit(code=1)
+                continue
+            results[name][source_name] = scores
+            failures += [f"{name}/{source_name}: {f['reason']}" for f in scores.get("failed", [])]
+    return results, failures
 
 
 def main() -> None:

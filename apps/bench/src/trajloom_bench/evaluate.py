@@ -31,11 +31,11 @@ from trajloom.data.formats import (
     FormatError,
     RunFolder,
     ShardSample,
-    iter_shard_samples,
     read_manifest,
     sanitize_predictions,
     write_run_folder,
 )
+from trajloom.data.shards import iter_shard_items
 from trajloom.data.video import VideoReadError, read_video
 from trajloom.encoding import DEFAULT_GRID, GridSpec, rescale_tracks
 from trajloom.flow.forecast import Forecaster, forecast_run
@@ -61,10 +61,24 @@ class EvalConfig:
             raise ValueError(f"EvalConfig.limit must be >= 1 or None, got {self.limit}")
 
 
-def _source_samples(bench_root: Path, source: dict[str, Any]) -> Iterator[ShardSample]:
-    urls, _ = read_manifest(bench_root / source["path"])
+def _source_samples(
+    bench_root: Path, source: dict[str, Any]
+) -> Iterator[ShardSample | FormatError]:
+    """Every sample of a source's shards in order; a bad sample, an unreadable or
+    truncated shard (with the count its manifest promised) or manifest as a FormatError."""
+    try:
+        urls, manifest = read_manifest(bench_root / source["path"])
+    except FormatError as err:
+        yield err
+        return
+    counts = {s.get("url"): s.get("count") for s in manifest.get("shards", [])}
     for url in urls:
-        yield from iter_shard_samples(Path(url))
+        for item in iter_shard_items(Path(url)):
+            if isinstance(item, FormatError) and item.reason == "truncated_shard":
+                promised = counts.get(Path(url).name)
+                if promised is not None:
+                    item = FormatError(f"{item} (its manifest lists {promised})", item.reason)
+            yield item
 
 
 def cut_clip(sample: ShardSample, method: Forecaster, boundary: int) -> Clip:
@@ -130,11 +144,18 @@ def predict_source(
     """Write a run folder per clip of one source under ``out``; returns the failures.
 
     ``boundary``: the bench's history length, the frame every forecast starts from.
+    A bad clip (unreadable sample, truncated shard, a clip the method cannot take, a
+    model that emits non-finite numbers) is a failure naming source and clip; the others
+    go on. A run folder that cannot be written (``OutputError``) ends the evaluation.
     """
     failures: list[str] = []
     for i, sample in enumerate(_source_samples(bench_root, source)):
         if cfg.limit is not None and i >= cfg.limit:
             break
+        if isinstance(sample, FormatError):
+            failures.append(f"{source_name}: {sample}")
+            progress(f"fail {source_name}: {sample}")
+            continue
         try:
             clip = cut_clip(sample, method, boundary)
             meta = {
