@@ -1,4 +1,5 @@
-"""On-policy K-step loss: its limits, the detached rollout, clamped targets, the switch."""
+"""On-policy K-step loss: its limits, the detached rollout, clamped targets, the switch, and
+the batched evaluation of the visited states (equal to one call per state)."""
 
 import pytest
 import torch
@@ -117,6 +118,95 @@ def test_disabled_is_the_without_on_policy_ablation():
     assert float(out.loss) == 0.0 and not calls
     onpolicy_loss(field, x1, z_hist, config=OnPolicyConfig(steps=3))
     assert len(calls) == 3
+
+
+def _conditioned_field(a: torch.Tensor):
+    """A field that reads a per-sample condition ``c: "b tf n c"`` (so a wrong repeat shows)."""
+
+    def field(x, t, c):
+        return a * x + t.view(-1, 1, 1, 1).to(x.dtype) * c
+
+    return field
+
+
+@pytest.mark.parametrize("steps", [1, 2, 4])
+def test_batched_evaluation_equals_one_call_per_visited_state(steps):
+    x0, x1, z_hist = _latents(b=3, seed=1), _latents(b=3, seed=2), _latents(b=3, t=4, seed=3)
+    c = _latents(b=3, seed=5)
+    vis = (_latents(b=3, seed=4)[..., 0] > 0).double()
+    a = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+    field = _conditioned_field(a)
+    cfg = OnPolicyConfig(steps=steps)
+    per_step = onpolicy_loss(
+        lambda x, t: field(x, t, c), x1, z_hist, x0=x0, token_vis=vis, config=cfg
+    )
+    batched = onpolicy_loss(field, x1, z_hist, cond=c, x0=x0, token_vis=vis, config=cfg)
+    for name in ("loss", "rollout", "endpoint", "times", "states"):
+        torch.testing.assert_close(getattr(batched, name), getattr(per_step, name), msg=name)
+    (g_per_step,) = torch.autograd.grad(per_step.loss, a)
+    (g_batched,) = torch.autograd.grad(batched.loss, a)
+    torch.testing.assert_close(g_batched, g_per_step)
+
+
+def test_batched_evaluation_on_the_generator_equals_the_per_step_formula():
+    """The real model and condition: same loss, states and parameter gradients (fp32 rounding)."""
+    from trajloom.flow.config import generator_preset
+    from trajloom.flow.model import FlowCondition, TrajLoomGenerator
+
+    torch.manual_seed(0)
+    cfg = generator_preset("tiny", hidden_size=32, num_heads=2, depth=2)
+    model = TrajLoomGenerator(cfg)
+    with torch.no_grad():  # the zero-initialized gates and head would make v independent of x
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    g = torch.Generator().manual_seed(1)
+    b, th, tf = 2, cfg.hist_latent_frames, cfg.fut_latent_frames
+    n, ch = cfg.num_tokens, cfg.latent_channels
+    cond = FlowCondition(
+        z_hist=torch.randn(b, th, n, ch, generator=g),
+        hist_vis=torch.rand(b, th, n, generator=g),
+        video=torch.randn(b, th, n, cfg.video_latent_channels, generator=g),
+        text=torch.randn(b, cfg.text_embed_dim, generator=g),
+    )
+    x0, x1 = torch.randn(b, tf, n, ch, generator=g), torch.randn(b, tf, n, ch, generator=g)
+    vis = torch.rand(b, tf, n, generator=g)
+    op = OnPolicyConfig(steps=3)
+
+    def run(batched: bool):
+        model.zero_grad(set_to_none=True)
+        if batched:
+            out = onpolicy_loss(model, x1, cond.z_hist, cond=cond, x0=x0, token_vis=vis, config=op)
+        else:
+            out = onpolicy_loss(
+                lambda x, t: model(x, t, cond), x1, cond.z_hist, x0=x0, token_vis=vis, config=op
+            )
+        out.loss.backward()
+        return out, {k: p.grad.clone() for k, p in model.named_parameters()}
+
+    (per_step, g_per_step), (batched, g_batched) = run(False), run(True)
+    for name in ("loss", "rollout", "endpoint", "states"):
+        torch.testing.assert_close(
+            getattr(batched, name), getattr(per_step, name), rtol=1e-5, atol=1e-6, msg=name
+        )
+    assert g_batched.keys() == g_per_step.keys()
+    for k in g_per_step:
+        torch.testing.assert_close(g_batched[k], g_per_step[k], rtol=1e-4, atol=1e-6, msg=k)
+
+
+def test_batched_evaluation_is_one_call_with_gradient_after_a_no_grad_rollout():
+    calls = []
+    field = _conditioned_field(torch.tensor(0.5, dtype=torch.float64, requires_grad=True))
+
+    def spy(x, t, c):
+        calls.append((x.shape[0], torch.is_grad_enabled(), t.tolist()))
+        return field(x, t, c)
+
+    x1, z_hist, c = _latents(seed=2), _latents(t=4, seed=3), _latents(seed=5)
+    out = onpolicy_loss(spy, x1, z_hist, cond=c, config=OnPolicyConfig(steps=4))
+    assert [(size, grad) for size, grad, _ in calls] == [(2, False)] * 3 + [(8, True)]
+    # the batched call sees state k of every sample at time τ_k, k-major
+    taus = out.times.tolist()
+    assert calls[-1][2] == pytest.approx([tau for tau in taus for _ in range(2)])
 
 
 def test_sub_batch_indices():

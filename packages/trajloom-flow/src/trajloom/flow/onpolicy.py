@@ -143,11 +143,53 @@ def _zero(like: torch.Tensor) -> torch.Tensor:
     return torch.zeros((), device=like.device, dtype=torch.float32)
 
 
+def _visited_states_and_velocities(
+    velocity_fn: Callable[..., torch.Tensor],
+    cond: Any,
+    x0: torch.Tensor,
+    taus: list[float],
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The detached Euler rollout ``x̂_0..x̂_{K-1}`` and the velocities ``v_k`` (with gradient).
+
+    Without ``cond`` the condition is bound inside ``velocity_fn(x, t)``, so each visited
+    state is evaluated in its own call and the rollout steps on that call's detached output.
+    With ``cond`` the rollout runs without gradient (each state needs the previous velocity,
+    so it stays sequential: K - 1 forward passes that store no activations) and the K states
+    are then evaluated together in one call of batch ``K * b`` with the condition repeated K
+    times: one large forward and backward instead of K small ones (the on-policy sub-batch
+    is a few samples per micro-batch, too few to fill an accelerator), and one model call
+    with gradient per loss, which keeps the autograd graph that data parallelism sees simple.
+    """
+    steps, b = len(taus) - 1, x0.shape[0]
+
+    def times(tau: float) -> torch.Tensor:
+        return torch.full((b,), tau, device=x0.device, dtype=torch.float32)
+
+    states, velocities = [x0], []
+    if cond is None:
+        for k in range(steps):
+            velocities.append(velocity_fn(states[k], times(taus[k])))
+            if k + 1 < steps:
+                # the rollout is detached: gradients flow only through v at the visited states
+                step = (taus[k + 1] - taus[k]) * velocities[k].detach().to(x0.dtype)
+                states.append(states[k] + step)
+        return states, velocities
+    with torch.no_grad():
+        for k in range(steps - 1):
+            v = velocity_fn(states[k], times(taus[k]), cond)
+            states.append(states[k] + (taus[k + 1] - taus[k]) * v.to(x0.dtype))
+    # k-major stacking: rows k * b ... (k + 1) * b - 1 hold state k of samples 0 ... b - 1
+    repeated = select_samples(cond, torch.arange(b).repeat(steps))
+    v_all = velocity_fn(torch.cat(states), torch.cat([times(tau) for tau in taus[:-1]]), repeated)
+    return states, list(v_all.split(b))
+
+
 def onpolicy_loss(
-    velocity_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    velocity_fn: Callable[..., torch.Tensor],
     x1: torch.Tensor,
     z_hist: torch.Tensor,
     *,
+    cond: Any = None,
     token_vis: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     x0: torch.Tensor | None = None,
@@ -157,9 +199,14 @@ def onpolicy_loss(
 ) -> OnPolicyOutput:
     """On-policy K-step loss (eqs. 10–14) for the batch given (select the sub-batch first).
 
-    ``velocity_fn(x "b tf n c", t "b") -> v`` with the condition bound; ``x1: "b tf n c"``
-    normalized future latents; ``z_hist: "b th n c"`` for the anchored source (drawn
-    with ``generator`` like the flow-matching source unless ``x0`` is given);
+    ``velocity_fn(x "b tf n c", t "b", cond) -> v`` with ``cond`` the batch's condition
+    (e.g. the generator itself and a ``FlowCondition``): the K visited states are then
+    evaluated in one batched call (the condition repeated K times with
+    :func:`select_samples`) after a no-grad rollout. Without ``cond``,
+    ``velocity_fn(x, t) -> v`` has the condition bound and is called once per visited
+    state (K calls with gradient); both give the same loss to float rounding.
+    ``x1: "b tf n c"`` normalized future latents; ``z_hist: "b th n c"`` for the anchored
+    source (drawn with ``generator`` like the flow-matching source unless ``x0`` is given);
     ``token_vis: "b tf n"`` latent visibility or None. ``config.enabled = False`` returns
     zeros without evaluating the model.
     """
@@ -179,21 +226,16 @@ def onpolicy_loss(
         weights = token_weights(token_vis, config.invisible_weight)
     x0, x1 = x0.detach(), x1.detach()
 
-    state = x0
-    states, to_data_terms, to_source_terms, endpoint_terms = [], [], [], []
-    for k in range(config.steps):
-        tau, dtau = taus[k], taus[k + 1] - taus[k]
-        t = torch.full((x1.shape[0],), tau, device=x1.device, dtype=torch.float32)
-        v = velocity_fn(state, t)
+    states, velocities = _visited_states_and_velocities(velocity_fn, cond, x0, taus)
+    to_data_terms, to_source_terms, endpoint_terms = [], [], []
+    for k, (state, v) in enumerate(zip(states, velocities, strict=True)):
+        tau = taus[k]
         u_data, u_source = endpoint_targets(state, x0, x1, tau, config.denom_min)
         to_data_terms.append(weighted_token_mse(v, u_data, weights))
         if k >= 1:
             to_source_terms.append(weighted_token_mse(v, u_source, weights))
         implied_endpoint = state + (1.0 - tau) * v
         endpoint_terms.append(weighted_token_mse(implied_endpoint, x1))
-        states.append(state)
-        # the rollout is detached: gradients flow only through v at the visited states
-        state = state + dtau * v.detach().to(state.dtype)
 
     rollout = config.weight_to_data * torch.stack(to_data_terms).mean()
     if to_source_terms:
