@@ -222,7 +222,8 @@ def iter_shard_items(path: str | Path) -> Iterator[ShardSample | FormatError]:
     try:
         tar = tarfile.open(path, mode="r")  # noqa: SIM115 (closed by the with below)
     except (tarfile.TarError, OSError) as err:
-        yield FormatError(f"{path}: not a readable shard tar ({err})", "corrupt_shard")
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        yield FormatError(f"{path}: not a readable shard tar ({first})", "corrupt_shard")
         return
     read = 0
     with tar:
@@ -245,12 +246,19 @@ def iter_shard_items(path: str | Path) -> Iterator[ShardSample | FormatError]:
             where = f" in sample {current['__key__']}" if current else ""
             yield _truncated(path, read, f"{err}{where}")
             return
-        if current:
-            item = _decoded(current)
-            read += isinstance(item, ShardSample)
-            yield item
-        if not _ends_cleanly(tar, path):
-            yield _truncated(path, read, "no end-of-archive marker")
+        last = _decoded(current) if current else None
+        if _ends_cleanly(tar, path):
+            if last is not None:
+                yield last
+            return
+        # Cut short: the last sample counts only when it is whole; the cut is one error.
+        why = "no end-of-archive marker"
+        if isinstance(last, ShardSample):
+            read += 1
+            yield last
+        elif last is not None:
+            why += f"; sample {current['__key__']} is incomplete"
+        yield _truncated(path, read, why)
 
 
 def _decoded(raw: Mapping[str, Any]) -> ShardSample | FormatError:
@@ -262,7 +270,7 @@ def _decoded(raw: Mapping[str, Any]) -> ShardSample | FormatError:
 
 def _truncated(path: Path, read: int, why: str) -> FormatError:
     return FormatError(
-        f"{path}: shard breaks off after {read} good samples ({why}); it is truncated or "
+        f"{path}: shard breaks off after {read} good sample(s) ({why}); it is truncated or "
         "damaged, the rest of it is lost: copy or rebuild the shard",
         "truncated_shard",
     )
