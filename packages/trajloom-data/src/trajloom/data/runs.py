@@ -100,7 +100,7 @@ def write_run_folder(folder: str | Path, run: RunFolder) -> Path:
         raise FormatError(
             f"{folder}: query_xy must be 'n 2' = {(pred.shape[1], 2)}, got {query.shape}"
         )
-    arrays = {
+    arrays: dict[str, np.ndarray] = {
         "query_xy.npy": query,
         "pred_tracks.npy": pred,
         "pred_visibility.npy": pvis.astype(bool).astype(np.uint8),
