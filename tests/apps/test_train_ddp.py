@@ -56,7 +56,7 @@ def _assert_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> Non
 
 
 def _single(run: Path, stage: str, micro: int) -> None:
-    extra = [f"{stage}.micro_batch_size={micro}"] if stage != "stats" else []
+    extra = [f"{stage}.micro_batch_size={micro}"] if stage not in ("stats", "cache") else []
     recipe = apply_overrides(ci(), [*SETTINGS, *extra])
     run_stage(RunContext(recipe, run, Dist(), progress=False), stage)
 
@@ -100,7 +100,7 @@ def runs(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def flow_runs(runs) -> Path:
     """The reference flow step, on the reference VAE."""
-    for stage in ("stats", "flow"):
+    for stage in ("stats", "cache", "flow"):
         _single(runs / "one", stage, micro=4)
     return runs
 
@@ -125,7 +125,7 @@ def test_two_gloo_processes_equal_one_vae(runs):
 @pytest.mark.slow
 def test_two_gloo_processes_equal_one_flow(flow_runs):
     """The flow loss normalizes by token weights summed over the whole global batch."""
-    for prior in ("vae", "stats"):  # the same VAE and statistics: only the flow step differs
+    for prior in ("vae", "stats", "cache"):  # the same VAE, statistics and latents
         shutil.copytree(flow_runs / "one" / prior, flow_runs / "two-flow" / prior)
     _torchrun(flow_runs, "two-flow", "flow")
     _assert_close(_weights(flow_runs / "one", "flow"), _weights(flow_runs / "two-flow", "flow"))

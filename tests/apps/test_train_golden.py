@@ -23,7 +23,7 @@ from trajloom_train.recipes import ci
 from trajloom_train.stages import RunContext, run_stage
 
 GOLDEN = Path(__file__).parent / "golden" / "ci_losses.json"
-STAGES = ("vae", "stats", "flow", "onpolicy", "vis")
+STAGES = ("vae", "stats", "cache", "flow", "onpolicy", "vis")
 # Same machine kind, same torch: equal to float rounding; a loss weight moves far more.
 RTOL = 1e-5
 SHORT = [

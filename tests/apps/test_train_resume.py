@@ -43,7 +43,7 @@ def _ctx(run_dir: Path, stop_after: int | None = None) -> RunContext:
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("straight")
-    for stage in ("vae", "stats", "flow"):
+    for stage in ("vae", "stats", "cache", "flow"):
         run_stage(_ctx(run), stage)
     return run
 
@@ -52,7 +52,7 @@ def uninterrupted(tmp_path_factory) -> Path:
 def test_resume_gives_the_uninterrupted_losses(uninterrupted, tmp_path, stage):
     run = tmp_path / "run"
     if stage == "flow":  # start from the same finished VAE and statistics
-        for prior in ("vae", "stats"):
+        for prior in ("vae", "stats", "cache"):
             shutil.copytree(uninterrupted / prior, run / prior)
     first = run_stage(_ctx(run, stop_after=3), stage)
     assert first["finished"] is False and first["step"] == 3

@@ -16,7 +16,7 @@ from trajloom_train.evaluate import METHODS
 from trajloom_train.recipes import ci
 
 MAIN = Path(__file__).resolve().parents[2] / "apps" / "train" / "__main__.py"
-STAGES = ("vae", "stats", "flow", "onpolicy", "vis")
+STAGES = ("vae", "stats", "cache", "flow", "onpolicy", "vis")
 
 
 def _train(runs: Path, *args: str, command: str = "all") -> subprocess.CompletedProcess:

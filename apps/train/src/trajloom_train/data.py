@@ -14,7 +14,7 @@ Both sources answer ``batch(indices)`` with a ``trajloom.data.clip.ClipBatch``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -95,10 +95,28 @@ class SyntheticSplit:
         key = self.scene_index(g) if self.split == TRAIN else g
         if self.pool and not frames and key in self._memo:
             return self._memo[key]
-        s = self.seed_of(g)
+        sample = self._scene_clip(self.seed_of(g), frames=frames)
+        if self.pool and not frames:
+            self._memo[key] = sample
+        return sample
+
+    def batch(self, indices: list[int]) -> ClipBatch:
+        return collate([self.sample(g) for g in indices])
+
+    def clip_id(self, g: int) -> str:
+        """The id of clip ``g`` (without drawing the scene)."""
+        return f"synthetic-{self.seed_of(g)}"
+
+    def scene_batch(self, scenes: list[int]) -> ClipBatch:
+        """Pool scenes ``scenes`` of the training split (the cache stage's order)."""
+        if self.split != TRAIN or not self.pool:
+            raise ValueError("scene_batch addresses the training split's scene pool")
+        return collate([self._scene_clip(scene_seed(self.seed, k)) for k in scenes])
+
+    def _scene_clip(self, s: int, *, frames: bool = False) -> Clip:
         cfg = scene_config(self.data, render_frames=True) if frames else self._config
         scene = make_scene(s, cfg)
-        sample = Clip.cut(
+        return Clip.cut(
             f"synthetic-{s}",
             scene.tracks,
             scene.visibility,
@@ -111,12 +129,6 @@ class SyntheticSplit:
             meta=scene.meta,
             source="synthetic",
         )
-        if self.pool and not frames:
-            self._memo[key] = sample
-        return sample
-
-    def batch(self, indices: list[int]) -> ClipBatch:
-        return collate([self.sample(g) for g in indices])
 
     @property
     def reusable(self) -> bool:
@@ -125,9 +137,13 @@ class SyntheticSplit:
 
 
 class ShardClips:
-    """Training windows from shards, this process's share, epoch after epoch."""
+    """Training windows from shards, this process's share, epoch after epoch.
 
-    def __init__(self, data: DataConfig, seed: int, dist: Dist) -> None:
+    ``shuffle=False`` reads the shards in order without a shuffle buffer (the cache stage's
+    single pass). :meth:`over` wraps any stream of the same kind (e.g. latent shards).
+    """
+
+    def __init__(self, data: DataConfig, seed: int, dist: Dist, *, shuffle: bool = True) -> None:
         from trajloom.data.stream import ShardStream, StreamConfig
 
         config = StreamConfig(
@@ -138,15 +154,45 @@ class ShardClips:
             width=data.width,
             height=data.height,
             stride=data.stride,
-            shuffle_buffer=data.shuffle_buffer,
+            shuffle_shards=shuffle,
+            shuffle_buffer=data.shuffle_buffer if shuffle else 0,
             seed=seed,
         )
-        self.stream = ShardStream(config, rank=dist.rank, world_size=dist.world_size)
+        self._start(ShardStream(config, rank=dist.rank, world_size=dist.world_size), collate)
+
+    @classmethod
+    def over(cls, stream: Any, collate_fn: Callable[[list[Any]], Any]) -> ShardClips:
+        """Sequential access to ``stream`` (a ``ShardStream``), batches made by ``collate_fn``."""
+        clips = cls.__new__(cls)
+        clips._start(stream, collate_fn)
+        return clips
+
+    def _start(self, stream: Any, collate_fn: Callable[[list[Any]], Any]) -> None:
+        self.stream = stream
+        self.collate = collate_fn
         self.position = 0  # samples this process has consumed
         self.epoch = 0
-        self._iter: Iterator[Clip] | None = None
+        self._iter: Iterator[Any] | None = None
 
-    def _next(self) -> Clip:
+    def one_pass(self, batch_size: int) -> Iterator[Any]:
+        """Epoch 0 of this process's share once, in batches of up to ``batch_size``."""
+        self.stream.set_epoch(0)
+        pending: list[Any] = []
+        for clip in self.stream:
+            pending.append(clip)
+            if len(pending) == batch_size:
+                yield self.collate(pending)
+                pending = []
+        if pending:
+            yield self.collate(pending)
+
+    def data_report(self) -> dict[str, Any]:
+        """What this process read: samples, windows, skips by reason."""
+        stats = self.stream.stats.as_dict()
+        keys = ("samples_read", "windows_yielded", "samples_skipped", "skipped")
+        return {k: stats[k] for k in keys}
+
+    def _next(self) -> Any:
         for _ in range(2):
             if self._iter is None:
                 self.stream.set_epoch(self.epoch)
@@ -168,7 +214,7 @@ class ShardClips:
         self._iter = None
         self.epoch = 0
 
-    def take(self, start: int, count: int) -> ClipBatch:
+    def take(self, start: int, count: int) -> Any:
         """Samples ``start .. start + count - 1`` of this process's sequence."""
         if start < self.position:
             self._iter, self.position, self.epoch = None, 0, 0
@@ -177,7 +223,7 @@ class ShardClips:
             self.position += 1
         samples = [self._next() for _ in range(count)]
         self.position += count
-        return collate(samples)
+        return self.collate(samples)
 
     reusable = False
 
@@ -203,12 +249,7 @@ class TrainSource:
 
     def data_report(self) -> dict[str, Any]:
         """What this process read from the shards: samples, windows, skips by reason."""
-        if self.shards is None:
-            return {}
-        stats = self.shards.stream.stats.as_dict()
-        return {
-            k: stats[k] for k in ("samples_read", "windows_yielded", "samples_skipped", "skipped")
-        }
+        return {} if self.shards is None else self.shards.data_report()
 
     def batch(self, step: int, micro: int, indices: list[int]) -> ClipBatch:
         if self.synthetic is not None:

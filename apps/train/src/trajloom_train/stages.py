@@ -20,7 +20,9 @@ Each stage reads what the previous ones wrote in the run folder and writes
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ import torch
 from torch import nn
 
 from trajloom.data.clip import ClipBatch
+from trajloom.data.latents import LatentBatch, collate_latents
 from trajloom.encoding import normalize
 from trajloom.flow.conditioners import drop_text, text_dropout_mask
 from trajloom.flow.config import GeneratorConfig
@@ -39,13 +42,12 @@ from trajloom.flow.losses import (
     flow_matching_terms,
     flow_token_weights,
 )
-from trajloom.flow.model import FlowCondition, TrajLoomGenerator, latent_visibility
+from trajloom.flow.model import FlowCondition, TrajLoomGenerator
 from trajloom.flow.onpolicy import OnPolicyConfig, onpolicy_loss, select_samples
 from trajloom.flow.pipeline import TrajLoomPipeline
 from trajloom.flow.visibility import (
     VisibilityPredictor,
     visibility_loss,
-    visibility_targets,
 )
 from trajloom.vae import (
     LatentStats,
@@ -61,6 +63,7 @@ from trajloom_train.config import Recipe
 from trajloom_train.data import VAL, SyntheticSplit, TrainSource, sample_generator
 from trajloom_train.distributed import Dist, all_reduce_sum, barrier
 from trajloom_train.evaluate import pipeline_config, render_preview
+from trajloom_train.latents import LatentSource, encode_clips, run_cache
 from trajloom_train.trainer import DONE_NAME, LossOut, Task, run_task, stage_done
 
 __all__ = [
@@ -73,7 +76,7 @@ __all__ = [
     "run_stats",
 ]
 
-STAGES = ("vae", "stats", "flow", "onpolicy", "vis")
+STAGES = ("vae", "stats", "cache", "flow", "onpolicy", "vis")
 # Salts that keep the random draws of different stages independent.
 _SALT = {"vae": 1, "flow": 2, "onpolicy": 3, "vis": 4}
 STATS_FILE = "vae_latent_stats.json"
@@ -258,30 +261,63 @@ def run_stats(ctx: RunContext) -> dict[str, Any]:
     return summary
 
 
+# ----------------------------------------------------------------------------- cache
+
+
+def _cache(ctx: RunContext) -> dict[str, Any]:
+    """Encode every training window once (``trajloom_train.latents.run_cache``)."""
+    vae = _frozen(load_pretrained(_require(ctx, "vae", "cache") / "final", device=ctx.device))
+    _require(ctx, "stats", "cache")
+    wall0 = time.perf_counter()
+    summary = run_cache(
+        ctx.recipe, ctx.run_dir, ctx.dist, vae, ctx.recipe.vae_model.frames_per_latent
+    )
+    summary["wall_s"] = time.perf_counter() - wall0
+    if ctx.dist.is_main:
+        atomic_write_text(ctx.stage_dir("cache") / DONE_NAME, json.dumps(summary, indent=2) + "\n")
+        print(f"[cache] {summary['windows']} windows in {summary['shards']} latent shards")
+    barrier()
+    return summary
+
+
 # ----------------------------------------------------------------------------- flow
 
 
-class _LatentEncoder:
-    """Frozen VAE + statistics: window tracks -> normalized posterior means, cached per clip."""
+class _Latents:
+    """A stage's training latents (:class:`~trajloom_train.latents.LatentSource`), normalized
+    with the run's ``z_all`` statistics; the frozen VAE only encodes the validation clips
+    (once) and, for a synthetic run without a scene pool, the fresh scenes."""
 
-    def __init__(self, vae: TrajLoomVAE, stats: LatentStats, cache: bool) -> None:
-        self.vae = vae
+    def __init__(self, ctx: RunContext, stage: str, vae: TrajLoomVAE, stats: LatentStats):
+        if ctx.recipe.data.source == "shards" or ctx.recipe.data.scene_pool:
+            _require(ctx, "cache", stage)
+        cfg = ctx.recipe.stage(stage)
+        factor = ctx.recipe.vae_model.frames_per_latent
         self.stats = stats
-        self.cache: dict[tuple[str, str], torch.Tensor] | None = {} if cache else None
+        self.source = LatentSource(
+            ctx.recipe,
+            ctx.run_dir,
+            ctx.dist,
+            cfg.micro_batch_size,
+            cfg.accumulation(ctx.dist.world_size),
+            encode=lambda batch: encode_clips(vae, batch, factor),
+        )
+        self._val = lambda: collate_latents(encode_clips(vae, _val_clips(ctx), factor))
 
-    @torch.no_grad()
-    def __call__(self, batch: ClipBatch, window: str) -> torch.Tensor:
-        """``"b t' n c"`` normalized latents of ``window`` ("hist" or "fut") for the batch."""
-        ids = batch.ids
-        if self.cache is not None and all((i, window) in self.cache for i in ids):
-            return torch.stack([self.cache[(i, window)] for i in ids])
-        device = next(self.vae.parameters()).device
-        tracks, _ = batch.window(window)
-        z = self.stats.normalize(self.vae.encode_tracks(tracks.to(device)).mean.float())
-        if self.cache is not None:
-            for i, zi in zip(ids, z, strict=True):
-                self.cache[(i, window)] = zi
-        return z
+    @cached_property
+    def val(self) -> LatentBatch:
+        """The validation clips' latents (normalized), encoded on first use."""
+        return self.normalized(self._val())
+
+    def batch(self, step: int, micro: int, indices: list[int]) -> LatentBatch:
+        return self.normalized(self.source.batch(step, micro, indices))
+
+    def normalized(self, batch: LatentBatch) -> LatentBatch:
+        return replace(
+            batch,
+            z_hist=self.stats.normalize(batch.z_hist),
+            z_fut=self.stats.normalize(batch.z_fut),
+        )
 
 
 def _trained_set_parts(ctx: RunContext, stage: str) -> tuple[TrajLoomVAE, LatentStats]:
@@ -303,18 +339,17 @@ class FlowBatch:
 
 
 def _flow_condition(
-    clips: ClipBatch, z_hist: torch.Tensor, keep: torch.Tensor, gcfg: GeneratorConfig, factor: int
+    batch: LatentBatch, keep: torch.Tensor, gcfg: GeneratorConfig, device: torch.device
 ) -> FlowCondition:
     """The generator's condition: history latents, and what the config conditions on."""
-    dev = z_hist.device
     text = video = hist_vis = None
-    if gcfg.use_text_cond and clips.text_emb is not None:
-        text = drop_text(clips.text_emb.float().to(dev), keep)
-    if gcfg.use_video_cond and clips.video_latent is not None:
-        video = clips.video_latent.float().to(dev)
+    if gcfg.use_text_cond and batch.text_emb is not None:
+        text = drop_text(batch.text_emb.to(device), keep)
+    if gcfg.use_video_cond and batch.video_latent is not None:
+        video = batch.video_latent.to(device)
     if gcfg.use_hist_vis_cond:
-        hist_vis = latent_visibility(clips.hist_vis, factor).to(dev)
-    return FlowCondition(z_hist=z_hist, hist_vis=hist_vis, video=video, text=text)
+        hist_vis = batch.hist_vis.to(device)
+    return FlowCondition(z_hist=batch.z_hist.to(device), hist_vis=hist_vis, video=video, text=text)
 
 
 def _add_onpolicy(
@@ -351,9 +386,7 @@ def build_flow_task(ctx: RunContext, stage: str = "flow") -> Task:
     if stage == "onpolicy":
         trained = load_generator(_require(ctx, "flow", stage) / "final")
         model.load_state_dict(trained.state_dict(), strict=True)
-    source = _source(ctx, stage)
-    encode = _LatentEncoder(vae, stats, cache=source.reusable)
-    factor = r.vae_model.frames_per_latent
+    latents = _Latents(ctx, stage, vae, stats)
     cfg = r.stage(stage)
     op = r.onpolicy_loss
     # On-policy sub-batch: every `every`-th sample of the global batch (spread over ranks).
@@ -361,19 +394,19 @@ def build_flow_task(ctx: RunContext, stage: str = "flow") -> Task:
     sub_total = len(range(0, cfg.batch_size, every))
 
     def make_batch(step: int, micro: int, indices: list[int]) -> FlowBatch:
-        clips = source.batch(step, micro, indices)
+        lat = latents.batch(step, micro, indices)
         dev = ctx.device
-        z_hist, x1 = encode(clips, "hist").to(dev), encode(clips, "fut").to(dev)
+        z_hist, x1 = lat.z_hist.to(dev), lat.z_fut.to(dev)
         gens = [sample_generator(r.seed, _SALT[stage], g, device=dev) for g in indices]
         draws = draw_flow_inputs(z_hist, x1.shape[1], config=r.flow_loss, generators=gens)
         keep = torch.cat(
             [text_dropout_mask(1, r.text_dropout, generator=g, device=dev) for g in gens]
         )
-        token_vis = latent_visibility(clips.fut_vis, factor).to(dev)
+        token_vis = lat.fut_vis.to(dev)
         weights = flow_token_weights(token_vis, r.flow_loss)
         step_pos = torch.tensor([g - step * cfg.batch_size for g in indices])
         return FlowBatch(
-            cond=_flow_condition(clips, z_hist, keep, gcfg, factor),
+            cond=_flow_condition(lat, keep, gcfg, dev),
             x1=x1,
             draws=draws,
             token_vis=token_vis,
@@ -421,7 +454,7 @@ def build_flow_task(ctx: RunContext, stage: str = "flow") -> Task:
         validate=validate,
         preview=preview,
         info={"onpolicy_sub_batch": sub_total} if stage == "onpolicy" else {},
-        data_report=source.data_report,
+        data_report=latents.source.data_report,
     )
 
 
@@ -442,22 +475,17 @@ def build_vis_task(ctx: RunContext) -> Task:
     vae, stats = _trained_set_parts(ctx, "vis")
     torch.manual_seed(r.seed)
     model = VisibilityPredictor(r.visibility_model).to(ctx.device)
-    source = _source(ctx, "vis")
-    encode = _LatentEncoder(vae, stats, cache=source.reusable)
+    latents = _Latents(ctx, "vis", vae, stats)
     segments = r.vis_train.segments
-    factor = r.vae_model.frames_per_latent
     use_hist = r.visibility_model.use_hist_last
 
     def make_batch(step: int, micro: int, indices: list[int]) -> VisBatch:
-        clips = source.batch(step, micro, indices)
-        lat = {s: encode(clips, s) for s in segments}
-        pick = [segments[g % len(segments)] for g in indices]
-        z = torch.stack([lat[s][i] for i, s in enumerate(pick)])
-        vis = torch.stack([clips.window(s)[1][i] for i, s in enumerate(pick)])
+        lat = latents.batch(step, micro, indices)
+        pick = [lat.window(segments[g % len(segments)]) for g in indices]
         return VisBatch(
-            z=z.to(ctx.device),
-            z_hist=encode(clips, "hist").to(ctx.device) if use_hist else None,
-            targets=visibility_targets(vis, factor).to(ctx.device),
+            z=torch.stack([z[i] for i, (z, _) in enumerate(pick)]).to(ctx.device),
+            z_hist=lat.z_hist.to(ctx.device) if use_hist else None,
+            targets=torch.stack([v[i] for i, (_, v) in enumerate(pick)]).to(ctx.device),
         )
 
     def loss(module: nn.Module, batch: VisBatch, step: int, indices: list[int]) -> LossOut:
@@ -466,13 +494,11 @@ def build_vis_task(ctx: RunContext) -> Task:
         acc = float(((logits > 0).float() == batch.targets).float().mean())
         return LossOut(bce * len(indices), {"accuracy": acc})
 
-    val = _val_clips(ctx)
-
     def validate(module: nn.Module) -> dict[str, float]:
-        z = encode(val, "fut").to(ctx.device)
-        z_hist = encode(val, "hist").to(ctx.device) if use_hist else None
-        targets = visibility_targets(val.fut_vis, factor).to(ctx.device)
-        logits = module(z, z_hist).float()
+        val = latents.val
+        z_hist = val.z_hist.to(ctx.device) if use_hist else None
+        targets = val.fut_vis.to(ctx.device)
+        logits = module(val.z_fut.to(ctx.device), z_hist).float()
         acc = float(((logits > 0).float() == targets).float().mean())
         return {"bce": float(visibility_loss(logits, targets)), "accuracy": acc}
 
@@ -487,7 +513,7 @@ def build_vis_task(ctx: RunContext) -> Task:
         loss,
         export,
         validate=validate,
-        data_report=source.data_report,
+        data_report=latents.source.data_report,
     )
 
 
@@ -505,6 +531,8 @@ def run_stage(ctx: RunContext, name: str) -> dict[str, Any]:
         return json.loads((folder / DONE_NAME).read_text())
     if name == "stats":
         return run_stats(ctx)
+    if name == "cache":
+        return _cache(ctx)
     builders = {
         "vae": build_vae_task,
         "flow": lambda c: build_flow_task(c, "flow"),

@@ -1,0 +1,179 @@
+"""The cache stage and the latent data of the generator and visibility stages.
+
+``cache`` (after ``stats``) encodes every training window once with the frozen VAE and
+writes latent shards (``trajloom.data.latents``) to ``<run>/cache/``: each process its
+share, then rank 0 writes ``latents.json`` with the VAE fingerprint. The flow, on-policy and
+visibility stages read latents through :class:`LatentSource` and never call the VAE:
+
+* shards: the cached latent shards, streamed and split by rank like the track shards,
+  addressed by this process's sample position (exact resume by fast-forward);
+* synthetic scenes with a pool: the pool's latents held in memory, sample ``g`` is pool
+  scene ``scene_index(g)`` as in ``trajloom_train.data``;
+* synthetic scenes without a pool (a fresh scene per sample, nothing to cache): the same
+  :func:`encode_clips` the cache stage uses, on the fly.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trajloom.data.clip import ClipBatch
+from trajloom.data.latents import (
+    LatentBatch,
+    LatentClip,
+    LatentStream,
+    collate_latents,
+    fingerprint,
+    read_latent_index,
+    write_latent_index,
+    write_latent_shards,
+)
+from trajloom.data.outputs import atomic_write_json
+from trajloom.data.stream import StreamConfig
+from trajloom.flow.model import latent_visibility
+from trajloom.vae import TrajLoomVAE
+from trajloom_train.config import Recipe
+from trajloom_train.data import TRAIN, ShardClips, SyntheticSplit
+from trajloom_train.distributed import Dist, barrier
+
+__all__ = ["CACHE_STAGE", "LatentSource", "encode_clips", "run_cache", "vae_fingerprint"]
+
+CACHE_STAGE = "cache"
+_PART = "part-rank{rank:04d}.json"
+
+
+def vae_fingerprint(run_dir: Path) -> str:
+    """Fingerprint of the run's trained VAE weights (what a latent cache must match)."""
+    return fingerprint(run_dir / "vae" / "final" / "model.safetensors")
+
+
+@torch.no_grad()
+def encode_clips(vae: TrajLoomVAE, batch: ClipBatch, factor: int) -> list[LatentClip]:
+    """The latent clips of a batch: posterior means of both windows, latent visibility."""
+    device = next(vae.parameters()).device
+    z = {
+        w: vae.encode_tracks(batch.window(w)[0].to(device)).mean.float().cpu()
+        for w in ("hist", "fut")
+    }
+    vis = {w: latent_visibility(batch.window(w)[1], factor).bool() for w in ("hist", "fut")}
+    out = []
+    for i, clip_id in enumerate(batch.ids):
+        out.append(
+            LatentClip(
+                id=clip_id,
+                z_hist=z["hist"][i].numpy(),
+                z_fut=z["fut"][i].numpy(),
+                hist_vis=vis["hist"][i].numpy(),
+                fut_vis=vis["fut"][i].numpy(),
+                caption=batch.captions[i],
+                camera=batch.cameras[i],
+                text_emb=None if batch.text_emb is None else batch.text_emb[i].numpy(),
+                video_latent=None if batch.video_latent is None else batch.video_latent[i].numpy(),
+            )
+        )
+    return out
+
+
+def _pool_ids(recipe: Recipe, rank: int, world_size: int) -> list[int]:
+    return list(range(rank, recipe.data.scene_pool, world_size))
+
+
+def _training_batches(recipe: Recipe, dist: Dist, batch_size: int) -> Iterator[ClipBatch]:
+    """This process's share of the training windows to cache, in batches: every pool scene
+    (synthetic), or one pass over its shards (the stream skips and counts bad samples)."""
+    if recipe.data.source == "shards":
+        clips = ShardClips(recipe.data, recipe.seed, dist, shuffle=False)
+        yield from clips.one_pass(batch_size)
+        return
+    split = SyntheticSplit(recipe.data, recipe.seed, TRAIN)
+    mine = _pool_ids(recipe, dist.rank, dist.world_size)
+    for i in range(0, len(mine), batch_size):
+        yield split.scene_batch(mine[i : i + batch_size])
+
+
+def run_cache(
+    recipe: Recipe, run_dir: Path, dist: Dist, vae: TrajLoomVAE, factor: int
+) -> dict[str, Any]:
+    """Write this process's latent shards and part file; rank 0 then writes ``latents.json``.
+
+    Resumable: a process whose part file exists has finished its share and skips it.
+    """
+    folder = run_dir / CACHE_STAGE
+    part = folder / _PART.format(rank=dist.rank)
+    if not part.is_file():
+        batches = _training_batches(recipe, dist, recipe.stats.batch_size)
+        latents = (c for batch in batches for c in encode_clips(vae, batch, factor))
+        shards = write_latent_shards(latents, folder, prefix=f"latents-r{dist.rank:04d}")
+        atomic_write_json(part, {"rank": dist.rank, "shards": shards})
+    barrier()
+    shards = []
+    for rank in range(dist.world_size):
+        shards += json.loads((folder / _PART.format(rank=rank)).read_text())["shards"]
+    summary = {
+        "stage": CACHE_STAGE,
+        "windows": sum(s["count"] for s in shards),
+        "shards": len(shards),
+    }
+    if dist.is_main:
+        write_latent_index(
+            folder, shards, vae_fingerprint=vae_fingerprint(run_dir), source=recipe.data.source
+        )
+    barrier()
+    return summary
+
+
+class LatentSource:
+    """The latents of a training stage, addressed by (step, micro-batch, global indices)."""
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        run_dir: Path,
+        dist: Dist,
+        micro_batch: int,
+        accum: int,
+        encode: Callable[[ClipBatch], list[LatentClip]],
+    ) -> None:
+        self.micro_batch, self.accum = micro_batch, accum
+        self.split = SyntheticSplit(recipe.data, recipe.seed, TRAIN)
+        self.encode = encode
+        self.pool: dict[str, LatentClip] | None = None
+        self.stream: ShardClips | None = None
+        if recipe.data.source == "synthetic" and not recipe.data.scene_pool:
+            return  # a fresh scene per sample: encoded on the fly
+        urls = read_latent_index(run_dir / CACHE_STAGE, vae_fingerprint=vae_fingerprint(run_dir))
+        if recipe.data.source == "synthetic":
+            self.pool = {c.id: c for url in urls for c in _read_all(url)}
+            return
+        config = StreamConfig(
+            urls=tuple(urls),
+            width=recipe.data.width,
+            height=recipe.data.height,
+            stride=recipe.data.stride,
+            shuffle_buffer=recipe.data.shuffle_buffer,
+            seed=recipe.seed,
+        )
+        stream = LatentStream(config, rank=dist.rank, world_size=dist.world_size)
+        self.stream = ShardClips.over(stream, collate_latents)
+        self.stream.check()
+
+    def batch(self, step: int, micro: int, indices: list[int]) -> LatentBatch:
+        if self.stream is not None:
+            start = (step * self.accum + micro) * self.micro_batch
+            return self.stream.take(start, len(indices))
+        if self.pool is not None:
+            return collate_latents([self.pool[self.split.clip_id(g)] for g in indices])
+        return collate_latents(self.encode(self.split.batch(indices)))
+
+    def data_report(self) -> dict[str, Any]:
+        return {} if self.stream is None else self.stream.data_report()
+
+
+def _read_all(url: str) -> Iterator[LatentClip]:
+    stream = LatentStream(StreamConfig(urls=(url,), shuffle_shards=False, strict=True))
+    yield from stream.iter_worker(0, 1)
