@@ -15,14 +15,17 @@ from trajloom.flow.config import generator_preset
 from trajloom.flow.forecast import (
     BaselineForecaster,
     ClipRun,
+    Forecast,
     ForecastError,
     MethodSpec,
     PipelineForecaster,
     RunFolders,
     TrueFuture,
     VAEReconstruction,
+    forecast_clip,
     forecast_run,
     load_method,
+    one_line,
     parse_method,
 )
 from trajloom.flow.model import TrajLoomGenerator
@@ -247,3 +250,44 @@ def test_forecast_run_refuses_a_clip_cut_for_another_forecaster() -> None:
         forecast_run(BaselineForecaster("static", GRID, 9, T), _clip(), seed=0)
     with pytest.raises(ForecastError, match="48 points"):
         forecast_run(BaselineForecaster("static", GridSpec(256, 192, 32), T, T), _clip(), seed=0)
+
+
+# --------------------------------------------------------------------------- broken models
+
+
+class _NaNForecaster(BaselineForecaster):
+    """A baseline whose future has one NaN coordinate (a broken model's output)."""
+
+    def forecast(self, *args, **kwargs) -> Forecast:  # type: ignore[no-untyped-def]
+        out = super().forecast(*args, **kwargs)
+        out.tracks[0, 3, 2, 1] = np.nan
+        return out
+
+
+def test_non_finite_forecasts_fail_naming_method_and_clip() -> None:
+    clip = _clip()
+    broken = _NaNForecaster("static", GRID, T, T)
+    with pytest.raises(
+        ForecastError, match=r"baseline:static on clip .*: 1 of .* tracks are not finite"
+    ):
+        forecast_clip(broken, clip, num_samples=2, seed=0)
+    with pytest.raises(ForecastError, match="not finite"):
+        forecast_run(broken, clip, seed=0)
+    good = Forecast(
+        np.zeros((1, 2, 3, 2)), np.ones((1, 2, 3), bool), latents=np.full((1, 1), np.inf)
+    )
+    with pytest.raises(ForecastError, match="1 of 1 predicted latents are not finite"):
+        good.check("m", "c")
+
+
+def test_load_errors_are_one_line() -> None:
+    import pickle
+
+    err = pickle.UnpicklingError(
+        "Weights only load failed. Re-running `torch.load` with `weights_only` set to `False` "
+        "will likely succeed.\n\nTrying to load unsupported GLOBAL posix.system whose module "
+        "posix is blocked.\n\nCheck the documentation of torch.load to learn more"
+    )
+    text = one_line(err)
+    assert "\n" not in text and "weights_only` set to `False" not in text
+    assert text.endswith("unsupported GLOBAL posix.system whose module posix is blocked.")

@@ -55,14 +55,16 @@ class Forecast:
     def check(self, method: str, clip: str) -> Forecast:
         """This forecast, or :class:`ForecastError` when it holds a non-finite number.
 
-        A model that emits NaN or infinite latents, tracks or visibility probabilities is broken
-        (diverged weights, an overflow): its output is refused, never cleaned into a
-        plausible future. The message names ``method``, ``clip`` and how many values.
+        A model that emits NaN or infinite latents, tracks or visibility probabilities is
+        broken (diverged weights, an overflow): its output is refused, never cleaned into
+        a plausible future. The message names ``method``, ``clip`` and how many values.
         """
-        for name, array in (
+        arrays = (
+            ("latents", self.latents),
             ("tracks", self.tracks),
             ("visibility probabilities", self.probability),
-        ):
+        )
+        for name, array in arrays:
             if array is None:
                 continue
             bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
