@@ -240,7 +240,8 @@ def test_build_from_raw_videos_with_resampling_and_bad_files(tmp_path):
         15,
         "--quiet",
     )
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 1, res.output  # broken.mp4 is a failed item (issue 14's policy)
+    assert "1 unreadable or damaged videos" in res.output
     urls, manifest = read_manifest(bench / "kinetics")
     assert manifest["num_samples"] == 3
     skipped = " ".join(manifest["skipped"])

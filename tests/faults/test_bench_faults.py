@@ -186,7 +186,8 @@ def test_build_counts_windows_asked_and_made_and_damaged_videos(tmp_path):
     result = _cli("build", bench, "--source", f"cam={src}", "--width", 64, "--height", 64,
                   "--history", 8, "--future", 8, "--windows-per-video", 4, "--no-store-video",
                   cwd=tmp_path)  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr  # the damaged video is a failed item
+    assert "1 unreadable or damaged videos" in result.stderr
     manifest = json.loads((bench / "cam" / "manifest.json").read_text())
     videos = {Path(v["video"]).name: v for v in manifest["videos"]}
     assert videos["whole.mp4"]["windows_made"] == 3 and videos["cut.mp4"]["windows_made"] == 1

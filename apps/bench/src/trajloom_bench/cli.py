@@ -9,9 +9,10 @@ Exit codes (both commands): 0 done; 1 some items failed (eval: a clip or run fol
 could not be forecast, read or scored, each named on stderr and in results.json's
 ``failures``); 2 nothing could start or finish: bad options, an unloadable method, an
 output folder that is not writable or is in use by another process (``OutputLock``), a
-result file that could not be written. ``build`` skips videos that give no window (too
-short, unreadable) and reports them, the windows asked and made and damaged videos
-per source; skips do not change its exit code (a source folder is a selection).
+result file that could not be written. ``build`` skips videos that give no window and
+reports them, the windows asked and made and damaged videos per source: a video too
+short for a window is a selection, not a failure; an unreadable or damaged video (it
+decodes fewer frames than its header states) is a failed item (exit 1).
 """
 
 from __future__ import annotations
@@ -174,13 +175,18 @@ def build(
             index = write_bench_index(out, cfg, manifests)
     except OutputError as err:
         raise _fail(str(err)) from None
-    for name, manifest in manifests.items():
-        _report_source(name, manifest)
+    failed = sum(_report_source(name, manifest) for name, manifest in manifests.items())
     typer.echo(f"wrote {index}")
+    if failed:
+        typer.echo(f"{failed} unreadable or damaged videos (listed above)", err=True)
+        raise typer.Exit(code=1)
 
 
-def _report_source(name: str, manifest: dict[str, Any]) -> None:
-    """Stdout lines of one built source: clips, skips, windows asked/made, damage."""
+def _report_source(name: str, manifest: dict[str, Any]) -> int:
+    """Stdout lines of one built source: clips, skips, windows asked/made, damage.
+
+    Returns the number of failed videos: unreadable (no header) or damaged.
+    """
     skipped = manifest.get("skipped", [])
     line = f"{name}: {manifest['num_samples']} clips, {len(skipped)} skipped"
     if "windows_asked" in manifest:
@@ -199,6 +205,8 @@ def _report_source(name: str, manifest: dict[str, Any]) -> None:
             )
     for note in manifest.get("damaged", []):
         typer.echo(f"  damaged: {note}")
+    videos = manifest.get("videos", [])
+    return sum(1 for v in videos if v["damaged"] or v["frames_in_header"] is None)
 
 
 def _build_sources(
