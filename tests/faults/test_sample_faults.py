@@ -171,7 +171,7 @@ def test_a_truncated_video_is_said_damaged_and_counted(tmp_path):
     truncate(video, 0.35)
     out = tmp_path / "out"
     result = _cli(video, *BASELINE, "--out", out, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr  # damaged input is a bad item
     summary = json.loads((out / "summary.json").read_text())
     assert summary["totals"] == {"done": 1, "failed": 0, "damaged": 1}
     (note,) = summary["damaged"]

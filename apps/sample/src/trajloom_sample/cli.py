@@ -309,8 +309,8 @@ def sample(
         typer.echo(f"  DAMAGED {f['input']}: {f['reason']}")
     for f in tally.failed:
         typer.echo(f"  FAILED {f['input']}: {f['reason']}")
-    if tally.failed or not tally.done:
-        raise typer.Exit(code=1)
+    if tally.failed or tally.damaged or not tally.done:
+        raise typer.Exit(code=1)  # damaged inputs count as bad items, as in bench build
 
 
 @dataclass
