@@ -5,7 +5,11 @@ Numbers equal those printed by the released benchmark scripts of zewei-Zhang/Tra
 
     from trajloom.metrics import fvmd, flow_tv, div_curl_energy, vepe, FVMDConfig
 
-Run folders (the released layout) are scored with :func:`score_runs`; evaluations of
+Multi-sample forecasts: :func:`best_of_k` (minADE_K / minFDE_K), :func:`sample_diversity`
+and the streaming :class:`ForecastAccumulator` (:mod:`trajloom.metrics.forecast`).
+
+Run folders (the released layout) are scored with :func:`score_runs` (K sample folders
+with :func:`score_samples`); evaluations of
 several methods score each with :func:`score_method` and report with
 :mod:`trajloom.metrics.report` (paper-style tables, CSV, strict JSON).
 """
@@ -17,6 +21,13 @@ from trajloom.metrics.flowfield import (
     flow_tv,
     flow_tv_per_frame,
     video_mean,
+)
+from trajloom.metrics.forecast import (
+    ForecastAccumulator,
+    ForecastResult,
+    best_of_k,
+    sample_diversity,
+    sample_errors,
 )
 from trajloom.metrics.frechet import (
     GaussianAccumulator,
@@ -51,6 +62,7 @@ from trajloom.metrics.runs import (
     discover_run_dirs,
     load_run,
     score_runs,
+    score_samples,
 )
 from trajloom.metrics.vepe import VEPEAccumulator, endpoint_error, vepe, vepe_sum_count
 
@@ -59,11 +71,14 @@ __all__ = [
     "FVMDAccumulator",
     "FVMDConfig",
     "FVMDResult",
+    "ForecastAccumulator",
+    "ForecastResult",
     "GaussianAccumulator",
     "GaussianStats",
     "RunFolderError",
     "RunVideo",
     "VEPEAccumulator",
+    "best_of_k",
     "clip_windows",
     "discover_run_dirs",
     "div_curl_energy",
@@ -85,8 +100,11 @@ __all__ = [
     "load_run",
     "motion_histograms",
     "result_texts",
+    "sample_diversity",
+    "sample_errors",
     "score_method",
     "score_runs",
+    "score_samples",
     "velocity_acceleration",
     "vepe",
     "vepe_sum_count",

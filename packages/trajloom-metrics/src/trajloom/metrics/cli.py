@@ -1,4 +1,8 @@
-"""`trajloom-metrics score RUNS_ROOT`: every metric of a runs root, as a table and JSON.
+"""`trajloom-metrics score RUNS_ROOT...`: every metric of a runs root, as a table and JSON.
+
+Several roots are K sample folders of one method (`runs/sample_000 runs/sample_001 ...`,
+or a shell glob `runs/sample_*`): best-of-K minADE / minFDE and the sample diversity are
+added, the other metrics are of the first folder. One root scores exactly as before.
 
 Needs the `cli` extra (`pip install trajloom-metrics[cli]`) for typer; the library
 itself needs only numpy and scipy.
@@ -27,7 +31,7 @@ except ModuleNotFoundError as err:
 from trajloom.metrics.flowfield import DEFAULT_GRID_STRIDE
 from trajloom.metrics.fvmd import FVMDConfig
 from trajloom.metrics.report import json_ready
-from trajloom.metrics.runs import GT_VISIBILITY, score_runs
+from trajloom.metrics.runs import GT_VISIBILITY, score_samples
 
 app = typer.Typer(
     add_completion=False, help="Motion metrics of TrajLoom (FVMD, FlowTV, DivCurlE, VEPE)."
@@ -43,6 +47,12 @@ TABLE_ROWS = (
     ("num_videos", "videos"),
     ("num_windows", "FVMD clips"),
 )
+FORECAST_ROWS = (
+    ("min_ade", "minADE_{k} (px)"),
+    ("min_fde", "minFDE_{k} (px)"),
+    ("diversity", "diversity (px)"),
+    ("num_videos_forecast", "videos in all {k} samples"),
+)
 
 
 @app.callback()
@@ -53,8 +63,12 @@ def _root() -> None:
 def format_table(result: dict[str, Any]) -> str:
     """Two-column text table of the summary values (`-` where a metric is null)."""
     lines = []
-    width = max(len(label) for _, label in TABLE_ROWS)
-    for key, label in TABLE_ROWS:
+    rows = list(TABLE_ROWS)
+    if "num_samples" in result:  # several sample folders: best-of-K rows too
+        k = result["num_samples"]
+        rows += [(key, label.format(k=k)) for key, label in FORECAST_ROWS]
+    width = max(len(label) for _, label in rows)
+    for key, label in rows:
         value = result.get(key)
         text = (
             "-" if value is None else (f"{value:.4f}" if isinstance(value, float) else str(value))
@@ -104,7 +118,14 @@ def _check_json_folder(json_out: Path) -> None:
 
 @app.command()
 def score(
-    runs_root: Annotated[Path, typer.Argument(help="A run folder or a folder of run folders.")],
+    runs_roots: Annotated[
+        list[Path],
+        typer.Argument(
+            help="A run folder or a folder of run folders; several: one per sample "
+            "(e.g. runs/sample_*), adding minADE_K, minFDE_K and diversity.",
+            metavar="RUNS_ROOT...",
+        ),
+    ],
     clip_len: Annotated[
         int, typer.Option(help="FVMD clip length; <= 0 or >= T: one clip (FVMD-Long).")
     ] = 24,
@@ -133,14 +154,18 @@ def score(
 ) -> None:
     """Score every run folder under RUNS_ROOT and print a table.
 
+    With several RUNS_ROOTs (K sample folders of one method), also minADE_K, minFDE_K
+    (best of K, px) and the mean pairwise distance of the samples (diversity, px); a video
+    missing from any sample folder is named and counted as failed.
+
     A run folder that cannot be scored (unreadable or empty file, NaN prediction, files
     that disagree on the points) is skipped, named and counted; exit 1 when any was.
     """
     if json_out is not None:
         _check_json_folder(json_out)
     try:
-        result = score_runs(
-            runs_root,
+        result = score_samples(
+            runs_roots,
             fvmd_config=FVMDConfig(clip_len=clip_len, clip_stride=clip_stride),
             use_gt_visibility=use_gt_visibility,
             use_visibility=use_visibility,

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from trajloom.metrics.flowfield import DEFAULT_GRID_STRIDE, div_curl_energy, flow_tv, video_mean
+from trajloom.metrics.forecast import ForecastAccumulator
 from trajloom.metrics.fvmd import FVMDAccumulator, FVMDConfig
 from trajloom.metrics.grid import infer_grid
 from trajloom.metrics.vepe import VEPEAccumulator
@@ -42,6 +44,7 @@ __all__ = [
     "load_tracks",
     "load_visibility",
     "score_runs",
+    "score_samples",
 ]
 
 PRED_TRACKS = "pred_tracks.npy"
@@ -398,3 +401,171 @@ def _flow_entry(
             div_curl_energy(pred, vis, grid_hw=hw, grid_stride=grid_stride)
         )
     return out
+
+
+def _point_order(d: Path, ref_q: np.ndarray | None, q: np.ndarray | None, n: int) -> np.ndarray:
+    """Indices that put a folder's points (query `q`) in the order of the reference
+    `ref_q`; the identity where either is absent or they are equal."""
+    if ref_q is None or q is None or np.array_equal(ref_q, q):
+        return np.arange(n)
+    if q.shape == ref_q.shape and q.ndim == 2:
+        a, b = np.lexsort(ref_q.T[::-1]), np.lexsort(q.T[::-1])
+        if np.array_equal(ref_q[a], q[b]):
+            order = np.empty(n, dtype=np.int64)
+            order[a] = b
+            return order
+    raise RunFolderError(
+        f"{d}/{QUERY_XY}: its query points are not those of the first sample folder; every "
+        "sample of a video must forecast the same points"
+    )
+
+
+def _forecast_video(
+    name: str, dirs: list[Path], runs: list[RunVideo], acc: ForecastAccumulator
+) -> tuple[dict[str, Any], bool]:
+    """Best-of-K and diversity of one video from its K loaded sample folders (the first
+    gives the truth and its visibility); returns its entry and whether frames were cropped."""
+    ref = runs[0]
+    ns = {r.pred_tracks.shape[1] for r in runs}
+    if len(ns) > 1:
+        listed = ", ".join(f"{d} {r.pred_tracks.shape}" for d, r in zip(dirs, runs, strict=True))
+        raise RunFolderError(
+            f"{name}: the sample folders disagree on the number of points ({listed}); every "
+            "sample must forecast the same N points"
+        )
+    n = ns.pop()
+    shapes = [r.pred_tracks.shape[0] for r in runs]
+    if ref.gt_tracks is not None:
+        shapes.append(ref.gt_tracks.shape[0])
+    t = min(shapes)
+    cropped = len(set(shapes)) > 1
+    preds, gt = [], None if ref.gt_tracks is None else ref.gt_tracks[:t].astype(np.float64)
+    for d, r in zip(dirs, runs, strict=True):
+        order = _point_order(d, ref.query_xy, r.query_xy, n)
+        preds.append(r.pred_tracks[:t, order])
+        if gt is not None and r.gt_tracks is not None:
+            other = r.gt_tracks[:t, order]
+            if other.shape != gt.shape or not np.array_equal(other.astype(np.float64), gt):
+                raise RunFolderError(
+                    f"{d}/{GT_TRACKS}: differs from the ground truth of {dirs[0]}; the samples "
+                    "of one video must share its truth (are they runs of the same clips?)"
+                )
+    vis = None if ref.gt_visibility is None else ref.gt_visibility[:t]
+    try:
+        entry = acc.update(np.stack(preds), gt, vis)
+    except ValueError as err:
+        raise RunFolderError(f"{name}: {err}") from err
+    return {"video": name, **entry}, cropped
+
+
+def score_samples(sample_roots: Sequence[str | Path], **kwargs: Any) -> dict[str, Any]:
+    """Score K sample folders of one method: best-of-K errors and diversity, plus the
+    single-sample metrics of the first folder.
+
+    Each of `sample_roots` is laid out as `runs_root` of :func:`score_runs` (e.g.
+    `runs/sample_000`, `runs/sample_001`, ...); a video is the same relative folder in
+    each. With one root this is exactly :func:`score_runs` (no new keys).
+
+    Definitions (pixels; :mod:`trajloom.metrics.forecast`): per point, ADE is the mean
+    over its visible future frames (`gt_visibility.npy` of the first folder; all frames
+    where absent) of the L2 error, FDE the error at its last visible frame; per sample,
+    the mean over points; `min_ade` / `min_fde` of a video are the minima over its K
+    samples, and the reported values are means over videos. `diversity` is the mean over
+    sample pairs of the mean L2 distance between them over visible points and frames.
+
+    Bad folders follow :func:`score_runs`: a video missing from some sample folder, or
+    one whose sample folders cannot be read, disagree on points or truth, is left out of
+    the multi-sample metrics, named in `failed` and counted in `num_failed`.
+
+    Args:
+        sample_roots: K >= 1 folders, one per sample, all distinct.
+        **kwargs: options of :func:`score_runs`, applied to the first folder.
+
+    Returns:
+        :func:`score_runs`'s dict for the first folder; with K >= 2 also `min_ade`,
+        `min_fde`, `diversity` (px; None where undefined), `num_samples` (K),
+        `num_videos_forecast` (videos scored with all K samples), `sample_roots` and
+        `per_video_forecast`.
+
+    Raises:
+        ValueError: no root, a root given twice, a root that is no folder or holds no
+            run folder.
+    """
+    roots = [Path(r) for r in sample_roots]
+    if not roots:
+        raise ValueError("sample_roots is empty: give at least one sample folder")
+    if len(roots) == 1:
+        return score_runs(roots[0], **kwargs)
+    resolved = [r.resolve() for r in roots]
+    if len(set(resolved)) != len(resolved):
+        twice = sorted(
+            {str(r) for r, x in zip(roots, resolved, strict=True) if resolved.count(x) > 1}
+        )
+        raise ValueError(f"sample folders given more than once: {twice}; give each sample once")
+    visibility_name = kwargs.get("visibility_name", GT_VISIBILITY)
+    result = score_runs(roots[0], **kwargs)
+    per_root: list[dict[str, Path]] = []
+    for root in roots:
+        dirs = discover_run_dirs(root, require_gt=False)
+        if not dirs:
+            raise ValueError(f"sample folder {str(root)!r} holds no run folder with {PRED_TRACKS}")
+        per_root.append({(str(d.relative_to(root)) if d != root else "."): d for d in dirs})
+    already = {f["video"] for f in result["failed"]}
+    failed: list[dict[str, str]] = result["failed"]
+    acc = ForecastAccumulator()
+    per_video: list[dict[str, Any]] = []
+    cropped = 0
+    for name in sorted(set().union(*per_root)):
+        missing = [str(r) for r, m in zip(roots, per_root, strict=True) if name not in m]
+        if missing:
+            failed.append(
+                {
+                    "video": name,
+                    "reason": f"missing from sample folder(s) {', '.join(missing)}: best-of-"
+                    f"{len(roots)} needs every sample; left out of minADE/minFDE/diversity",
+                }
+            )
+            continue
+        dirs = [m[name] for m in per_root]
+        try:
+            runs = []
+            for i, d in enumerate(dirs):
+                try:
+                    runs.append(_load_checked(d, visibility_name))
+                except RunFolderError:
+                    if i == 0 and name in already:
+                        raise _AlreadyFailed from None
+                    raise
+            entry, was_cropped = _forecast_video(name, dirs, runs, acc)
+        except _AlreadyFailed:
+            continue
+        except RunFolderError as err:
+            failed.append({"video": name, "reason": str(err)})
+            continue
+        cropped += was_cropped
+        per_video.append(entry)
+    r = acc.result()
+    notes: list[str] = result["notes"]
+    notes.append(
+        f"minADE/minFDE/diversity over {len(per_video)} videos present in all {len(roots)} "
+        f"sample folders; the other metrics are of the first sample folder {roots[0]}"
+    )
+    if per_video and r.min_ade is None:
+        notes.append(f"min_ade, min_fde: no video has {GT_TRACKS} with a visible point")
+    if cropped:
+        notes.append(f"{cropped} videos had samples of different lengths: cropped (min_ade)")
+    result.update(
+        min_ade=r.min_ade,
+        min_fde=r.min_fde,
+        diversity=r.diversity,
+        num_samples=len(roots),
+        num_videos_forecast=len(per_video),
+        sample_roots=[str(x) for x in roots],
+        per_video_forecast=per_video,
+        num_failed=len(failed),
+    )
+    return result
+
+
+class _AlreadyFailed(Exception):
+    """The first sample folder of a video failed and is already named in `failed`."""
