@@ -123,7 +123,7 @@ def score(
         typer.Argument(
             help="A run folder or a folder of run folders; several: one per sample "
             "(e.g. runs/sample_*), adding minADE_K, minFDE_K and diversity.",
-            metavar="RUNS_ROOT...",
+            metavar="RUNS_ROOT",
         ),
     ],
     clip_len: Annotated[
