@@ -144,3 +144,27 @@ def test_library_import_needs_no_typer_or_torch():
 
     code = "import sys; sys.modules['torch'] = None; sys.modules['typer'] = None; import trajloom.metrics"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_command_start_up_does_not_import_scipy():
+    """scipy.linalg is only for the sqrtm Fréchet route; importing it at start-up cost
+    `trajloom-metrics score` about 0.4 s per run (benchmarks/metrics.py --score-cli)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, trajloom.metrics, trajloom.metrics.cli; "
+        "assert 'scipy' not in sys.modules, sorted(m for m in sys.modules if 'scipy' in m)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_sqrtm_route_still_works(rng):
+    from trajloom.metrics import gaussian_stats
+    from trajloom.metrics.frechet import frechet_distance
+
+    a = gaussian_stats(rng.normal(size=(50, 4)))
+    b = gaussian_stats(rng.normal(size=(50, 4)) + 1.0)
+    assert frechet_distance(a, b, method="sqrtm") == pytest.approx(
+        frechet_distance(a, b, method="eigh"), rel=1e-6
+    )
