@@ -1,10 +1,9 @@
 """Processes and devices: one process, or many under ``torchrun`` (gloo on CPU, NCCL on GPU).
 
-Data parallelism here is explicit: every process computes the gradients of its share of
-the global batch and one all-reduce of the flattened gradients averages them before the
-optimizer step (:func:`average_gradients`). The DDP module wrapper is not used because the
-on-policy loss evaluates the model K + 1 times per backward pass, which the wrapper does
-not support; the update is the same.
+Gradients are averaged by torch's ``DistributedDataParallel``, which the trainer wraps
+around each stage's loss (``trajloom_train.trainer.data_parallel``); what is left here is
+joining the process group and the few collectives the loop needs besides gradients
+(summed loss denominators and logs, barriers).
 """
 
 from __future__ import annotations
@@ -14,14 +13,11 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
-from torch import nn
 
 __all__ = [
     "Dist",
     "all_reduce_sum",
-    "average_gradients",
     "barrier",
-    "broadcast_parameters",
     "init_distributed",
     "shutdown",
 ]
@@ -90,28 +86,3 @@ def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
     if dist.is_initialized():
         dist.all_reduce(x, op=dist.ReduceOp.SUM)
     return x
-
-
-def broadcast_parameters(module: nn.Module) -> None:
-    """Every process starts from rank 0's weights and buffers."""
-    if not dist.is_initialized():
-        return
-    for tensor in list(module.parameters()) + list(module.buffers()):
-        dist.broadcast(tensor.data, src=0)
-
-
-def average_gradients(params: list[nn.Parameter], world_size: int) -> None:
-    """Mean of each gradient over processes, with one all-reduce of their concatenation."""
-    if world_size == 1 or not dist.is_initialized():
-        return
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return
-    flat = torch.cat([g.reshape(-1).float() for g in grads])
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-    flat /= world_size
-    offset = 0
-    for g in grads:
-        n = g.numel()
-        g.copy_(flat[offset : offset + n].view_as(g))
-        offset += n

@@ -15,22 +15,27 @@ The loss of a step is ``Σ numerators / Σ denominators`` over every micro-batch
 process (the denominators are known before the forward passes: sample counts, or summed
 token weights for the visibility-weighted flow loss), so accumulation and data
 parallelism give exactly the global-batch loss.
+
+Data parallelism is torch's ``DistributedDataParallel`` around a :class:`TaskModule`, whose
+forward is the stage's whole loss (see there); one process uses the plain module.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import time
 import warnings
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from trajloom_train.checkpoint import (
@@ -41,13 +46,7 @@ from trajloom_train.checkpoint import (
     save_state,
 )
 from trajloom_train.config import OptimConfig, StageConfig
-from trajloom_train.distributed import (
-    Dist,
-    all_reduce_sum,
-    average_gradients,
-    barrier,
-    broadcast_parameters,
-)
+from trajloom_train.distributed import Dist, all_reduce_sum, barrier
 from trajloom_train.state import EMA, TrainState
 
 __all__ = [
@@ -57,7 +56,9 @@ __all__ = [
     "MetricsLog",
     "StepResult",
     "Task",
+    "TaskModule",
     "TrainState",
+    "data_parallel",
     "lr_at",
     "run_task",
     "stage_done",
@@ -102,6 +103,71 @@ class Task:
     preview: Callable[[nn.Module, int], None] | None = None
     info: dict[str, Any] = field(default_factory=dict)  # written into DONE.json
     data_report: Callable[[], dict[str, Any]] | None = None
+
+
+class TaskModule(nn.Module):
+    """A stage's model with the stage's loss as its forward: the unit DDP wraps.
+
+    ``forward(batch, step, indices)`` is ``task.loss(model, batch, step, indices)``. DDP
+    expects one forward per backward; the on-policy loss evaluates the model several times
+    in one loss, and as the forward of this module all of them are one DDP forward. DDP's
+    gradient hooks sit on each parameter's gradient accumulator, which autograd runs once
+    per backward however often the parameter was used, so each gradient is all-reduced
+    once, in buckets, while the rest of the backward pass is still running.
+    """
+
+    def __init__(self, model: nn.Module, loss: Callable[[nn.Module, Any, int, list[int]], LossOut]):
+        super().__init__()
+        self.model = model
+        self._loss = loss  # a plain function: not a submodule, holds no parameters
+
+    def forward(self, batch: Any, step: int, indices: list[int]) -> LossOut:
+        return self._loss(self.model, batch, step, indices)
+
+
+# The buffers of these models are constants built from their configs (anchor grids,
+# sinusoidal tables), equal on every process: DDP need not broadcast them before every
+# forward. Recent torch spells this forward_sync_buffers=False (buffers still synced at
+# construction); older releases broadcast_buffers=False (not synced at all, also fine here).
+_NO_FORWARD_BUFFER_SYNC: dict[str, bool] = (
+    {"forward_sync_buffers": False}
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+    else {"broadcast_buffers": False}
+)
+
+
+def data_parallel(task: Task, dist: Dist) -> nn.Module:
+    """The module :func:`train_step` calls: the task's :class:`TaskModule`, in DDP when distributed.
+
+    One process gets the bare module (no wrapper, no hooks, no collectives). DDP's
+    constructor broadcasts rank 0's parameters, so every process starts from
+    the same weights (a resumed run loads the same checkpoint everywhere anyway).
+    """
+    module = TaskModule(task.model, task.loss)
+    if not dist.distributed:
+        return module
+    return DistributedDataParallel(
+        module,
+        # A single-device module whose batches make_batch already put on its device: no
+        # device_ids, so DDP does not copy (or walk) the batch.
+        device_ids=None,
+        **_NO_FORWARD_BUFFER_SYNC,
+        # The parameters a loss reaches can depend on the data: the generator's text_proj
+        # is used only when every clip of the micro-batch has a caption embedding, and a
+        # rank's micro-batch can lack one while another's has it. Without this flag DDP
+        # waits for gradients that never come and fails the next step; with it DDP walks
+        # the autograd graph from the loss once per step (cheap next to the step) and
+        # leaves the gradient of a parameter no process used as None, like one process.
+        # (When a stage reaches every parameter, DDP says so once in a warning: expected.)
+        find_unused_parameters=True,
+    )
+
+
+def _syncing(module: nn.Module, last: bool) -> AbstractContextManager:
+    """DDP all-reduces only in the backward of a step's last micro-batch; before, it accumulates."""
+    if isinstance(module, DistributedDataParallel) and not last:
+        return module.no_sync()
+    return nullcontext()
 
 
 def lr_at(step: int, optim: OptimConfig, total_steps: int) -> float:
@@ -211,12 +277,14 @@ class StepResult:
     logs: dict[str, float]  # means over this process's micro-batches
 
 
-def train_step(task: Task, state: TrainState, dist: Dist, precision: str) -> StepResult:
+def train_step(
+    task: Task, state: TrainState, dist: Dist, precision: str, module: nn.Module
+) -> StepResult:
     """One optimizer step of ``task`` on the global batch of ``state.step``; advances it.
 
-    Every micro-batch's loss is scaled by ``world_size / Σ denominators`` (summed over the
-    micro-batches of every process) so that the averaged gradients are those of the
-    global-batch loss.
+    ``module`` is :func:`data_parallel`'s for this task. Every micro-batch's loss is scaled
+    by ``world_size / Σ denominators`` (summed over the micro-batches of every process) so
+    that the gradients DDP averages over processes are those of the global-batch loss.
     """
     cfg = task.config
     lr = lr_at(state.step, cfg.optim, cfg.steps)
@@ -235,19 +303,19 @@ def train_step(task: Task, state: TrainState, dist: Dist, precision: str) -> Ste
     scale = dist.world_size / float(global_den.clamp_min(1e-12))
     sums = torch.zeros(2, device=dist.device, dtype=torch.float64)  # numerators, extras
     logs: dict[str, float] = {}
-    for idx, batch in micro_batches:
-        with _autocast(dist.device, precision):
-            out = task.loss(state.model, batch, state.step, idx)
-        total = out.numerator.float() * scale
-        sums[0] += out.numerator.detach().double()
-        if out.extra is not None:
-            total = total + out.extra.float() * dist.world_size
-            sums[1] += out.extra.detach().double()
-        total.backward()
+    for i, (idx, batch) in enumerate(micro_batches):
+        with _syncing(module, last=i == accum - 1):
+            with _autocast(dist.device, precision):
+                out = module(batch, state.step, idx)
+            total = out.numerator.float() * scale
+            sums[0] += out.numerator.detach().double()
+            if out.extra is not None:
+                total = total + out.extra.float() * dist.world_size
+                sums[1] += out.extra.detach().double()
+            total.backward()
         for k, v in out.logs.items():
             logs[k] = logs.get(k, 0.0) + float(v) / accum
     params = state.params
-    average_gradients(params, dist.world_size)
     # The norm of the averaged gradients (identical on every process); clipping at infinity
     # only measures it.
     limit = cfg.optim.clip_grad_norm if cfg.optim.clip_grad_norm > 0 else math.inf
@@ -416,7 +484,6 @@ def _resume(task: Task, stage_dir: Path, dist: Dist, log: MetricsLog) -> TrainSt
     state = TrainState.create(task.model, task.config)
     last = restore_state(state, stage_dir, device=dist.device)
     if last is None:
-        broadcast_parameters(state.model)
         return state
     log.truncate_after(state.step)
     if dist.is_main:
@@ -443,6 +510,7 @@ def run_task(
     cfg = task.config
     log = MetricsLog(stage_dir / "metrics.jsonl", tb_dir, enabled=dist.is_main)
     state = _resume(task, stage_dir, dist, log)
+    module = data_parallel(task, dist)  # after the restore: DDP starts from rank 0's weights
     start = state.step
     bar = tqdm(
         total=cfg.steps,
@@ -460,7 +528,7 @@ def run_task(
     end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
     loss = float("nan")
     while state.step < end:
-        result = train_step(task, state, dist, precision)
+        result = train_step(task, state, dist, precision, module)
         loss = result.loss
         run.on_step(result)
     bar.close()
