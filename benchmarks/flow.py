@@ -6,6 +6,9 @@
                                                          # SDPA, eager / torch.compile /
                                                          # CUDA graphs, warm-up + median of 3
     .venv/bin/python benchmarks/flow.py --forward-only   # one generator evaluation (1 NFE)
+    .venv/bin/python benchmarks/flow.py --onpolicy       # on-policy loss + backward: K model
+                                                         # calls vs one batched call (tiny,
+                                                         # small; --quick: tiny only)
 
 Each row times one full pipeline call (history encode -> source -> ODE solve -> VAE decode
 -> visibility head) and splits it into its stages; ``nfe`` is the number of generator
@@ -13,6 +16,11 @@ evaluations, ``ms/nfe`` the solve time per evaluation. Weights are random (nothi
 downloaded): the zero-initialized adaLN gates and output head get small random values so
 that every block runs and the field is not trivially smooth — DOPRI5's NFE on trained
 weights will differ. No video or caption encoder (their cost is not the generator's).
+
+``--onpolicy`` times one on-policy K-step loss (``trajloom.flow.onpolicy``, default
+config: K = 4) plus its backward on a sub-batch, evaluated both ways: one generator call
+with gradient per visited state, and the no-grad rollout followed by one batched call over
+the K states; the two give the same loss. Median of ``--repeats`` runs after a warm-up.
 
 ``--json PATH`` also writes the rows as JSON.
 """
@@ -32,7 +40,8 @@ import torch
 
 from trajloom.encoding import query_points
 from trajloom.flow.config import generator_preset
-from trajloom.flow.model import TrajLoomGenerator
+from trajloom.flow.model import FlowCondition, TrajLoomGenerator
+from trajloom.flow.onpolicy import OnPolicyConfig, onpolicy_loss
 from trajloom.flow.pipeline import PipelineConfig, TrajLoomPipeline
 from trajloom.flow.samplers import sample_dopri5, sample_euler, uniform_time_grid
 from trajloom.flow.visibility import VisibilityConfig, VisibilityPredictor
@@ -144,6 +153,74 @@ def forward_only(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+def _onpolicy_inputs(cfg, batch: int, device: str) -> tuple:
+    g = torch.Generator().manual_seed(2)
+    th, tf, n, c = (
+        cfg.hist_latent_frames,
+        cfg.fut_latent_frames,
+        cfg.num_tokens,
+        cfg.latent_channels,
+    )
+    cond = FlowCondition(
+        z_hist=torch.randn(batch, th, n, c, generator=g),
+        hist_vis=(torch.rand(batch, th, n, generator=g) > 0.2).float(),
+    ).to(device)
+    x0, x1 = (torch.randn(batch, tf, n, c, generator=g).to(device) for _ in range(2))
+    vis = (torch.rand(batch, tf, n, generator=g) > 0.2).float().to(device)
+    return cond, x0, x1, vis
+
+
+def _onpolicy_step(gen, inputs: tuple, op: OnPolicyConfig, batched: bool) -> float:
+    """One on-policy loss + backward; returns the loss."""
+    cond, x0, x1, vis = inputs
+    gen.zero_grad(set_to_none=True)
+    kwargs = {"x0": x0, "token_vis": vis, "config": op}
+    if batched:
+        out = onpolicy_loss(gen, x1, cond.z_hist, cond=cond, **kwargs)
+    else:
+        out = onpolicy_loss(lambda x, t: gen(x, t, cond), x1, cond.z_hist, **kwargs)
+    out.loss.backward()
+    return float(out.loss.detach())
+
+
+def onpolicy(args: argparse.Namespace) -> list[dict]:
+    """One on-policy loss + backward: K generator calls vs one batched call (same loss)."""
+    device = args.device
+    op = OnPolicyConfig()
+    rows = []
+    for preset in ("tiny",) if args.quick else ("tiny", "small"):
+        torch.manual_seed(0)
+        cfg = generator_preset(preset)
+        gen = TrajLoomGenerator(cfg).to(device)
+        _activate(gen)
+        for batch in (int(b) for b in args.batches.split(",")):
+            inputs = _onpolicy_inputs(cfg, batch, device)
+            row: dict = {"preset": preset, "batch": batch, "steps": op.steps}
+            modes = (("per_step", False), ("batched", True))
+            times: dict[str, list[float]] = {mode: [] for mode, _ in modes}
+            for batched in (False, True):  # warm-up
+                _onpolicy_step(gen, inputs, op, batched)
+            # interleaved, so that a busy shared machine slows both alike
+            for _ in range(args.repeats):
+                for mode, batched in modes:
+                    clock: dict = {}
+                    with timed(device, clock, "ms"):
+                        row[f"{mode}_loss"] = _onpolicy_step(gen, inputs, op, batched)
+                    times[mode].append(clock["ms"])
+            for mode, _ in modes:
+                row[f"{mode}_ms"] = statistics.median(times[mode])
+            row["speedup"] = row["per_step_ms"] / row["batched_ms"]
+            rows.append(row)
+            print(
+                f"onpolicy {preset:>5} b={batch:<2} K={op.steps}: {op.steps} calls "
+                f"{row['per_step_ms']:7.0f} ms, batched {row['batched_ms']:7.0f} ms "
+                f"({row['speedup']:.2f}x; loss {row['per_step_loss']:.6g} vs "
+                f"{row['batched_loss']:.6g})",
+                flush=True,
+            )
+    return rows
+
+
 def run(args: argparse.Namespace) -> list[dict]:
     device = args.device
     cuda = device.startswith("cuda")
@@ -213,10 +290,15 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
     parser.add_argument("--batches", default="1,4", help="comma-separated batch sizes")
     parser.add_argument("--solvers", default="euler,dopri5", help="euler, dopri5 or both")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per row on GPU")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="timed runs per row on GPU (and --onpolicy)"
+    )
     parser.add_argument("--quick", action="store_true", help="tiny preset (smoke run)")
     parser.add_argument(
         "--forward-only", action="store_true", help="time one generator evaluation per batch"
+    )
+    parser.add_argument(
+        "--onpolicy", action="store_true", help="on-policy loss + backward, K calls vs batched"
     )
     parser.add_argument("--fp32", action="store_true", help="keep the generator in float32 on GPU")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -231,8 +313,15 @@ def main() -> None:
         if args.device.startswith("cuda")
         else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     )
-    print(f"torch {torch.__version__}, {machine}, preset {'tiny' if args.quick else 'paper'}")
-    rows = forward_only(args) if args.forward_only else run(args)
+    if args.onpolicy:
+        presets = "tiny" if args.quick else "tiny, small"
+    else:
+        presets = "tiny" if args.quick else "paper"
+    print(f"torch {torch.__version__}, {machine}, preset {presets}")
+    if args.onpolicy:
+        rows = onpolicy(args)
+    else:
+        rows = forward_only(args) if args.forward_only else run(args)
     if args.json:
         args.json.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")
 
