@@ -129,7 +129,7 @@ class TaskModule(nn.Module):
 # sinusoidal tables), equal on every process: DDP need not broadcast them before every
 # forward. Recent torch spells this forward_sync_buffers=False (buffers still synced at
 # construction); older releases broadcast_buffers=False (not synced at all, also fine here).
-_NO_FORWARD_BUFFER_SYNC: dict[str, bool] = (
+_NO_FORWARD_BUFFER_SYNC: dict[str, Any] = (
     {"forward_sync_buffers": False}
     if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
     else {"broadcast_buffers": False}
@@ -187,13 +187,13 @@ class MetricsLog:
     def __init__(self, path: Path, tb_dir: Path | None, enabled: bool) -> None:
         self.path = path
         self.enabled = enabled
-        self.writer = None
+        self.writer: Any = None
         if enabled and tb_dir is not None:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:  # tensorboard is optional
-                SummaryWriter = None
-            if SummaryWriter is not None:
+                pass
+            else:
                 self.writer = SummaryWriter(str(tb_dir))
 
     def records(self) -> list[dict[str, Any]]:
