@@ -16,6 +16,7 @@ from trajloom.data.formats import (
     save_released_npz,
     write_shards,
 )
+from trajloom.data.render import RenderConfig, grid_colors, render_overlay, tile_videos
 from trajloom.data.video import read_video, write_video
 from trajloom.encoding import GridSpec, query_points
 from trajloom.metrics import FVMDConfig, load_run, score_runs
@@ -27,7 +28,6 @@ from trajloom_sample.export import (
     write_wanmove_export,
 )
 from trajloom_sample.inputs import InputError, clips_from_npz, expand_inputs, load_clips
-from trajloom_sample.render import RenderConfig, grid_colors, render_overlay, tile_videos
 
 ROOT = Path(__file__).resolve().parents[2]
 VIDEOS = ROOT.parent / "shared" / "data" / "videos"

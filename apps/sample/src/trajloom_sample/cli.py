@@ -32,10 +32,12 @@ import typer
 
 from trajloom.data.clip import Clip
 from trajloom.data.outputs import OutputError, OutputLock, atomic_write_json
+from trajloom.data.render import RenderConfig, render_grid, render_overlay
 from trajloom.data.tracking import TRACKERS, make_tracker
 from trajloom.data.video import VIDEO_SUFFIXES, write_video
 from trajloom.encoding import DEFAULT_FUTURE, DEFAULT_GRID, DEFAULT_HISTORY, GridSpec
 from trajloom.flow.forecast import (
+    Forecast,
     Forecaster,
     RunFolders,
     forecast_clip,
@@ -45,7 +47,6 @@ from trajloom.flow.forecast import (
 )
 from trajloom_sample.export import write_sample_runs, write_wanmove_export
 from trajloom_sample.inputs import InputDamage, InputError, expand_inputs, load_clips
-from trajloom_sample.render import RenderConfig, render_grid, render_overlay
 
 app = typer.Typer(add_completion=False, no_args_is_help=True)
 
@@ -128,37 +129,7 @@ def process_clip(
     start = time.perf_counter()
     renders: list[Path] = []
     if render:
-        grid_hw = (grid.grid_h, grid.grid_w)
-        fps = clip.fps or 16.0
-        overlay = render_overlay(
-            clip.frames,
-            clip.hist_tracks,
-            clip.hist_vis,
-            forecast.tracks[0],
-            forecast.visibility[0],
-            grid_hw=grid_hw,
-            size=grid.size,
-            config=render_config,
-        )
-        renders.append(write_video(out / "renders" / f"{clip.id}.mp4", overlay, fps=fps))
-        if gif:
-            # Half size and every other frame keep GIFs small; the MP4 has everything.
-            small = overlay[::2, ::2, ::2]
-            renders.append(write_video(out / "renders" / f"{clip.id}.gif", small, fps=fps / 2))
-        if forecast.tracks.shape[0] > 1:
-            tiles = render_grid(
-                clip.frames,
-                clip.hist_tracks,
-                clip.hist_vis,
-                [
-                    (forecast.tracks[k], forecast.visibility[k])
-                    for k in range(forecast.tracks.shape[0])
-                ],
-                grid_hw=grid_hw,
-                size=grid.size,
-                config=render_config,
-            )
-            renders.append(write_video(out / "renders" / f"{clip.id}_grid.mp4", tiles, fps=fps))
+        renders = _render_clip(clip, forecast, grid, out / "renders", gif, render_config)
         seconds["render"] = time.perf_counter() - start
     return {
         "id": clip.id,
@@ -170,6 +141,79 @@ def process_clip(
         "wanmove": [str(p) for p in exports],
         "renders": [str(p) for p in renders],
     }
+
+
+def _render_clip(
+    clip: Clip,
+    forecast: Forecast,
+    grid: GridSpec,
+    folder: Path,
+    gif: bool,
+    render_config: RenderConfig,
+) -> list[Path]:
+    """The overlay of the first future (MP4, optionally GIF) and, with several, the grid."""
+    grid_hw = (grid.grid_h, grid.grid_w)
+    fps = clip.fps or 16.0
+    overlay = render_overlay(
+        clip.frames,
+        clip.hist_tracks,
+        clip.hist_vis,
+        forecast.tracks[0],
+        forecast.visibility[0],
+        grid_hw=grid_hw,
+        size=grid.size,
+        config=render_config,
+    )
+    renders = [write_video(folder / f"{clip.id}.mp4", overlay, fps=fps)]
+    if gif:
+        # Half size and every other frame keep GIFs small; the MP4 has everything.
+        small = overlay[::2, ::2, ::2]
+        renders.append(write_video(folder / f"{clip.id}.gif", small, fps=fps / 2))
+    if forecast.tracks.shape[0] > 1:
+        futures = [(f, v) for f, v in zip(forecast.tracks, forecast.visibility, strict=True)]
+        tiles = render_grid(
+            clip.frames,
+            clip.hist_tracks,
+            clip.hist_vis,
+            futures,
+            grid_hw=grid_hw,
+            size=grid.size,
+            config=render_config,
+        )
+        renders.append(write_video(folder / f"{clip.id}_grid.mp4", tiles, fps=fps))
+    return renders
+
+
+def _check_options(
+    num_samples: int, solver: str, steps: int, tracker: str, tracker_option: list[str]
+) -> dict[str, Any]:
+    """Refuse bad numeric and tracker options (exit 2); returns the tracker's settings."""
+    if num_samples < 1:
+        raise _fail(f"--num-samples must be >= 1, got {num_samples}")
+    if solver not in ("euler", "dopri5"):
+        raise _fail(f"--solver must be euler or dopri5, got {solver!r}")
+    if steps < 1:
+        raise _fail(f"--steps must be >= 1, got {steps}")
+    if tracker not in TRACKERS:
+        raise _fail(f"--tracker {tracker!r}: choose one of {sorted(TRACKERS)}")
+    try:
+        return parse_options(tracker_option)
+    except ValueError as err:
+        raise _fail(f"--tracker-option: {err}") from None
+
+
+def _report(tally: _Tally, summary_path: Path) -> None:
+    """The closing lines; exit 1 when any input failed or was damaged, or nothing was done."""
+    typer.echo(
+        f"\n{len(tally.done)} clips done, {len(tally.failed)} failed, {len(tally.damaged)} "
+        f"damaged; summary in {summary_path}"
+    )
+    for f in tally.damaged:
+        typer.echo(f"  DAMAGED {f['input']}: {f['reason']}")
+    for f in tally.failed:
+        typer.echo(f"  FAILED {f['input']}: {f['reason']}")
+    if tally.failed or tally.damaged or not tally.done:
+        raise typer.Exit(code=1)  # damaged inputs count as bad items, as in bench build
 
 
 @app.command()
@@ -235,20 +279,7 @@ def sample(
     ] = None,
 ) -> None:
     """Predict futures of every input and write run folders, Wan-Move exports and renders."""
-    if tracker_option is None:
-        tracker_option = []
-    if num_samples < 1:
-        raise _fail(f"--num-samples must be >= 1, got {num_samples}")
-    if solver not in ("euler", "dopri5"):
-        raise _fail(f"--solver must be euler or dopri5, got {solver!r}")
-    if steps < 1:
-        raise _fail(f"--steps must be >= 1, got {steps}")
-    if tracker not in TRACKERS:
-        raise _fail(f"--tracker {tracker!r}: choose one of {sorted(TRACKERS)}")
-    try:
-        tracker_kwargs = parse_options(tracker_option)
-    except ValueError as err:
-        raise _fail(f"--tracker-option: {err}") from None
+    tracker_kwargs = _check_options(num_samples, solver, steps, tracker, tracker_option or [])
     try:
         render_config = RenderConfig(trail=trail)
         spec = parse_method(checkpoint)
@@ -301,16 +332,7 @@ def sample(
             )
     except OutputError as err:
         raise _fail(str(err)) from None
-    typer.echo(
-        f"\n{len(tally.done)} clips done, {len(tally.failed)} failed, {len(tally.damaged)} "
-        f"damaged; summary in {summary_path}"
-    )
-    for f in tally.damaged:
-        typer.echo(f"  DAMAGED {f['input']}: {f['reason']}")
-    for f in tally.failed:
-        typer.echo(f"  FAILED {f['input']}: {f['reason']}")
-    if tally.failed or tally.damaged or not tally.done:
-        raise typer.Exit(code=1)  # damaged inputs count as bad items, as in bench build
+    _report(tally, summary_path)
 
 
 @dataclass

@@ -45,7 +45,6 @@ from trajloom.data.video import (
 from trajloom.encoding import GridSpec, rescale_tracks
 
 __all__ = [
-    "Clip",
     "InputDamage",
     "InputError",
     "clip_from_arrays",
