@@ -19,7 +19,7 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 from dataclasses import replace as dc_replace
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from trajloom.encoding import (
     DEFAULT_GRID,
@@ -28,10 +28,18 @@ from trajloom.encoding import (
     GridSpec,
     latent_frames,
 )
+from trajloom.vae.config import VAEConfig
 
-if TYPE_CHECKING:
-    from trajloom.flow.visibility import VisibilityConfig
-    from trajloom.vae.config import VAEConfig
+
+class _LatentReader(Protocol):
+    """What a head reading the VAE's latents (e.g. ``VisibilityConfig``) must agree on."""
+
+    @property
+    def latent_channels(self) -> int: ...
+
+    @property
+    def temporal_factor(self) -> int: ...
+
 
 __all__ = [
     "GENERATOR_PRESETS",
@@ -322,7 +330,7 @@ def vae_geometry(vae: VAEConfig) -> dict[str, Any]:
 def check_matches_vae(
     vae: VAEConfig,
     generator: GeneratorConfig,
-    visibility: VisibilityConfig | None = None,
+    visibility: _LatentReader | None = None,
 ) -> None:
     """Raise ValueError if ``generator`` (or ``visibility``) cannot run on ``vae``'s latents.
 
