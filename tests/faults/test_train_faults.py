@@ -217,4 +217,10 @@ def test_corrupt_shard_samples_are_counted_in_the_stage_summary(tmp_path):
     assert data["samples_skipped"] >= 3 and sum(data["skipped"].values()) == data["samples_skipped"]
     done = json.loads((tmp_path / "run" / "vae" / "DONE.json").read_text())
     assert done["data"] == data
+    # the cache stage reads every shard once and counts the same bad samples
+    ctx = RunContext(recipe, tmp_path / "run", Dist(), progress=False)
+    with pytest.warns(UserWarning, match="skipped"):
+        run_stage(ctx, "stats")
+        cache = run_stage(ctx, "cache")
+    assert cache["samples_skipped"] == 3 and cache["windows"] == 6
     shutil.rmtree(tmp_path / "run")

@@ -83,12 +83,16 @@ def _pool_ids(recipe: Recipe, rank: int, world_size: int) -> list[int]:
     return list(range(rank, recipe.data.scene_pool, world_size))
 
 
-def _training_batches(recipe: Recipe, dist: Dist, batch_size: int) -> Iterator[ClipBatch]:
+def _training_batches(
+    recipe: Recipe, dist: Dist, batch_size: int, report: dict[str, Any]
+) -> Iterator[ClipBatch]:
     """This process's share of the training windows to cache, in batches: every pool scene
-    (synthetic), or one pass over its shards (the stream skips and counts bad samples)."""
+    (synthetic), or one pass over its shards (the stream skips bad samples; their counts
+    are put in ``report`` when the pass ends)."""
     if recipe.data.source == "shards":
         clips = ShardClips(recipe.data, recipe.seed, dist, shuffle=False)
         yield from clips.one_pass(batch_size)
+        report.update(clips.data_report())
         return
     split = SyntheticSplit(recipe.data, recipe.seed, TRAIN)
     mine = _pool_ids(recipe, dist.rank, dist.world_size)
@@ -106,19 +110,28 @@ def run_cache(
     folder = run_dir / CACHE_STAGE
     part = folder / _PART.format(rank=dist.rank)
     if not part.is_file():
-        batches = _training_batches(recipe, dist, recipe.stats.batch_size)
+        report: dict[str, Any] = {}
+        batches = _training_batches(recipe, dist, recipe.stats.batch_size, report)
         latents = (c for batch in batches for c in encode_clips(vae, batch, factor))
         shards = write_latent_shards(latents, folder, prefix=f"latents-r{dist.rank:04d}")
-        atomic_write_json(part, {"rank": dist.rank, "shards": shards})
+        atomic_write_json(part, {"rank": dist.rank, "shards": shards, "data": report})
     barrier()
-    shards = []
-    for rank in range(dist.world_size):
-        shards += json.loads((folder / _PART.format(rank=rank)).read_text())["shards"]
-    summary = {
+    parts = [
+        json.loads((folder / _PART.format(rank=r)).read_text()) for r in range(dist.world_size)
+    ]
+    shards = [s for p in parts for s in p["shards"]]
+    summary: dict[str, Any] = {
         "stage": CACHE_STAGE,
         "windows": sum(s["count"] for s in shards),
         "shards": len(shards),
     }
+    skipped: dict[str, int] = {}
+    for p in parts:
+        for reason, n in p.get("data", {}).get("skipped", {}).items():
+            skipped[reason] = skipped.get(reason, 0) + n
+    if recipe.data.source == "shards":
+        summary["samples_skipped"] = sum(skipped.values())
+        summary["skipped"] = skipped
     if dist.is_main:
         write_latent_index(
             folder, shards, vae_fingerprint=vae_fingerprint(run_dir), source=recipe.data.source

@@ -275,7 +275,11 @@ def _cache(ctx: RunContext) -> dict[str, Any]:
     summary["wall_s"] = time.perf_counter() - wall0
     if ctx.dist.is_main:
         atomic_write_text(ctx.stage_dir("cache") / DONE_NAME, json.dumps(summary, indent=2) + "\n")
-        print(f"[cache] {summary['windows']} windows in {summary['shards']} latent shards")
+        skips = summary.get("samples_skipped", 0)
+        print(
+            f"[cache] {summary['windows']} windows in {summary['shards']} latent shards"
+            + (f", {skips} bad samples skipped ({summary['skipped']})" if skips else "")
+        )
     barrier()
     return summary
 
