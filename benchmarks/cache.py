@@ -50,7 +50,17 @@ def _step(model, optimizer, batch, stats) -> None:
 
 
 def _rate(next_batch, model, optimizer, stats, batch_size: int, steps: int) -> tuple[float, float]:
-    """(samples/s of whole steps, samples/s of the data side alone: reading + encoding)."""
+    """(samples/s of whole steps, samples/s of the data side alone: reading + encoding).
+
+    ``model=None`` times the data side only (the first figure is then the same).
+    """
+    if model is None:
+        next_batch()  # warm-up
+        start = time.perf_counter()
+        for _ in range(steps):
+            next_batch()
+        rate = batch_size * steps / (time.perf_counter() - start)
+        return rate, rate
     _step(model, optimizer, next_batch(), stats)  # warm-up: kernels, first shard open
     data_s = 0.0
     start = time.perf_counter()
@@ -68,6 +78,11 @@ def main() -> None:
     parser.add_argument("--recipe", default="quick", help="recipe whose models and data to use")
     parser.add_argument("--quick", action="store_true", help="fewer steps")
     parser.add_argument("--batch", type=int, default=None, help="batch size (default: recipe)")
+    parser.add_argument(
+        "--data-only",
+        action="store_true",
+        help="time only the data side (no generator step): for paper-size models on a CPU",
+    )
     args = parser.parse_args()
     recipe = get_recipe(args.recipe)
     batch_size = args.batch or min(recipe.flow.micro_batch_size, 8)
@@ -75,8 +90,8 @@ def main() -> None:
     clips = batch_size * (steps + 1)
     torch.manual_seed(0)
     vae = TrajLoomVAE(recipe.vae_model).eval().requires_grad_(False)
-    model = TrajLoomGenerator(recipe.generator)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    model = None if args.data_only else TrajLoomGenerator(recipe.generator)
+    optimizer = None if model is None else torch.optim.AdamW(model.parameters(), lr=1e-4)
     c = recipe.vae_model.latent_channels
     stats = LatentStats(mean=torch.zeros(c), std=torch.ones(c))
     factor = recipe.vae_model.frames_per_latent
