@@ -139,7 +139,8 @@ def main() -> None:
     )
     print(
         f"flow step from latent shards:       {fast[0]:8.2f} samples/s "
-        f"(data side alone {fast[1]:8.2f}/s): {fast[0] / slow[0]:.2f}x the step rate"
+        f"(data side alone {fast[1]:8.2f}/s): {fast[0] / slow[0]:.2f}x the "
+        + ("data rate" if args.data_only else "step rate")
     )
     print(f"load average at end: {os.getloadavg()[0]:.1f}")
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["Clip", "ClipBatch", "clip_windows", "collate"]
+__all__ = ["Clip", "ClipBatch", "clip_windows", "collate", "stack_optional"]
 
 
 def clip_windows(
@@ -197,7 +197,9 @@ class ClipBatch:
         raise ValueError(f"window must be 'hist' or 'fut', got {name!r}")
 
 
-def _stack_optional(clips: Sequence[Clip], name: str) -> torch.Tensor | None:
+def stack_optional(clips: Sequence[Any], name: str) -> torch.Tensor | None:
+    """``torch.stack`` of the array ``name`` of every clip (anything with an ``id``), or
+    None when no clip has one; a mix, or shapes that differ, raise ValueError."""
     values = [getattr(c, name) for c in clips]
     have = [v is not None for v in values]
     if not any(have):
@@ -239,8 +241,8 @@ def collate(clips: Sequence[Clip]) -> ClipBatch:
         cameras=[c.camera for c in clips],
         starts=[c.start for c in clips],
         metas=[c.meta for c in clips],
-        frames=_stack_optional(clips, "frames"),
-        text_emb=_stack_optional(clips, "text_emb"),
-        video_latent=_stack_optional(clips, "video_latent"),
+        frames=stack_optional(clips, "frames"),
+        text_emb=stack_optional(clips, "text_emb"),
+        video_latent=stack_optional(clips, "video_latent"),
         stats_delta={"deltas": [c.stats_delta for c in clips if c.stats_delta]},
     )

@@ -30,6 +30,7 @@ import torch
 import webdataset as wds
 
 from trajloom.data.checks import FormatError
+from trajloom.data.clip import stack_optional
 from trajloom.data.outputs import atomic_write_json
 from trajloom.data.shards import _npy_bytes, _npy_load, shard_key
 from trajloom.data.stream import ShardStream
@@ -265,13 +266,8 @@ def collate_latents(clips: Sequence[LatentClip]) -> LatentBatch:
         )
 
     def optional(name: str) -> torch.Tensor | None:
-        have = [getattr(c, name) is not None for c in clips]
-        if not any(have):
-            return None
-        if not all(have):
-            missing = [c.id for c, h in zip(clips, have, strict=True) if not h]
-            raise ValueError(f"collate_latents: '{name}' is missing in {missing}")
-        return stack(name, torch.float32)
+        stacked = stack_optional(clips, name)
+        return None if stacked is None else stacked.float()
 
     return LatentBatch(
         ids=[c.id for c in clips],
