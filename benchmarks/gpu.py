@@ -1,7 +1,8 @@
 """GPU performance of TrajLoom at the paper presets: one command, unattended, < 10 minutes.
 
-    python benchmarks/gpu.py --out results/            # everything
+    python benchmarks/gpu.py --out results/ --budget-s 330   # everything, within a lease
     python benchmarks/gpu.py --sections ceilings,sampling --quick
+    python benchmarks/gpu.py --device cpu --preset tiny --quick  # dry run on a laptop
 
 Sections (each prints a table and adds to ``<out>/gpu.json``):
 
@@ -16,7 +17,14 @@ Sections (each prints a table and adds to ``<out>/gpu.json``):
 * ``sampling``: Euler-10 and DOPRI5 from noise to the future latents plus the VAE
   decode, batch 1 and 16, bf16 weights: eager, CUDA graph of the velocity call, and
   ``torch.compile``.
+* ``genopt``: where the generator's step goes (a torch.profiler kernel table at batch 8)
+  and regional compilation (``compile_blocks``) against eager, at batch 8 and 32.
+* ``onpolicy``: the on-policy K-step loss + backward, K generator calls vs one batched call.
 * ``data``: synthetic clips/s on the host CPUs against the training step's appetite.
+
+Every section survives a failure of another (its traceback is printed, the rest run), and
+``--budget-s`` skips what is left once the time is spent, so one lease call returns
+everything it reached. Results of 2026-11-30 (H200): BENCHMARKS.md, section GPU.
 
 Random weights: DOPRI5's number of evaluations depends on the velocity field, so the
 generator's zero-initialised output head is given small random weights first.
@@ -30,7 +38,9 @@ import json
 import os
 import statistics
 import time
+import traceback
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -46,6 +56,33 @@ from trajloom.vae.model import vae_flops
 
 H100_BF16_DENSE = 989e12  # FLOP/s, datasheet (SXM); MFU is quoted against this
 RESULTS: dict[str, object] = {}
+DEVICE = "cuda"  # --device cpu with --preset tiny: a dry run of every section on a laptop
+PRESET = "paper"
+DEADLINE = float("inf")  # perf_counter() after which sections skip what is left
+
+
+def over_budget(what: str) -> bool:
+    """True (and say so) once the run's --budget-s is spent: the rest is skipped."""
+    if time.perf_counter() < DEADLINE:
+        return False
+    print(f"(budget spent: skipping {what})", flush=True)
+    return True
+
+
+def sync() -> None:
+    if DEVICE.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def peak_gib() -> float:
+    return torch.cuda.max_memory_allocated() / 2**30 if DEVICE.startswith("cuda") else 0.0
+
+
+def reset_peak() -> None:
+    if DEVICE.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+        torch.cuda.empty_cache()
+
 
 # SDPA sub-kernels, forced with torch.nn.attention.sdpa_kernel
 SDPA_KERNELS = {
@@ -62,11 +99,14 @@ def backend_context(name: str) -> contextlib.AbstractContextManager:
         stack.enter_context(set_attention_backend("xformers"))
     else:
         stack.enter_context(set_attention_backend("sdpa"))
-        stack.enter_context(sdpa_kernel([SDPA_KERNELS[name]]))
+        if name in SDPA_KERNELS:  # plain "sdpa": torch picks the kernel
+            stack.enter_context(sdpa_kernel([SDPA_KERNELS[name]]))
     return stack
 
 
 def backends() -> list[str]:
+    if not DEVICE.startswith("cuda"):
+        return ["sdpa"]  # the dry run: SDPA picks its CPU kernel
     names = list(SDPA_KERNELS)
     if xformers_status("cuda") is None:
         names.insert(0, "xformers")
@@ -74,11 +114,17 @@ def backends() -> list[str]:
 
 
 def cuda_time(fn: Callable[[], object], iters: int, warmup: int = 2) -> float:
-    """Median seconds per call, timed with CUDA events."""
+    """Median seconds per call, timed with CUDA events (a host clock on the CPU dry run)."""
     for _ in range(warmup):
         fn()
-    torch.cuda.synchronize()
+    sync()
     out = []
+    if not DEVICE.startswith("cuda"):
+        for _ in range(iters):
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+        return statistics.median(out)
     for _ in range(iters):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
@@ -99,12 +145,12 @@ def table(title: str, header: list[str], rows: list[list[object]]) -> None:
 
 # ----------------------------------------------------------------------------- ceilings
 def run_ceilings(quick: bool) -> None:
-    n = 8192
-    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
-    b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    n = 8192 if DEVICE.startswith("cuda") else 512
+    a = torch.randn(n, n, device=DEVICE, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=DEVICE, dtype=torch.bfloat16)
     t = cuda_time(lambda: a @ b, 5 if quick else 20)
     tflops = 2 * n**3 / t / 1e12
-    x = torch.randn(2**28, device="cuda")  # 1 GiB
+    x = torch.randn(2**28 if DEVICE.startswith("cuda") else 2**20, device=DEVICE)  # 1 GiB
     y = torch.empty_like(x)
     tc = cuda_time(lambda: y.copy_(x), 5 if quick else 20)
     gbs = 2 * x.numel() * 4 / tc / 1e9
@@ -112,24 +158,37 @@ def run_ceilings(quick: bool) -> None:
     table(
         "Ceilings",
         ["what", "figure"],
-        [[f"bf16 matmul {n}^3", f"{tflops:.0f} TFLOP/s"], ["D2D copy 1 GiB", f"{gbs:.0f} GB/s"]],
+        [
+            [f"bf16 matmul {n}^3", f"{tflops:.0f} TFLOP/s"],
+            [f"D2D copy {x.numel() * 4 / 2**30:g} GiB", f"{gbs:.0f} GB/s"],
+        ],
     )
 
 
 # ----------------------------------------------------------------------------- attention
 def run_attention(quick: bool) -> None:
-    g, v = generator_preset("paper"), vae_preset("paper")
+    g, v = generator_preset(PRESET), vae_preset(PRESET)
     n, tf = g.num_tokens, g.fut_latent_frames
     shapes = {
-        "gen spatial (b*t=32*21, s=390, 12x64)": (32 * tf, n, g.num_heads, g.head_dim),
-        "gen temporal (b*n=32*390, s=21, 12x64)": (32 * n, tf, g.num_heads, g.head_dim),
-        "vae spatial (b*t=4*81, s=390, 8x64)": (4 * 81, n, v.num_heads, 64),
-        "vae temporal (b*n=4*390, s=81, 8x64)": (4 * n, 81, v.num_heads, 64),
+        f"gen spatial (b*t=32*{tf}, s={n})": (32 * tf, n, g.num_heads, g.head_dim),
+        f"gen temporal (b*n=32*{n}, s={tf})": (32 * n, tf, g.num_heads, g.head_dim),
+        f"vae spatial (b*t=4*{v.num_frames}, s={n})": (
+            4 * v.num_frames,
+            n,
+            v.num_heads,
+            v.hidden_size // v.num_heads,
+        ),
+        f"vae temporal (b*n=4*{n}, s={v.num_frames})": (
+            4 * n,
+            v.num_frames,
+            v.num_heads,
+            v.hidden_size // v.num_heads,
+        ),
     }
     rows, res = [], {}
     for label, shape in shapes.items():
         q, k, vv = (
-            torch.randn(shape, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+            torch.randn(shape, device=DEVICE, dtype=torch.bfloat16, requires_grad=True)
             for _ in range(3)
         )
         ref = attention(q.float(), k.float(), vv.float(), backend="math")
@@ -163,13 +222,13 @@ def run_attention(quick: bool) -> None:
 def make_vae_step(model, batch: int):
     cfg = model.config
     spec = cfg.grid
-    values = torch.rand(batch, cfg.num_frames, spec.num_points, 2, device="cuda") * 2 - 1
-    vis = torch.rand(batch, cfg.num_frames, spec.num_points, device="cuda") > 0.2
+    values = torch.rand(batch, cfg.num_frames, spec.num_points, 2, device=DEVICE) * 2 - 1
+    vis = torch.rand(batch, cfg.num_frames, spec.num_points, device=DEVICE) > 0.2
     opt = torch.optim.AdamW(model.parameters(), lr=2e-5, fused=True)
-    gen = torch.Generator(device="cuda").manual_seed(0)
+    gen = torch.Generator(device=DEVICE).manual_seed(0)
 
     def step(fwd=model):
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(DEVICE.split(":")[0], dtype=torch.bfloat16):
             out = fwd(values, vis, gen)
         out.losses.total.backward()
         opt.step()
@@ -186,24 +245,24 @@ def make_generator_inputs(cfg, batch: int, dtype=torch.float32):
         cfg.num_tokens,
         cfg.latent_channels,
     )
-    x = torch.randn(b, tf, n, c, device="cuda", dtype=dtype)
+    x = torch.randn(b, tf, n, c, device=DEVICE, dtype=dtype)
     cond = FlowCondition(
-        z_hist=torch.randn(b, th, n, c, device="cuda", dtype=dtype),
-        hist_vis=(torch.rand(b, th, n, device="cuda") > 0.2).to(dtype),
-        video=torch.randn(b, th, n, cfg.video_latent_channels, device="cuda", dtype=dtype),
-        text=torch.randn(b, cfg.text_embed_dim, device="cuda", dtype=dtype),
+        z_hist=torch.randn(b, th, n, c, device=DEVICE, dtype=dtype),
+        hist_vis=(torch.rand(b, th, n, device=DEVICE) > 0.2).to(dtype),
+        video=torch.randn(b, th, n, cfg.video_latent_channels, device=DEVICE, dtype=dtype),
+        text=torch.randn(b, cfg.text_embed_dim, device=DEVICE, dtype=dtype),
     )
     return x, cond
 
 
 def make_generator_step(model, batch: int):
     x, cond = make_generator_inputs(model.config, batch)
-    t = torch.rand(batch, device="cuda")
+    t = torch.rand(batch, device=DEVICE)
     target = torch.randn_like(x)
     opt = torch.optim.AdamW(model.parameters(), lr=6e-5, fused=True)
 
     def step(fwd=model):
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(DEVICE.split(":")[0], dtype=torch.bfloat16):
             v = fwd(x, t, cond)
             loss = (v.float() - target).square().mean()
         loss.backward()
@@ -213,40 +272,45 @@ def make_generator_step(model, batch: int):
     return step
 
 
+def build_model_step(kind: str, ckpt: bool, batch: int):
+    """(model, step, forward FLOPs) at the --preset, on the device, fresh weights."""
+    torch.manual_seed(0)
+    if kind == "vae":
+        cfg = vae_preset(PRESET, gradient_checkpointing=ckpt)
+        model = TrajLoomVAE(cfg).to(DEVICE)
+        return model, make_vae_step(model, batch), float(vae_flops(cfg, batch))
+    gcfg = generator_preset(PRESET)
+    gen = TrajLoomGenerator(gcfg).to(DEVICE).set_activation_checkpointing(ckpt)
+    return gen, make_generator_step(gen, batch), float(generator_flops(gcfg, batch))
+
+
 def run_model(kind: str, quick: bool, compile_too: bool) -> None:
+    """Training step per attention backend x activation checkpointing (+ compile)."""
     batch = 4 if kind == "vae" else 32
     iters = 3 if quick else 6
     rows, res = [], {}
-    variants = [(be, ck, False) for be in backends() for ck in (False, True)]
-    if compile_too:
-        variants += [(backends()[0], ck, True) for ck in (False, True)]
+    variants = [(be, ck, False) for ck in (False, True) for be in backends()]
+    if compile_too:  # one compiled variant (no checkpointing), first backend
+        variants.append((backends()[0], False, True))
     for be, ckpt, compiled in variants:
-        torch.manual_seed(0)
-        if kind == "vae":
-            cfg = vae_preset("paper", gradient_checkpointing=ckpt)
-            model = TrajLoomVAE(cfg).cuda()
-            flops = float(vae_flops(cfg, batch))
-            step = make_vae_step(model, batch)
-        else:
-            cfg = generator_preset("paper")
-            model = TrajLoomGenerator(cfg).cuda().set_activation_checkpointing(ckpt)
-            flops = float(generator_flops(cfg, batch))
-            step = make_generator_step(model, batch)
         label = f"{be}{' +compile' if compiled else ''}"
-        torch.cuda.reset_peak_memory_stats()
+        if over_budget(f"{kind} {label} ckpt={ckpt}"):
+            break
+        reset_peak()
+        model, step, flops = build_model_step(kind, ckpt, batch)
         try:
             with backend_context(be):
+                compile_s = 0.0
                 if compiled:
                     fwd = torch.compile(model)
                     t0 = time.perf_counter()
                     step(fwd)
-                    torch.cuda.synchronize()
+                    sync()
                     compile_s = time.perf_counter() - t0
                     t = cuda_time(lambda fwd=fwd, step=step: step(fwd), iters)
                 else:
-                    compile_s = 0.0
                     t = cuda_time(step, iters)
-            mem = torch.cuda.max_memory_allocated() / 2**30
+            mem = peak_gib()
             mfu = 3 * flops / t / H100_BF16_DENSE
             rows.append(
                 [
@@ -268,13 +332,18 @@ def run_model(kind: str, quick: bool, compile_too: bool) -> None:
             }
         except torch.OutOfMemoryError:
             rows.append([label, "on" if ckpt else "off", "OOM", "-", "-", "-", "-"])
+        except Exception as err:  # a kernel that does not run here: say so, go on
+            rows.append(
+                [label, "on" if ckpt else "off", f"error: {str(err).splitlines()[0][:60]}"]
+                + ["-"] * 4
+            )
         model = step = None
-        torch.cuda.empty_cache()
+        reset_peak()
     RESULTS[kind] = res
     name = (
-        "TrajLoom-VAE (paper, batch 4)"
+        f"TrajLoom-VAE ({PRESET}, batch {batch})"
         if kind == "vae"
-        else "TrajLoom-Flow generator (paper, batch 32)"
+        else f"TrajLoom-Flow generator ({PRESET}, batch {batch})"
     )
     table(
         f"Training step: {name}, bf16 autocast + fused AdamW",
@@ -283,16 +352,159 @@ def run_model(kind: str, quick: bool, compile_too: bool) -> None:
     )
 
 
+# ----------------------------------------------------------------------------- generator gap
+def run_genopt(quick: bool) -> None:
+    """Where the generator's training step goes: a kernel profile, then regional compile.
+
+    Regional compilation (each block compiled in place, ``block.compile()``) fuses the
+    elementwise work around the matmuls (adaLN modulation, norms, gates, residuals,
+    layout copies) and compiles one block's code once instead of the whole graph.
+    """
+    rows, res = [], {}
+    for batch, ckpt in ((8, False), (32, True)):
+        for compiled in (False, True):
+            label = f"b={batch} ckpt={'on' if ckpt else 'off'} {'regional compile' if compiled else 'eager'}"
+            if over_budget(f"generator {label}"):
+                break
+            reset_peak()
+            model, step, flops = build_model_step("generator", ckpt, batch)
+            compile_s = 0.0
+            try:
+                with backend_context(
+                    backends()[0] if not DEVICE.startswith("cuda") else "sdpa-cudnn"
+                ):
+                    if compiled:
+                        for blk in model.blocks:
+                            blk.compile()
+                        t0 = time.perf_counter()
+                        step()
+                        sync()
+                        compile_s = time.perf_counter() - t0
+                    elif batch == 8 and DEVICE.startswith("cuda"):
+                        profile_step(step)
+                    t = cuda_time(step, 3 if quick else 6)
+                mfu = 3 * flops / t / H100_BF16_DENSE
+                rows.append(
+                    [label, f"{t * 1e3:.0f}", f"{peak_gib():.1f}", f"{mfu:.1%}", f"{compile_s:.0f}"]
+                )
+                res[label] = {
+                    "step_s": t,
+                    "peak_gib": peak_gib(),
+                    "mfu": mfu,
+                    "compile_s": compile_s,
+                }
+            except Exception as err:
+                rows.append([label, f"error: {str(err).splitlines()[0][:60]}", "-", "-", "-"])
+            model = step = None
+            reset_peak()
+    RESULTS["genopt"] = res
+    table(
+        f"Generator training step ({PRESET}), cuDNN attention, bf16 autocast",
+        ["variant", "step ms", "peak GiB", "MFU", "compile s"],
+        rows,
+    )
+
+
+def profile_step(step: Callable[[], None]) -> None:
+    """Print the step's 15 costliest CUDA kernels (self time) and the matmul share."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step()
+    sync()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        step()
+        sync()
+    events = [e for e in prof.key_averages() if e.device_type.name == "CUDA"]
+    total = sum(e.self_device_time_total for e in events) or 1.0
+    events.sort(key=lambda e: e.self_device_time_total, reverse=True)
+    gemm = sum(
+        e.self_device_time_total
+        for e in events
+        if any(k in e.key.lower() for k in ("gemm", "sm90", "cutlass", "nvjet", "xmma"))
+    )
+    RESULTS["generator_profile"] = {
+        "cuda_total_ms": total / 1e3,
+        "matmul_share": gemm / total,
+        "top": [[e.key[:90], e.self_device_time_total / 1e3, e.count] for e in events[:15]],
+    }
+    table(
+        f"Generator step profile (batch 8, eager): CUDA {total / 1e3:.0f} ms, matmuls {gemm / total:.0%}",
+        ["kernel", "ms", "calls", "share"],
+        [
+            [
+                e.key[:80].replace("|", "/"),
+                f"{e.self_device_time_total / 1e3:.1f}",
+                e.count,
+                f"{e.self_device_time_total / total:.0%}",
+            ]
+            for e in events[:15]
+        ],
+    )
+
+
+# ----------------------------------------------------------------------------- on-policy
+def run_onpolicy(quick: bool) -> None:
+    """On-policy K-step loss + backward: K generator calls vs one batched call (issue 15)."""
+    from trajloom.flow.onpolicy import OnPolicyConfig, onpolicy_loss
+
+    cfg = generator_preset(PRESET)
+    torch.manual_seed(0)
+    gen = TrajLoomGenerator(cfg).to(DEVICE)
+    with torch.no_grad():  # a non-zero velocity head, so the rollout moves
+        for p in gen.out_proj.parameters():
+            p.normal_(0, 0.02)
+    op = OnPolicyConfig()
+    rows, res = [], {}
+    for batch in (8,) if quick else (8, 32):
+        if over_budget(f"on-policy batch {batch}"):
+            break
+        x1, cond = make_generator_inputs(cfg, batch)
+        x0 = torch.randn_like(x1)
+        vis = (torch.rand(x1.shape[:3], device=DEVICE) > 0.2).float()
+        kw = {"x0": x0, "token_vis": vis, "config": op}
+
+        def step(batched: bool, x1=x1, cond=cond, kw=kw) -> None:
+            gen.zero_grad(set_to_none=True)
+            with torch.autocast(DEVICE.split(":")[0], dtype=torch.bfloat16):
+                if batched:
+                    out = onpolicy_loss(gen, x1, cond.z_hist, cond=cond, **kw)
+                else:
+                    out = onpolicy_loss(lambda x, t: gen(x, t, cond), x1, cond.z_hist, **kw)
+            out.loss.backward()
+
+        row: list[object] = [batch, op.steps]
+        for batched in (False, True):
+            reset_peak()
+            try:
+                secs = cuda_time(lambda b=batched: step(b), 2 if quick else 4, warmup=1)
+                row += [f"{secs * 1e3:.0f}", f"{peak_gib():.1f}"]
+                res[f"b{batch}|{'batched' if batched else 'per_step'}"] = {
+                    "s": secs,
+                    "peak_gib": peak_gib(),
+                }
+            except torch.OutOfMemoryError:
+                row += ["OOM", "-"]
+        rows.append(row)
+    RESULTS["onpolicy"] = res
+    table(
+        f"On-policy loss + backward ({PRESET} generator, bf16 autocast)",
+        ["batch", "K", "K calls ms", "K calls GiB", "batched ms", "batched GiB"],
+        rows,
+    )
+
+
 # ----------------------------------------------------------------------------- sampling
 def run_sampling(quick: bool) -> None:
-    cfg = generator_preset("paper")
+    """Euler-10 / DOPRI5 latency per clip: eager, CUDA graph, compile, compile + graphs."""
+    cfg = generator_preset(PRESET)
     torch.manual_seed(0)
-    model = TrajLoomGenerator(cfg).cuda()
+    model = TrajLoomGenerator(cfg).to(DEVICE)
     with torch.no_grad():  # a non-trivial velocity field for DOPRI5 (see module doc)
         for p in model.out_proj.parameters():
             p.normal_(0, 0.02)
     model = model.to(torch.bfloat16).eval()
-    vae = TrajLoomVAE(vae_preset("paper")).cuda().to(torch.bfloat16).eval()
+    vae = TrajLoomVAE(vae_preset(PRESET)).to(DEVICE).to(torch.bfloat16).eval()
+    cuda = DEVICE.startswith("cuda")
     rows, res = [], {}
     for batch in (1, 16):
         x0, cond = make_generator_inputs(cfg, batch, torch.bfloat16)
@@ -300,43 +512,74 @@ def run_sampling(quick: bool) -> None:
         def velocity(x, t, fn=model, cond=cond):
             return fn(x, t.clamp(1e-5, 1 - 1e-5), cond)
 
-        graph_fn = cuda_graph_velocity(model, x0, cond)
-        compiled = torch.compile(model, mode="max-autotune-no-cudagraphs")
-        variants = {
-            "eager": velocity,
-            "cuda graph": graph_fn,
-            "compile": lambda x, t, c=compiled: velocity(x, t, fn=c),
-        }
+        variants: dict[str, Callable] = {"eager": velocity}
+        if cuda:
+            variants["cuda graph"] = cuda_graph_velocity(model, x0, cond)
+        variants["compile"] = partial(velocity, fn=torch.compile(model))
+        if cuda:
+            variants["compile+graphs"] = partial(
+                velocity, fn=torch.compile(model, mode="reduce-overhead")
+            )
         for vname, fn in variants.items():
-            with torch.no_grad():
-                for solver in ("euler10", "dopri5"):
-                    if solver == "dopri5" and vname == "compile":
-                        continue
-                    nfe = [10]
+            for solver in ("euler10", "dopri5"):
+                if over_budget(f"sampling b={batch} {vname} {solver}"):
+                    break
+                nfe, split = [10], {}
 
-                    def run(fn=fn, solver=solver, nfe=nfe, x0=x0):
-                        if solver == "euler10":
-                            z = sample_euler(fn, x0, uniform_time_grid(10))
-                        else:
-                            z, stats = sample_dopri5(fn, x0)
-                            nfe[0] = stats.nfe
-                        return vae.decode_tracks(z)
+                @torch.no_grad()
+                def run(fn=fn, solver=solver, nfe=nfe, x0=x0, split=split):
+                    t0 = time.perf_counter()
+                    if solver == "euler10":
+                        z = sample_euler(fn, x0, uniform_time_grid(10))
+                    else:
+                        z, stats = sample_dopri5(fn, x0)
+                        nfe[0] = stats.nfe
+                    sync()
+                    t1 = time.perf_counter()
+                    out = vae.decode_tracks(z)
+                    sync()
+                    split["solve"], split["decode"] = t1 - t0, time.perf_counter() - t1
+                    return out
 
-                    t = cuda_time(run, 2 if quick else 5, warmup=2 if vname == "compile" else 1)
+                try:
+                    t = cuda_time(run, 2 if quick else 5, warmup=3 if "compile" in vname else 1)
+                except Exception as err:  # e.g. a compile failure: report, go on
                     rows.append(
-                        [batch, vname, solver, nfe[0], f"{t * 1e3:.0f}", f"{t / batch * 1e3:.1f}"]
+                        [
+                            batch,
+                            vname,
+                            solver,
+                            "-",
+                            f"error: {str(err).splitlines()[0][:60]}",
+                            "-",
+                            "-",
+                        ]
                     )
-                    res[f"b{batch}|{vname}|{solver}"] = {
-                        "s": t,
-                        "per_clip_s": t / batch,
-                        "nfe": nfe[0],
-                    }
-        compiled = graph_fn = None
-        torch.cuda.empty_cache()
+                    continue
+                rows.append(
+                    [
+                        batch,
+                        vname,
+                        solver,
+                        nfe[0],
+                        f"{t * 1e3:.1f}",
+                        f"{t / batch * 1e3:.1f}",
+                        f"{split['solve'] * 1e3:.1f} / {split['decode'] * 1e3:.1f}",
+                    ]
+                )
+                res[f"b{batch}|{vname}|{solver}"] = {
+                    "s": t,
+                    "per_clip_s": t / batch,
+                    "nfe": nfe[0],
+                    "last_solve_s": split["solve"],
+                    "last_decode_s": split["decode"],
+                }
+        variants = {}
+        reset_peak()
     RESULTS["sampling"] = res
     table(
-        "Sampling (generator ODE + VAE decode to tracks), bf16 weights",
-        ["batch", "velocity call", "solver", "NFE", "ms total", "ms per clip"],
+        f"Sampling ({PRESET} generator ODE + VAE decode to tracks), bf16 weights",
+        ["batch", "velocity call", "solver", "NFE", "ms total", "ms per clip", "solve / decode ms"],
         rows,
     )
 
@@ -344,7 +587,7 @@ def run_sampling(quick: bool) -> None:
 def cuda_graph_velocity(model, x_like, cond):
     """The velocity call captured once as a CUDA graph; replays copy inputs into place."""
     static_x = x_like.clone()
-    static_t = torch.full((x_like.shape[0],), 0.5, device="cuda")
+    static_t = torch.full((x_like.shape[0],), 0.5, device=DEVICE)
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream), torch.no_grad():
@@ -399,37 +642,49 @@ def run_data(quick: bool) -> None:
 
 
 def main() -> None:
+    global DEVICE, PRESET, DEADLINE
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sections", default="ceilings,attention,vae,generator,sampling,data")
+    ap.add_argument("--sections", default="ceilings,attention,generator,sampling,vae,onpolicy,data")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--budget-s", type=float, default=float("inf"), help="skip what is left after")
+    ap.add_argument("--device", default="cuda", help="cuda, or cpu for a dry run (--preset tiny)")
+    ap.add_argument("--preset", default="paper", help="model presets (paper; tiny for dry runs)")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "benchmarks/out")))
     args = ap.parse_args()
-    if not torch.cuda.is_available():
-        raise SystemExit("benchmarks/gpu.py needs a CUDA device; nothing to measure here")
+    DEVICE, PRESET = args.device, args.preset
+    DEADLINE = time.perf_counter() + args.budget_s
+    cuda = DEVICE.startswith("cuda")
+    if cuda and not torch.cuda.is_available():
+        raise SystemExit("benchmarks/gpu.py needs a CUDA device (or --device cpu --preset tiny)")
     torch.backends.cuda.matmul.allow_tf32 = True
-    print(
-        f"device {torch.cuda.get_device_name()}, torch {torch.__version__}, "
-        f"CUDA {torch.version.cuda}; xformers: {xformers_status('cuda') or 'kernels run'}"
-    )
-    RESULTS["device"] = torch.cuda.get_device_name()
-    RESULTS["torch"] = torch.__version__
-    RESULTS["xformers"] = xformers_status("cuda") or "ok"
-    sections = args.sections.split(",")
+    name = torch.cuda.get_device_name() if cuda else "cpu (dry run)"
+    xf = xformers_status(DEVICE) or "kernels run"
+    print(f"device {name}, torch {torch.__version__}, CUDA {torch.version.cuda}; xformers: {xf}")
+    RESULTS.update(device=name, torch=torch.__version__, xformers=xf, preset=PRESET)
     runners = {
         "ceilings": lambda: run_ceilings(args.quick),
         "attention": lambda: run_attention(args.quick),
         "vae": lambda: run_model("vae", args.quick, not args.no_compile),
         "generator": lambda: run_model("generator", args.quick, not args.no_compile),
         "sampling": lambda: run_sampling(args.quick),
+        "onpolicy": lambda: run_onpolicy(args.quick),
+        "genopt": lambda: run_genopt(args.quick),
         "data": lambda: run_data(args.quick),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    for name in sections:
+    failed = []
+    for name in args.sections.split(","):
         t0 = time.perf_counter()
-        runners[name]()
+        try:
+            runners[name]()
+        except Exception:  # one broken section must not cost the others' figures
+            traceback.print_exc()
+            failed.append(name)
         print(f"({name}: {time.perf_counter() - t0:.0f} s)", flush=True)
         (args.out / "gpu.json").write_text(json.dumps(RESULTS, indent=2, default=str))
+    if failed:
+        raise SystemExit(f"sections that failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":

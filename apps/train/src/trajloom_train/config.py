@@ -241,6 +241,9 @@ class Recipe:
     seed: int = 0
     precision: str = "bf16"  # autocast dtype on CUDA; CPU always runs float32
     activation_checkpointing: bool = False
+    # Regional torch.compile of the VAE and generator blocks, on CUDA only (CPU runs skip
+    # it: compiling costs more there than it saves). Numbers change at bf16 rounding.
+    compile_blocks: bool = False
     # Probability of training a sample with the null caption (released
     # text_encoder.dropout_prob 0.1); used only when the clips carry text embeddings.
     text_dropout: float = 0.1

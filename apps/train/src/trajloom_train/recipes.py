@@ -41,6 +41,7 @@ def paper() -> Recipe:
             precision="bf16",  # paper A.2 "bf16 mixed precision"; released mixed_precision bf16
             text_dropout=0.1,  # released text_encoder.dropout_prob
             activation_checkpointing=True,  # paper A.2 "checkpointing for activation"
+            compile_blocks=True,  # CUDA only: 1.67x faster generator step (BENCHMARKS.md GPU)
             # Paper §4.1: 832x480 (480p as WAN), stride-32 grid, 81 + 81 frames: DataConfig's
             # defaults (trajloom.encoding's DEFAULT_GRID and windows). Training data are
             # MagicData shards (pass --data); without them the synthetic scenes are used.

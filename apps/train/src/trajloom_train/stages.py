@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -153,10 +153,20 @@ class VAEBatch:
     eps: torch.Tensor  # "b t' n c" reparameterization noise (per-sample generators)
 
 
+M = TypeVar("M", TrajLoomVAE, TrajLoomGenerator)
+
+
+def _compiled(ctx: RunContext, model: M) -> M:
+    """The model with its blocks compiled when the recipe asks and the device is CUDA."""
+    if ctx.recipe.compile_blocks and ctx.device.type == "cuda":
+        model.compile_blocks()
+    return model
+
+
 def build_vae_task(ctx: RunContext) -> Task:
     r = ctx.recipe
     torch.manual_seed(r.seed)
-    model = TrajLoomVAE(r.vae_model).to(ctx.device)
+    model = _compiled(ctx, TrajLoomVAE(r.vae_model).to(ctx.device))
     spec = r.vae_model.grid
     source = _source(ctx, "vae")
     latent_shape = (r.vae_model.latent_frames, r.vae_model.num_tokens, r.vae_model.latent_channels)
@@ -390,6 +400,7 @@ def build_flow_task(ctx: RunContext, stage: str = "flow") -> Task:
     if stage == "onpolicy":
         trained = load_generator(_require(ctx, "flow", stage) / "final")
         model.load_state_dict(trained.state_dict(), strict=True)
+    model = _compiled(ctx, model)
     latents = _Latents(ctx, stage, vae, stats)
     cfg = r.stage(stage)
     op = r.onpolicy_loss

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -253,6 +254,16 @@ class TrajLoomVAE(nn.Module):
         )
         self.final_layer = nn.Linear(d, spec.stride * spec.stride * 2)
         self.initialize_weights()
+
+    def compile_blocks(self, **compile_kwargs: Any) -> TrajLoomVAE:
+        """Compile each encoder and decoder block in place (regional compilation).
+
+        Fuses the elementwise work around the matmuls per block; weights, state-dict keys
+        and checkpoints are unchanged. ``compile_kwargs`` go to :func:`torch.compile`.
+        """
+        for block in (*self.encoder_blocks, *self.decoder_blocks):
+            block.compile(**compile_kwargs)
+        return self
 
     def initialize_weights(self) -> None:
         """The released initialization."""
