@@ -5,6 +5,7 @@ import pytest
 
 from trajloom.data.render import (
     RenderConfig,
+    draw_markers,
     grid_colors,
     render_grid,
     render_overlay,
@@ -103,3 +104,22 @@ def test_config_and_palette_errors_say_what_is_wrong():
         grid_colors((2, 2), "past")
     colors = grid_colors((3, 4), "future")
     assert colors.shape == (12, 3) and colors.dtype == np.uint8
+
+
+def test_markers_show_the_pins_in_future_frames_only():
+    grid_hw, size = (2, 3), (96, 64)
+    hist = np.zeros((4, 6, 2), np.float32) + 5.0
+    vis = np.zeros((4, 6), bool)  # nothing drawn but the markers
+    fut, fvis = np.zeros((3, 6, 2), np.float32), np.zeros((3, 6), bool)
+    plain = render_overlay(None, hist, vis, fut, fvis, grid_hw=grid_hw, size=size)
+    marked = render_overlay(
+        None, hist, vis, fut, fvis, grid_hw=grid_hw, size=size, markers=np.array([[1, 60.0, 20.0]])
+    )
+    np.testing.assert_array_equal(marked[:4], plain[:4])  # history frames untouched
+    for t in range(4, 7):
+        assert marked[t, 20, 60].min() > 200  # the centre of the cross
+        assert marked[t, 50, 10].max() == 0  # far from the marker: black as before
+    # inside the ring, off the cross: filled only on the pinned frame (future frame 1)
+    assert marked[5, 23, 63].min() > 200 and marked[4, 23, 63].max() == 0
+    empty = draw_markers(np.zeros((8, 8, 3), np.uint8), np.array([[np.nan, 1.0]]))
+    assert empty.max() == 0  # non-finite targets are skipped

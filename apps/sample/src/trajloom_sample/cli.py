@@ -44,7 +44,9 @@ from trajloom.flow.forecast import (
     load_method,
     parse_method,
     resolve_device,
+    with_pins,
 )
+from trajloom.flow.pins import Pin, PinError, parse_pin, pin_markers, pins_from_json
 from trajloom_sample.export import write_sample_runs, write_wanmove_export
 from trajloom_sample.inputs import InputDamage, InputError, expand_inputs, load_clips
 
@@ -81,8 +83,12 @@ def process_clip(
     gif: bool,
     wanmove_frames: int | None,
     render_config: RenderConfig,
+    markers: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Forecast one clip and write its run folders, Wan-Move export and renders."""
+    """Forecast one clip and write its run folders, Wan-Move export and renders.
+
+    ``markers`` "k 4" (point, future frame, x, y): the pins' targets, drawn in the renders
+    and written beside the Wan-Move export."""
     grid = forecaster.grid
     future = forecaster.future
     start = time.perf_counter()
@@ -124,12 +130,13 @@ def process_clip(
             size=grid.size,
             image=image,
             num_frames=wanmove_frames,
+            markers=markers,
         )
     seconds["export"] = time.perf_counter() - start
     start = time.perf_counter()
     renders: list[Path] = []
     if render:
-        renders = _render_clip(clip, forecast, grid, out / "renders", gif, render_config)
+        renders = _render_clip(clip, forecast, grid, out / "renders", gif, render_config, markers)
         seconds["render"] = time.perf_counter() - start
     return {
         "id": clip.id,
@@ -150,9 +157,11 @@ def _render_clip(
     folder: Path,
     gif: bool,
     render_config: RenderConfig,
+    markers: np.ndarray | None = None,
 ) -> list[Path]:
     """The overlay of the first future (MP4, optionally GIF) and, with several, the grid."""
     grid_hw = (grid.grid_h, grid.grid_w)
+    targets = None if markers is None else markers[:, 1:]
     fps = clip.fps or 16.0
     overlay = render_overlay(
         clip.frames,
@@ -163,6 +172,7 @@ def _render_clip(
         grid_hw=grid_hw,
         size=grid.size,
         config=render_config,
+        markers=targets,
     )
     renders = [write_video(folder / f"{clip.id}.mp4", overlay, fps=fps)]
     if gif:
@@ -179,6 +189,7 @@ def _render_clip(
             grid_hw=grid_hw,
             size=grid.size,
             config=render_config,
+            markers=targets,
         )
         renders.append(write_video(folder / f"{clip.id}_grid.mp4", tiles, fps=fps))
     return renders
@@ -200,6 +211,17 @@ def _check_options(
         return parse_options(tracker_option)
     except ValueError as err:
         raise _fail(f"--tracker-option: {err}") from None
+
+
+def _read_pins(pin: list[str], pins_file: Path | None) -> list[Pin]:
+    """The pins of ``--pin`` and ``--pins`` (exit 2 on a bad one)."""
+    try:
+        constraints = [parse_pin(text) for text in pin]
+        if pins_file is not None:
+            constraints += pins_from_json(pins_file)
+    except PinError as err:
+        raise _fail(str(err)) from None
+    return constraints
 
 
 def _report(tally: _Tally, summary_path: Path) -> None:
@@ -277,9 +299,22 @@ def sample(
     text_encoder: Annotated[
         Path | None, typer.Option(help="Released checkpoints: local umT5 text encoder path.")
     ] = None,
+    pin: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="N,FRAME,X,Y: grid point N (row-major) at X,Y working-resolution pixels at "
+            "future frame FRAME (0 = first predicted; pred_tracks[FRAME, N]); repeatable. "
+            "Sampling is then guided to meet the pins."
+        ),
+    ] = None,
+    pins: Annotated[
+        Path | None,
+        typer.Option(help="A JSON file of pins (paths, source pixels, 'outside'; see README)."),
+    ] = None,
 ) -> None:
     """Predict futures of every input and write run folders, Wan-Move exports and renders."""
     tracker_kwargs = _check_options(num_samples, solver, steps, tracker, tracker_option or [])
+    constraints = _read_pins(pin or [], pins)
     try:
         render_config = RenderConfig(trail=trail)
         spec = parse_method(checkpoint)
@@ -299,6 +334,10 @@ def sample(
                 video_encoder,
                 text_encoder,
             )
+            try:
+                forecaster = with_pins(forecaster, constraints)
+            except ValueError as err:  # ForecastError, PinError
+                raise _fail(str(err)) from None
             tally = _Tally()
             files, missing = expand_inputs(inputs)
             tally.failed += [{"input": spec_, "reason": reason} for spec_, reason in missing]
@@ -326,6 +365,7 @@ def sample(
                     gif=gif,
                     wanmove_frames=wanmove_frames,
                     render_config=render_config,
+                    markers=pin_markers(constraints) if constraints else None,
                 )
             summary_path = _write_summary(
                 out, tally, inputs, checkpoint, forecaster, num_samples, seed

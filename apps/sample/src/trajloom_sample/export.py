@@ -31,6 +31,7 @@ from trajloom.data.formats import (
     sanitize_predictions,
     write_run_folder,
     write_wanmove,
+    write_wanmove_pins,
 )
 from trajloom.encoding import GridSpec, query_points
 
@@ -109,11 +110,15 @@ def write_wanmove_export(
     size: tuple[int, int],
     image: np.ndarray | None,
     num_frames: int | None = None,
+    markers: np.ndarray | None = None,
 ) -> list[Path]:
     """Write ``<id>_tracks.npy`` "1 F n 2" float32, ``<id>_visibility.npy`` "1 F n" bool,
     and the conditioning image ``<id>_image.jpg`` (the last history frame) when given.
 
     Tracks are in pixels of ``size`` (the working resolution, which is the image's).
+    ``markers`` "k 4" (point, future frame, x, y) of pins: also ``<id>_pins.json`` and
+    ``<id>_pins.jpg`` (``write_wanmove_pins``), in export frames (future frame + 1);
+    targets past the export's last frame are left out.
     """
     fut_tracks, fut_vis = sanitize_predictions(fut_tracks, fut_vis, size)
     tracks, vis = wanmove_arrays(hist_tracks, hist_vis, fut_tracks, fut_vis, num_frames=num_frames)
@@ -124,4 +129,9 @@ def write_wanmove_export(
             str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95]
         )
         paths.append(path)
+    if markers is not None and len(markers):
+        shifted = np.asarray(markers, np.float64).reshape(-1, 4).copy()
+        shifted[:, 1] += 1  # export frame 0 is the conditioning image
+        shifted = shifted[shifted[:, 1] < len(tracks)]
+        paths += write_wanmove_pins(out_dir, export_id, shifted, image)
     return paths

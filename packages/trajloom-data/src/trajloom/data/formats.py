@@ -42,7 +42,7 @@ from trajloom.data.shards import (
     shard_key,
     write_shards,
 )
-from trajloom.data.wanmove import read_wanmove, write_wanmove
+from trajloom.data.wanmove import read_wanmove, write_wanmove, write_wanmove_pins
 
 __all__ = [
     "CAPTION_COLUMNS",
@@ -72,4 +72,5 @@ __all__ = [
     "write_run_folder",
     "write_shards",
     "write_wanmove",
+    "write_wanmove_pins",
 ]

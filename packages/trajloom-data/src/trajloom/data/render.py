@@ -24,6 +24,7 @@ from trajloom.encoding import DEFAULT_GRID
 __all__ = [
     "MAX_GRID_WIDTH",
     "RenderConfig",
+    "draw_markers",
     "grid_colors",
     "render_grid",
     "render_overlay",
@@ -115,6 +116,28 @@ def _draw_frame(
     return canvas
 
 
+def draw_markers(
+    image: np.ndarray, points: np.ndarray, *, radius: int = 7, filled: np.ndarray | None = None
+) -> np.ndarray:
+    """Target markers on a copy of ``image`` "h w 3": a white ring with a black outline and
+    a cross at each of ``points`` "k 2" (x, y pixels); ``filled`` "k" bool fills the ring
+    (the frame a pin constrains). Non-finite points are skipped."""
+    canvas = image.copy()
+    for k, (x, y) in enumerate(np.asarray(points, dtype=np.float64).reshape(-1, 2)):
+        if not (np.isfinite(x) and np.isfinite(y)):
+            continue
+        c = (round(x * (1 << _SHIFT)), round(y * (1 << _SHIFT)))
+        r = radius << _SHIFT
+        fill = filled is not None and bool(filled[k])
+        for color, width in (((0, 0, 0), 4), ((255, 255, 255), 2)):
+            cv2.circle(canvas, c, r, color, -1 if fill else width, cv2.LINE_AA, _SHIFT)
+            for dx, dy in ((1, 0), (0, 1)):
+                p0 = (c[0] - dx * 2 * r, c[1] - dy * 2 * r)
+                p1 = (c[0] + dx * 2 * r, c[1] + dy * 2 * r)
+                cv2.line(canvas, p0, p1, color, width, cv2.LINE_AA, _SHIFT)
+    return canvas
+
+
 def render_overlay(
     frames: np.ndarray | None,
     hist_tracks: np.ndarray,
@@ -125,6 +148,7 @@ def render_overlay(
     grid_hw: tuple[int, int],
     size: tuple[int, int],
     config: RenderConfig | None = None,
+    markers: np.ndarray | None = None,
 ) -> np.ndarray:
     """History then future of every point drawn over the video: "th+tf h w 3" uint8.
 
@@ -133,7 +157,9 @@ def render_overlay(
     the background is black. ``hist_tracks`` "th n 2" / ``fut_tracks`` "tf n 2" are in
     pixels of ``size``, ``hist_vis`` "th n" / ``fut_vis`` "tf n" bool; points that are
     invisible (or not finite) are not drawn. ``grid_hw`` = (Hg, Wg) of the row-major grid
-    of the n points (their colours, :func:`grid_colors`).
+    of the n points (their colours, :func:`grid_colors`). ``markers`` "k 3" rows of
+    (future frame, x, y): targets drawn on every future frame (:func:`draw_markers`),
+    filled on their own frame — the pins of a steered future.
     """
     cfg = config or RenderConfig()
     width, height = size
@@ -160,6 +186,9 @@ def render_overlay(
     for t in range(th + tf):
         background = frames[t] if t < frames.shape[0] else held
         out[t] = _draw_frame(background, points, drawable, colors, t, cfg)
+        if markers is not None and len(markers) and t >= th:
+            mk = np.asarray(markers, dtype=np.float64).reshape(-1, 3)
+            out[t] = draw_markers(out[t], mk[:, 1:], filled=mk[:, 0] == t - th)
     return out
 
 
@@ -219,11 +248,21 @@ def render_grid(
     labels: list[str] | None = None,
     config: RenderConfig | None = None,
     max_width: int = MAX_GRID_WIDTH,
+    markers: np.ndarray | None = None,
 ) -> np.ndarray:
-    """One overlay per sampled future ``(tracks "tf n 2", visibility "tf n")``, tiled."""
+    """One overlay per sampled future ``(tracks "tf n 2", visibility "tf n")``, tiled
+    (``markers`` as in :func:`render_overlay`, on every tile)."""
     videos = [
         render_overlay(
-            frames, hist_tracks, hist_vis, tracks, vis, grid_hw=grid_hw, size=size, config=config
+            frames,
+            hist_tracks,
+            hist_vis,
+            tracks,
+            vis,
+            grid_hw=grid_hw,
+            size=size,
+            config=config,
+            markers=markers,
         )
         for tracks, vis in samples
     ]

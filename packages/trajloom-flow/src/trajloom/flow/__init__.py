@@ -5,6 +5,8 @@ objectives, samplers, visibility head, conditioners, baselines and the sampling 
 * objectives: :mod:`.path` (anchored source, linear path), :mod:`.losses` (eq. 9, time
   mixture), :mod:`.onpolicy` (§3.3.3)
 * samplers: :func:`sample_euler`, :func:`sample_dopri5` and time grids
+* steerable futures: :class:`Pin` (:mod:`.pins`), guided sampling :func:`guided_velocity`
+  (:mod:`.guidance`), ``TrajLoomPipeline(...)(..., constraints=pins)``
 * visibility head: :class:`VisibilityPredictor`
 * conditioners: :class:`LightVideoEncoder`, :class:`WanVideoEncoder`, :class:`UMT5TextEncoder`
 * pipeline: :class:`TrajLoomPipeline`; baselines: :func:`static_future`,
@@ -32,6 +34,7 @@ from trajloom.flow.conditioners import (
     text_dropout_mask,
 )
 from trajloom.flow.config import GENERATOR_PRESETS, GeneratorConfig, generator_preset
+from trajloom.flow.guidance import GuidanceConfig, grid_smoother, guided_velocity, pin_loss
 from trajloom.flow.io import load_generator, load_visibility, save_pretrained
 from trajloom.flow.losses import (
     FlowLossConfig,
@@ -52,6 +55,16 @@ from trajloom.flow.onpolicy import (
     sub_batch_indices,
 )
 from trajloom.flow.path import anchor_source, draw_source, interpolate, velocity_target
+from trajloom.flow.pins import (
+    Pin,
+    PinError,
+    check_pins,
+    parse_pin,
+    pin_markers,
+    pins_from_json,
+    pins_to_json,
+    resolve_pins,
+)
 from trajloom.flow.pipeline import PipelineConfig, PipelineOutput, TrajLoomPipeline, whn_condition
 from trajloom.flow.released import from_released, visibility_from_released
 from trajloom.flow.samplers import (
@@ -78,10 +91,13 @@ __all__ = [
     "FlowLossConfig",
     "FlowLossOutput",
     "GeneratorConfig",
+    "GuidanceConfig",
     "LightVideoEncoder",
     "LightVideoEncoderConfig",
     "OnPolicyConfig",
     "OnPolicyOutput",
+    "Pin",
+    "PinError",
     "PipelineConfig",
     "PipelineOutput",
     "SolverProgress",
@@ -93,6 +109,7 @@ __all__ = [
     "VisibilityPredictor",
     "WanVideoEncoder",
     "anchor_source",
+    "check_pins",
     "clip_to_image",
     "constant_velocity_future",
     "draw_source",
@@ -101,6 +118,8 @@ __all__ = [
     "flow_matching_loss",
     "from_released",
     "generator_preset",
+    "grid_smoother",
+    "guided_velocity",
     "interpolate",
     "latent_visibility",
     "load_generator",
@@ -109,8 +128,14 @@ __all__ = [
     "logit_time_grid",
     "null_text",
     "onpolicy_loss",
+    "parse_pin",
+    "pin_loss",
+    "pin_markers",
+    "pins_from_json",
+    "pins_to_json",
     "precomputed_text",
     "predict_visibility",
+    "resolve_pins",
     "sample_dopri5",
     "sample_euler",
     "sample_flow_time",

@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from einops import rearrange, repeat
 
-from trajloom.encoding import GridSpec, check_tracks, check_visibility, query_points
+from trajloom.encoding import GridSpec, check_tracks, check_visibility, denormalize, query_points
 from trajloom.flow.baselines import clip_to_image
 from trajloom.flow.conditioners import (
     LightVideoEncoder,
@@ -67,7 +67,15 @@ from trajloom.flow.conditioners import (
     load_light_video_encoder,
     save_light_video_encoder,
 )
+from trajloom.flow.guidance import (
+    EndpointLoss,
+    GuidanceConfig,
+    grid_smoother,
+    guided_velocity,
+    pin_loss,
+)
 from trajloom.flow.path import anchor_source
+from trajloom.flow.pins import Pin, PinError, PinTargets, check_pins, pin_targets, resolve_pins
 from trajloom.flow.samplers import SolverProgress, sample_dopri5, sample_euler, uniform_time_grid
 
 if TYPE_CHECKING:
@@ -374,6 +382,8 @@ class TrajLoomPipeline:
         seed: int = 0,
         generator: torch.Generator | None = None,
         callback: Callable[[SolverProgress], None] | None = None,
+        constraints: Sequence[Pin] | Sequence[Sequence[Pin]] | None = None,
+        guidance: GuidanceConfig | None = None,
     ) -> PipelineOutput:
         """Sample ``num_samples`` futures per history clip.
 
@@ -384,16 +394,28 @@ class TrajLoomPipeline:
         ``solver``: ``"euler"`` (``steps`` steps) or ``"dopri5"`` (adaptive; a batch shares
         step sizes, so DOPRI5 futures depend on the batch within the tolerance).
         ``generator``: one torch generator for all draws instead of the per-sample seeds.
+        ``constraints``: pins (:class:`~trajloom.flow.pins.Pin`) that every clip's futures
+        must meet, or one list of pins per clip; sampling is then guided
+        (:mod:`trajloom.flow.guidance`, settings ``guidance``); at the pinned frames the
+        pinned points are visible ("at" pins) or invisible ("outside" pins). None or no
+        pins: unguided, bit for bit.
         """
         if solver not in SOLVERS:
             raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+        pins = self.pin_targets(constraints, hist_tracks, hist_vis, num_samples)
         cond, anchor = self.condition(hist_tracks, hist_vis, frames=frames, caption=caption)
         b = anchor.shape[0]
         cond = cond.repeat_interleave(num_samples)
         x0 = self._source(anchor, num_samples, seed, generator)
-        velocity = self.velocity_fn(cond)
+        guidance = guidance or GuidanceConfig()
+        velocity = guided_velocity(
+            self.velocity_fn(cond),
+            self.pin_loss(pins),
+            guidance,
+            precondition=grid_smoother(self.grid, guidance.spread),
+        )
         if solver == "euler":
             grid = uniform_time_grid(steps, device=self.device)
             z1 = sample_euler(velocity, x0, grid, callback=callback)
@@ -403,7 +425,58 @@ class TrajLoomPipeline:
                 velocity, x0, atol=self.config.atol, rtol=self.config.rtol, callback=callback
             )
             nfe = stats.nfe
-        return self.decode(z1, b, num_samples, nfe, z_hist=cond.z_hist)
+        out = self.decode(z1, b, num_samples, nfe, z_hist=cond.z_hist)
+        if pins is not None:
+            # A pin states visibility: "at" visible there; "outside" invisible (the released
+            # clamp puts a point that left by the left or top edge at 0, still "inside").
+            flat = out.visibility.view(-1, *out.visibility.shape[2:])
+            flat[pins.row, pins.frame, pins.point] = ~pins.outside
+        return out
+
+    # ------------------------------------------------------------------ pins
+    def pin_targets(
+        self,
+        constraints: Sequence[Pin] | Sequence[Sequence[Pin]] | None,
+        hist_tracks: torch.Tensor,
+        hist_vis: torch.Tensor | None,
+        num_samples: int,
+    ) -> PinTargets | None:
+        """Checked, resolved pins of every ``(b s)`` row; None when there are none.
+
+        ``constraints``: pins for every clip, or one sequence of pins per clip; source
+        pixels resolve against each clip's last history frame.
+        """
+        if constraints is None or len(constraints) == 0:
+            return None
+        tracks, vis = self._tracks(hist_tracks, hist_vis)
+        b = tracks.shape[0]
+        if all(isinstance(c, Pin) for c in constraints):
+            per_clip: list[Sequence[Pin]] = [list(constraints)] * b  # type: ignore[arg-type]
+        else:
+            per_clip = [list(c) for c in constraints]  # type: ignore[arg-type]
+            if len(per_clip) != b:
+                raise PinError(
+                    f"constraints: {len(per_clip)} lists of pins for {b} clips; give one list "
+                    "per clip, or one list of pins for all"
+                )
+        rows: list[Sequence[Pin]] = []
+        for i, pins in enumerate(per_clip):
+            check_pins(pins, self.grid, self.num_frames)
+            resolved = resolve_pins(pins, tracks[i, -1], vis[i, -1], self.grid)
+            rows += [resolved] * num_samples
+        targets = pin_targets(rows, device=self.device)
+        return targets if len(targets) else None
+
+    def decode_points(self, z: torch.Tensor) -> torch.Tensor:
+        """Normalized latents ``"b tf' n c"`` -> unclamped pixel tracks ``"b tf n 2"``
+        through the VAE's query-row decode (differentiable: the pins' guidance uses it)."""
+        vae_dtype = next(self.vae.parameters()).dtype
+        coords = self.vae.decode_query(self.latent_stats.denormalize(z).to(vae_dtype))
+        return denormalize(coords.float(), self.grid)
+
+    def pin_loss(self, pins: PinTargets | None) -> EndpointLoss | None:
+        """The guidance loss of ``pins`` on normalized endpoint latents (None: no pins)."""
+        return None if pins is None else pin_loss(self.decode_points, pins, self.grid)
 
     @torch.no_grad()
     def decode(

@@ -3,7 +3,7 @@
 * :class:`Forecast`, :class:`Forecaster`, :class:`ForecastError` (:mod:`.base`);
 * the forecasters: :class:`BaselineForecaster`, :class:`PipelineForecaster` (trained
   sets, released checkpoints), :class:`VAEReconstruction`, :class:`TrueFuture`
-  (:mod:`.forecasters`);
+  (:mod:`.forecasters`); :func:`with_pins`: a pipeline's futures steered by pins;
 * method specs, one parser for every app: :func:`parse_method`, :func:`load_method`,
   :class:`RunFolders` (:mod:`.methods`); where checkpoints are found on disk:
   :func:`find_trained_set`, :func:`find_released_files`, :func:`find_vae_folder`
@@ -25,6 +25,7 @@ from trajloom.flow.forecast.forecasters import (
     PipelineForecaster,
     TrueFuture,
     VAEReconstruction,
+    with_pins,
 )
 from trajloom.flow.forecast.harness import ClipLike, ClipRun, forecast_clip, forecast_run
 from trajloom.flow.forecast.locate import (
@@ -60,4 +61,5 @@ __all__ = [
     "one_line",
     "parse_method",
     "resolve_device",
+    "with_pins",
 ]

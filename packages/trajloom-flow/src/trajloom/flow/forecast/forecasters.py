@@ -14,7 +14,9 @@ import torch
 
 from trajloom.encoding import GridSpec
 from trajloom.flow.baselines import constant_velocity_future, static_future
-from trajloom.flow.forecast.base import Forecast, ForecastError
+from trajloom.flow.forecast.base import Forecast, Forecaster, ForecastError
+from trajloom.flow.guidance import GuidanceConfig
+from trajloom.flow.pins import Pin, check_pins, pins_to_json
 from trajloom.flow.pipeline import TrajLoomPipeline
 from trajloom.vae import TrajLoomVAE
 
@@ -24,6 +26,7 @@ __all__ = [
     "PipelineForecaster",
     "TrueFuture",
     "VAEReconstruction",
+    "with_pins",
 ]
 
 BASELINES = ("static", "constvel")
@@ -103,13 +106,25 @@ class PipelineForecaster:
     History video frames are used when the pipeline has a video encoder and its generator
     is video-conditioned; the caption when it is non-empty and the pipeline has a text
     encoder. ``origin`` names where the pipeline came from (``describe()["method"]``).
+    ``pins``: constraints every clip's futures meet (guided sampling with ``guidance``).
     """
 
-    def __init__(self, pipe: TrajLoomPipeline, *, solver: str, steps: int, origin: str) -> None:
+    def __init__(
+        self,
+        pipe: TrajLoomPipeline,
+        *,
+        solver: str,
+        steps: int,
+        origin: str,
+        pins: tuple[Pin, ...] = (),
+        guidance: GuidanceConfig | None = None,
+    ) -> None:
         self.pipe = pipe
         self.solver = solver
         self.steps = steps
         self.origin = origin
+        self.pins = tuple(pins)
+        self.guidance = guidance
         self.grid = pipe.grid
         self.history = pipe.num_frames
         self.future = pipe.num_frames
@@ -139,6 +154,8 @@ class PipelineForecaster:
             solver=self.solver,
             steps=self.steps,
             seed=seed,
+            constraints=list(self.pins) or None,
+            guidance=self.guidance,
         )
         prob = out.visibility_prob
         return Forecast(
@@ -149,7 +166,7 @@ class PipelineForecaster:
         )
 
     def describe(self) -> dict[str, Any]:
-        return {
+        info = {
             "method": self.origin,
             "solver": self.solver,
             "steps": self.steps,
@@ -159,6 +176,37 @@ class PipelineForecaster:
             "H": self.grid.height,
             "W": self.grid.width,
         }
+        if self.pins:
+            info["pins"] = pins_to_json(self.pins)["pins"]
+            info["guidance"] = (self.guidance or GuidanceConfig()).to_dict()
+        return info
+
+
+def with_pins(
+    forecaster: Forecaster, pins: list[Pin], guidance: GuidanceConfig | None = None
+) -> Forecaster:
+    """``forecaster`` sampling futures that meet ``pins`` (checked against its grid and window).
+
+    Only learned pipelines can be steered: any other forecaster with pins is a
+    :class:`ForecastError`. No pins: ``forecaster`` itself.
+    """
+    if not pins:
+        return forecaster
+    if not isinstance(forecaster, PipelineForecaster):
+        method = forecaster.describe().get("method", type(forecaster).__name__)
+        raise ForecastError(
+            f"{method} cannot be steered by pins (only a trained set or released checkpoints "
+            "sample guided futures); drop the pins or give a model checkpoint"
+        )
+    check_pins(pins, forecaster.grid, forecaster.future)
+    return PipelineForecaster(
+        forecaster.pipe,
+        solver=forecaster.solver,
+        steps=forecaster.steps,
+        origin=forecaster.origin,
+        pins=tuple(pins),
+        guidance=guidance,
+    )
 
 
 class VAEReconstruction:
