@@ -3,6 +3,7 @@
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/default_vs_baselines.py runs/quick
     .venv/bin/python benchmarks/default_vs_baselines.py runs/quick --samples 8 --clips 64
     .venv/bin/python benchmarks/default_vs_baselines.py runs/quick --steps 50  # sampler steps
+    .venv/bin/python benchmarks/default_vs_baselines.py --quick  # no runs/quick: a ci run
 
 Reads the run's recipe (``config.json``) and trained set (``trained/``), draws the
 held-out synthetic clips the training evaluation uses (the ``EVAL`` seed stream: no
@@ -27,6 +28,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -130,28 +134,45 @@ def table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def ci_run(folder: Path) -> Path:
+    """Train the ``ci`` recipe end to end into ``folder/ci`` (about a minute of CPU)."""
+    main_py = Path(__file__).resolve().parents[1] / "apps" / "train" / "__main__.py"
+    command = [sys.executable, str(main_py), "all", "--recipe", "ci", "--no-progress"]
+    subprocess.run([*command, "--runs-dir", str(folder), "--name", "ci"], check=True)
+    return folder / "ci"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("run", type=Path, help="a finished apps/train run folder")
+    parser.add_argument(
+        "run", type=Path, nargs="?", default=Path("runs/quick"), help="a finished run folder"
+    )
     parser.add_argument("--samples", type=int, default=4, help="K futures per clip (>= 2)")
     parser.add_argument("--clips", type=int, default=None, help="default: recipe.eval.clips")
     parser.add_argument("--steps", type=int, default=None, help="sampler steps (recipe's)")
     parser.add_argument("--json", type=Path, default=None, help="default: <run>/eval/")
+    parser.add_argument(
+        "--quick", action="store_true", help="without the run folder: train the ci recipe first"
+    )
     args = parser.parse_args()
     if args.samples < 2:
         parser.error(f"--samples must be >= 2 (best-of-K and diversity), got {args.samples}")
-    if not (args.run / "trained").is_dir():
-        parser.error(f"{args.run} has no trained/ folder: run `uv run apps/train` to the end")
-    summary = score(args.run, clips=args.clips, samples=args.samples, steps=args.steps)
+    with tempfile.TemporaryDirectory() as tmp:
+        run = args.run
+        if not (run / "trained").is_dir():
+            if not args.quick:
+                parser.error(f"{run} has no trained/ folder: run `uv run apps/train` to the end")
+            run = ci_run(Path(tmp))
+        summary = score(run, clips=args.clips, samples=args.samples, steps=args.steps)
+        out = args.json or run / "eval" / "vs_baselines.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(summary, indent=2) + "\n")
     print(
         f"{summary['clips']} held-out clips ({summary['dynamics']} world), K = "
         f"{summary['samples']}, {summary['solver']} {summary['steps']} steps, "
         f"{summary['seconds']} s\n"
     )
     print(table(summary))
-    out = args.json or args.run / "eval" / "vs_baselines.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(summary, indent=2) + "\n")
     print(f"\nwrote {out}")
 
 
