@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/default_vs_baselines.py runs/quick --samples 8 --clips 64
     .venv/bin/python benchmarks/default_vs_baselines.py runs/quick --steps 50  # sampler steps
     .venv/bin/python benchmarks/default_vs_baselines.py --quick  # no runs/quick: a ci run
+    .venv/bin/python benchmarks/default_vs_baselines.py --world rigid   # no model: baselines
 
 Reads the run's recipe (``config.json``) and trained set (``trained/``), draws the
 held-out synthetic clips the training evaluation uses (the ``EVAL`` seed stream: no
@@ -38,13 +39,20 @@ from typing import Any
 
 import numpy as np
 
-from trajloom.flow.forecast import Forecaster, VAEReconstruction, forecast_clip
+from trajloom.data.synthetic import DYNAMICS
+from trajloom.flow.forecast import (
+    BaselineForecaster,
+    Forecaster,
+    VAEReconstruction,
+    forecast_clip,
+)
 from trajloom.flow.pipeline import TrajLoomPipeline
 from trajloom.metrics import ForecastAccumulator, FVMDAccumulator, FVMDConfig, VEPEAccumulator
 from trajloom_train.cli import CONFIG_NAME
 from trajloom_train.config import Recipe, recipe_from_dict
 from trajloom_train.data import EVAL, SyntheticSplit
 from trajloom_train.evaluate import _forecasters
+from trajloom_train.recipes import quick
 
 COLUMNS = ("fvmd", "fvmd_long", "min_ade", "min_fde", "vepe", "diversity")
 
@@ -124,6 +132,42 @@ def score(run: Path, *, clips: int | None, samples: int, steps: int | None) -> d
     }
 
 
+def world(dynamics: str, *, clips: int | None) -> dict[str, Any]:
+    """No model: what the baselines, and the truth spoiled in two ways, score on the quick
+    recipe's held-out clips of the world ``dynamics`` (why a model can or cannot win)."""
+    recipe = quick()
+    recipe = replace(recipe, data=replace(recipe.data, dynamics=dynamics))
+    grid, th, tf = recipe.data.grid, recipe.data.history, recipe.data.future
+    baselines = {
+        "static": BaselineForecaster("static", grid, th, tf),
+        "constant_velocity": BaselineForecaster("constvel", grid, th, tf),
+    }
+    names = [*baselines, "truth + 0.5 px white noise", "truth + 1 px offset per point"]
+    scores = {name: _Scores(recipe, (grid.grid_h, grid.grid_w)) for name in names}
+    split = SyntheticSplit(recipe.data, recipe.seed, EVAL)
+    count = clips or recipe.eval.clips
+    rng = np.random.default_rng(0)
+    for g in range(count):
+        clip = split.sample(g)
+        gt, vis = clip.fut_tracks, clip.fut_vis
+        assert gt is not None and vis is not None
+        for name, forecaster in baselines.items():
+            scores[name].update(
+                forecast_clip(forecaster, clip, num_samples=2, seed=0).tracks, gt, vis
+            )
+        noise = rng.normal(0.0, 0.5, (2, *gt.shape))
+        offset = rng.normal(0.0, 1.0, (2, 1, *gt.shape[1:]))
+        scores[names[2]].update(gt + noise, gt, vis)
+        scores[names[3]].update(gt + offset, gt, vis)
+    return {
+        "recipe": recipe.name,
+        "dynamics": dynamics,
+        "clips": count,
+        "samples": 2,
+        "results": {name: s.result() for name, s in scores.items()},
+    }
+
+
 def table(summary: dict[str, Any]) -> str:
     k = summary["samples"]
     head = ["method", "FVMD", "FVMD-Long", f"minADE_{k}", f"minFDE_{k}", "VEPE", "diversity"]
@@ -152,9 +196,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="sampler steps (recipe's)")
     parser.add_argument("--json", type=Path, default=None, help="default: <run>/eval/")
     parser.add_argument(
+        "--world",
+        choices=sorted(DYNAMICS),
+        default=None,
+        help="no model: the baselines on the quick recipe's held-out clips of this world",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="without the run folder: train the ci recipe first"
     )
     args = parser.parse_args()
+    if args.world:
+        summary = world(args.world, clips=args.clips)
+        print(f"{summary['clips']} held-out clips of the quick recipe, {args.world} world\n")
+        print(table(summary))
+        return
     if args.samples < 2:
         parser.error(f"--samples must be >= 2 (best-of-K and diversity), got {args.samples}")
     with tempfile.TemporaryDirectory() as tmp:
