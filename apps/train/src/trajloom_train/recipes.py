@@ -169,9 +169,10 @@ def quick() -> Recipe:
             vae_loss=VAELossConfig(consistency_pixels="query"),
             # Measured CPU time per step (1 thread): VAE 0.4 s, flow 0.8 s, on-policy 1.6 s.
             vae=StageConfig(
-                # 300 steps: the VAE is not what limits the generator (0.9 px at step 150
-                # of 600 on the lively world); the CPU goes to the generator instead.
-                steps=300,
+                # 600 steps: the VAE gates FVMD. On the lively world its reconstruction of
+                # the true future at step 150 (1.3 px) already scores an FVMD (370) close to
+                # constant velocity's (387); see BENCHMARKS.md.
+                steps=600,
                 batch_size=8,
                 micro_batch_size=8,
                 optim=OptimConfig(lr=2e-3, warmup_steps=30, schedule="cosine", min_lr=1e-4),
