@@ -228,7 +228,7 @@ def main() -> None:
         f"{summary['seconds']} s\n"
     )
     print(table(summary))
-    print(f"\nwrote {out}")
+    print(f"\nwrote {out}" + (" (a temporary ci run, now removed)" if run != args.run else ""))
 
 
 if __name__ == "__main__":
