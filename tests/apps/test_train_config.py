@@ -247,3 +247,32 @@ def test_run_config_in_the_previous_layout_loads_and_compares_equal():
     )
     assert recipe_from_dict(saved) == quick()
     assert config_diff(saved, recipe_to_dict(quick())) == []
+
+
+def test_data_dynamics_selects_the_synthetic_world():
+    from trajloom.data.synthetic import SceneConfig
+    from trajloom_train.config import DataConfig
+    from trajloom_train.data import scene_config
+
+    assert quick().data.dynamics == "lively" and paper().data.dynamics == "rigid"
+    cfg = scene_config(quick().data)
+    assert cfg == SceneConfig.preset(
+        "lively",
+        **{
+            k: getattr(cfg, k)
+            for k in (
+                "width",
+                "height",
+                "stride",
+                "num_frames",
+                "min_objects",
+                "max_objects",
+                "render_frames",
+            )
+        },
+    )
+    assert scene_config(DataConfig(dynamics="rigid")).p_swing == 0.0
+    with pytest.raises(ValueError, match=r"data\.dynamics must be one of"):
+        DataConfig(dynamics="wobbly")
+    with pytest.raises(ValueError, match=r"data\.dynamics"):
+        apply_overrides(quick(), ["data.dynamics=wobbly"])

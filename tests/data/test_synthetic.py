@@ -216,3 +216,135 @@ def test_synthetic_clips_through_a_two_worker_dataloader():
     )
     ids = [i for batch in make_loader(ds, batch_size=3, num_workers=2) for i in batch.ids]
     assert sorted(ids) == sorted(f"synthetic-1-0-{i}" for i in range(10))
+
+
+# ----------------------------------------------------------------- nonlinear dynamics
+
+# One object moving only by the dynamics under test: no camera, no drift, no rotation.
+BARE = dict(
+    width=128,
+    height=128,
+    stride=16,
+    num_frames=34,
+    min_objects=1,
+    max_objects=1,
+    object_size=(0.3, 0.3),
+    p_static_camera=1.0,
+    p_still=1.0,
+    p_rotate=0.0,
+    p_scale=0.0,
+    p_bounce=0.0,
+    render_frames=False,
+)
+
+
+def _object_path(scene) -> np.ndarray:
+    """The path "t 2" of the (single) object's first grid point."""
+    points = np.flatnonzero(scene.owner == 0)
+    assert points.size, "the object covers no grid point"
+    return scene.tracks[:, points[0]].astype(np.float64)
+
+
+def test_falling_object_accelerates_by_gravity_and_bounces_on_the_floor():
+    cfg = SceneConfig(**BARE, p_fall=1.0, gravity=0.002)
+    bounces = 0
+    for seed in range(6):
+        scene = make_scene(seed, cfg)
+        path = _object_path(scene)
+        np.testing.assert_allclose(path[:, 0], path[0, 0], atol=1e-3)  # no sideways motion
+        vy = np.diff(path[:, 1])
+        accel = np.diff(vy)
+        free = np.isclose(accel, 0.002 * 128, atol=1e-3)
+        # between bounces the velocity grows by g per frame; a bounce turns it upwards
+        assert free.mean() > 0.6
+        assert (accel[~free] < 0.002 * 128 - 1e-3).all()
+        if not free.all():
+            assert (vy[np.argmin(free) :] < 0).any()
+        bounces += int((~free).sum())
+        assert "falls and bounces" in scene.caption
+    assert bounces > 0
+
+
+def test_swinging_objects_stay_near_their_start_and_move_nonlinearly():
+    cfg = SceneConfig(**BARE, p_swing=1.0, swing_amplitude=(0.05, 0.05), swing_period=(8, 8))
+    for seed in range(6):
+        path = _object_path(make_scene(seed, cfg))
+        reach = np.linalg.norm(path - path[0], axis=-1).max()
+        assert 0.05 * 128 < reach <= 2 * np.sqrt(2) * 0.05 * 128 + 1e-3
+        # period 8: the path repeats every 8 frames
+        np.testing.assert_allclose(path[8:], path[:-8], atol=1e-3)
+
+
+def test_a_turn_rotates_the_velocity_once_and_keeps_the_speed():
+    cfg = SceneConfig(**{**BARE, "p_still": 0.0}, p_turn=1.0, p_accelerate=0.0, p_stop_start=0.0)
+    for seed in range(6):
+        vel = np.diff(_object_path(make_scene(seed, cfg)), axis=0)
+        changes = np.flatnonzero(np.linalg.norm(np.diff(vel, axis=0), axis=-1) > 1e-3)
+        assert changes.size == 1
+        before, after = vel[0], vel[-1]
+        np.testing.assert_allclose(np.linalg.norm(after), np.linalg.norm(before), rtol=1e-4)
+        angle = np.degrees(np.arccos(before @ after / np.linalg.norm(before) ** 2))
+        assert 45 - 1e-3 <= angle <= 120 + 1e-3
+
+
+def test_dynamics_leave_frame_zero_camera_and_ownership_of_the_rigid_scene():
+    rigid = SceneConfig(width=128, height=96, stride=16, num_frames=24, render_frames=False)
+    lively = SceneConfig(**{**rigid.to_dict(), "p_swing": 1.0, "p_turn": 1.0, "p_fall": 1.0})
+    for seed in range(4):
+        a, b = make_scene(seed, rigid), make_scene(seed, lively)
+        np.testing.assert_array_equal(a.owner, b.owner)
+        np.testing.assert_array_equal(a.tracks[0], b.tracks[0])
+        background = a.owner < 0
+        np.testing.assert_array_equal(a.tracks[:, background], b.tracks[:, background])
+        assert a.camera == b.camera
+        if (~background).any():
+            assert not np.allclose(a.tracks[:, ~background], b.tracks[:, ~background])
+
+
+def _cv_error(cfg: SceneConfig, history: int) -> float:
+    errors = []
+    for seed in range(24):
+        tracks = make_scene(seed, cfg).tracks.astype(np.float64)
+        steps = np.arange(1, cfg.num_frames - history + 1)[:, None, None]
+        cv = tracks[history - 1] + steps * (tracks[history - 1] - tracks[history - 2])
+        errors.append(np.linalg.norm(cv - tracks[history:], axis=-1).mean())
+    return float(np.mean(errors))
+
+
+def test_constant_velocity_is_far_worse_in_the_lively_world():
+    shape = dict(width=128, height=128, stride=16, num_frames=34, render_frames=False)
+    rigid = _cv_error(SceneConfig.preset("rigid", **shape), 17)
+    lively = _cv_error(SceneConfig.preset("lively", **shape), 17)
+    assert lively > 2 * rigid
+
+
+def test_lively_tracks_follow_the_rendered_pixels():
+    cfg = SceneConfig.preset("lively", width=128, height=96, stride=16, num_frames=24)
+    errors, shuffled = [], []
+    for seed in range(4):
+        scene = make_scene(seed, cfg)
+        for t in range(1, cfg.num_frames):
+            keep = scene.visibility[t]
+            a = _sample(scene.frames[0], scene.tracks[0][keep])
+            b = _sample(scene.frames[t], scene.tracks[t][keep])
+            errors.append(np.abs(a - b).mean())
+            shuffled.append(np.abs(a - np.roll(b, 5, axis=0)).mean())
+    assert np.mean(errors) < 4.0
+    assert np.mean(shuffled) > 8 * np.mean(errors)
+
+
+def test_presets_and_dynamics_validation():
+    assert SceneConfig.preset("rigid") == SceneConfig()
+    lively = SceneConfig.preset("lively", width=64, height=64)
+    assert lively.p_swing > 0 and lively.p_fall > 0 and (lively.width, lively.height) == (64, 64)
+    assert SceneConfig.from_dict(lively.to_dict()) == lively
+    with pytest.raises(ValueError, match="unknown scene dynamics 'wobbly'"):
+        SceneConfig.preset("wobbly")
+    with pytest.raises(ValueError, match="swing_period"):
+        SceneConfig(swing_period=(1.0, 4.0))
+    with pytest.raises(ValueError, match="swing_amplitude"):
+        SceneConfig(swing_amplitude=(0.2, 0.1))
+    with pytest.raises(ValueError, match="gravity"):
+        SceneConfig(gravity=-1.0)
+    with pytest.raises(ValueError, match="probability"):
+        SceneConfig(p_fall=2.0)

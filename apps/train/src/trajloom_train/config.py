@@ -17,6 +17,7 @@ import typing
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import Any
 
+from trajloom.data.synthetic import DYNAMICS
 from trajloom.encoding import DEFAULT_FUTURE, DEFAULT_GRID, DEFAULT_HISTORY, GridSpec, WindowSpec
 from trajloom.flow.config import GeneratorConfig
 from trajloom.flow.losses import FlowLossConfig
@@ -77,6 +78,9 @@ class DataConfig:
     scene_pool: int = 1024
     min_objects: int = 1
     max_objects: int = 4
+    # Synthetic: the world's motion, a key of trajloom.data.synthetic.DYNAMICS ("rigid":
+    # mostly constant velocity; "lively": swings, gravity and bounces, turns, more shake).
+    dynamics: str = "rigid"
     val_clips: int = 16  # held-out clips for periodic validation
     shuffle_buffer: int = 256  # shards: samples held for shuffling
     window_stride: int | None = None  # shards: frames between windows (None: one per clip)
@@ -91,6 +95,10 @@ class DataConfig:
         _positive("data", history=self.history, future=self.future, val_clips=self.val_clips)
         _non_negative("data", scene_pool=self.scene_pool, shuffle_buffer=self.shuffle_buffer)
         _positive("data", min_objects=self.min_objects, max_objects=self.max_objects)
+        if self.dynamics not in DYNAMICS:
+            raise ValueError(
+                f"data.dynamics must be one of {sorted(DYNAMICS)}, got {self.dynamics!r}"
+            )
         if self.width % self.stride or self.height % self.stride:
             raise ValueError(
                 f"data: {self.width}x{self.height} must be a multiple of stride {self.stride}"

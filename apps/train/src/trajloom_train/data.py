@@ -53,7 +53,8 @@ def sample_generator(seed: int, *keys: int, device: torch.device | str = "cpu") 
 
 
 def scene_config(data: DataConfig, *, render_frames: bool = False) -> SceneConfig:
-    return SceneConfig(
+    return SceneConfig.preset(
+        data.dynamics,
         width=data.width,
         height=data.height,
         stride=data.stride,

@@ -40,6 +40,7 @@ from trajloom.data.stream import node_and_worker
 from trajloom.encoding import GridSpec, query_points
 
 __all__ = [
+    "DYNAMICS",
     "CameraPath",
     "Scene",
     "SceneConfig",
@@ -90,6 +91,14 @@ class SceneConfig:
     p_scale: float = 0.25
     p_bounce: float = 0.3
     p_stop_start: float = 0.2
+    # Nonlinear dynamics (0 in the default "rigid" world; see DYNAMICS["lively"]):
+    p_swing: float = 0.0  # oscillates about its path, back and forth or in a circle
+    swing_period: tuple[float, float] = (8.0, 24.0)  # frames
+    swing_amplitude: tuple[float, float] = (0.04, 0.1)  # fraction of min(W, H)
+    p_fall: float = 0.0  # falls under gravity and bounces on the floor
+    gravity: float = 0.002  # image heights per frame^2
+    floor: float = 0.9  # height of the floor (object centres), fraction of H
+    p_turn: float = 0.0  # turns left or right (45-120 degrees) at a random frame
     render_frames: bool = True  # False: tracks only (much faster)
 
     def __post_init__(self) -> None:
@@ -101,10 +110,17 @@ class SceneConfig:
                 f"SceneConfig: need 0 <= min_objects <= max_objects, got "
                 f"{self.min_objects}, {self.max_objects}"
             )
-        lo, hi = self.object_size
-        if not 0 < lo <= hi <= 1:
+        for name in ("object_size", "swing_amplitude"):
+            lo, hi = getattr(self, name)
+            if not 0 < lo <= hi <= 1:
+                raise ValueError(f"SceneConfig.{name} must satisfy 0 < lo <= hi <= 1, got {lo, hi}")
+        lo, hi = self.swing_period
+        if not 2 <= lo <= hi:
+            raise ValueError(f"SceneConfig.swing_period must satisfy 2 <= lo <= hi, got {lo, hi}")
+        if not (self.gravity >= 0 and 0 < self.floor <= 1):
             raise ValueError(
-                f"SceneConfig.object_size must satisfy 0 < lo <= hi <= 1, got {lo, hi}"
+                f"SceneConfig: need gravity >= 0 and 0 < floor <= 1, got {self.gravity}, "
+                f"{self.floor}"
             )
         if self.fps <= 0:
             raise ValueError(f"SceneConfig.fps must be > 0, got {self.fps}")
@@ -122,9 +138,37 @@ class SceneConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SceneConfig:
         d = dict(d)
-        if "object_size" in d:
-            d["object_size"] = tuple(d["object_size"])
+        for name in ("object_size", "swing_period", "swing_amplitude"):
+            if name in d:
+                d[name] = tuple(d[name])
         return cls(**d)
+
+    @classmethod
+    def preset(cls, dynamics: str, **fields: Any) -> SceneConfig:
+        """A config of the world `dynamics` (a key of `DYNAMICS`), with `fields` on top."""
+        if dynamics not in DYNAMICS:
+            raise ValueError(
+                f"unknown scene dynamics {dynamics!r}; choose one of {sorted(DYNAMICS)}"
+            )
+        return cls(**{**DYNAMICS[dynamics], **fields})
+
+
+#: Named worlds. "rigid": mostly constant-velocity affine motion, in which constant-velocity
+#: extrapolation is nearly exact over short horizons. "lively": adds swings and orbits,
+#: gravity with bounces and sudden turns, and moves the camera more often (with more
+#: handheld shake), so the future is nonlinear, partly uncertain, yet follows from the
+#: history and the world's rules.
+DYNAMICS: dict[str, dict[str, Any]] = {
+    "rigid": {},
+    "lively": {
+        "p_static_camera": 0.1,
+        "p_shake": 0.6,
+        "p_still": 0.05,
+        "p_swing": 0.6,
+        "p_fall": 0.4,
+        "p_turn": 0.25,
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -280,7 +324,58 @@ class _Object:
     displacement: np.ndarray  # world centre, last minus first frame
 
 
-def _make_object(rng: np.random.Generator, cfg: SceneConfig) -> _Object:
+def _turn(vel: np.ndarray, dyn: np.random.Generator) -> np.ndarray:
+    """Velocities "t 2" turned by 45-120 degrees (left or right) from a random frame on."""
+    t = vel.shape[0]
+    at = int(dyn.integers(1, t - 1))
+    angle = dyn.choice([-1.0, 1.0]) * dyn.uniform(math.pi / 4, 2 * math.pi / 3)
+    c, s = math.cos(angle), math.sin(angle)
+    out = vel.copy()
+    out[at:] = vel[at:] @ np.array([[c, s], [-s, c]])
+    return out
+
+
+def _fall(y0: float, cfg: SceneConfig, dyn: np.random.Generator) -> np.ndarray:
+    """Heights "t" of a body thrown up (or dropped) under gravity, bouncing on the floor.
+
+    Semi-implicit Euler with unit time step: the velocity gains `g` each frame; crossing
+    the floor reflects the position about it and reverses the velocity times a restitution
+    drawn per object.
+    """
+    h = cfg.height
+    g, floor = cfg.gravity * h, cfg.floor * h
+    vy = -dyn.uniform(0.0, 0.04) * h
+    restitution = dyn.uniform(0.5, 0.85)
+    y = np.empty(cfg.num_frames)
+    y[0] = min(y0, floor)
+    for i in range(1, cfg.num_frames):
+        vy += g
+        y[i] = y[i - 1] + vy
+        if y[i] > floor:
+            y[i] = 2 * floor - y[i]
+            vy = -restitution * abs(vy)
+    return y
+
+
+def _swing(cfg: SceneConfig, dyn: np.random.Generator) -> tuple[np.ndarray, str]:
+    """An oscillation "t 2" (zero at frame 0) along a line or around a circle, and its word."""
+    steps = np.arange(cfg.num_frames, dtype=np.float64)
+    amp = dyn.uniform(*cfg.swing_amplitude) * min(cfg.width, cfg.height)
+    phase = 2 * math.pi * steps / dyn.uniform(*cfg.swing_period) + dyn.uniform(0, 2 * math.pi)
+    angle = dyn.uniform(0, 2 * math.pi)
+    along = np.array([math.cos(angle), math.sin(angle)])
+    across = np.array([-along[1], along[0]])
+    offset = np.sin(phase)[:, None] * along
+    word = "swings"
+    if dyn.random() < 0.5:
+        offset = offset + dyn.choice([-1.0, 1.0]) * np.cos(phase)[:, None] * across
+        word = "circles"
+    return amp * (offset - offset[:1]), word
+
+
+def _make_object(rng: np.random.Generator, cfg: SceneConfig, dyn: np.random.Generator) -> _Object:
+    """One object; `rng` draws the rigid world, `dyn` the nonlinear dynamics (`p_swing`,
+    `p_fall`, `p_turn`): a separate stream, so that with them off scenes stay as they were."""
     t, w, h = cfg.num_frames, cfg.width, cfg.height
     side = rng.uniform(*cfg.object_size) * min(w, h)
     aspect = rng.uniform(0.6, 1.6)
@@ -315,8 +410,14 @@ def _make_object(rng: np.random.Generator, cfg: SceneConfig) -> _Object:
             gain = gain * gate
             motion.append("stops and starts")
         vel = speed * gain[:, None] * direction
+        if cfg.p_turn > 0 and dyn.random() < cfg.p_turn and t >= 4:
+            vel = _turn(vel, dyn)
+            motion.append("turns")
     # positions integrate the velocity of the frames before
     centre = centre0 + np.concatenate([np.zeros((1, 2)), np.cumsum(vel[:-1], axis=0)])
+    if cfg.p_fall > 0 and dyn.random() < cfg.p_fall:
+        centre[:, 1] = _fall(centre0[1], cfg, dyn)
+        motion.append("falls and bounces")
     if rng.random() < cfg.p_bounce and np.abs(vel).sum() > 0:
         lo = np.array([0.05 * w, 0.05 * h])
         hi = np.array([0.95 * w, 0.95 * h])
@@ -324,6 +425,10 @@ def _make_object(rng: np.random.Generator, cfg: SceneConfig) -> _Object:
         if not np.allclose(folded, centre):
             motion.append("bounces")
         centre = folded
+    if cfg.p_swing > 0 and dyn.random() < cfg.p_swing:
+        offset, word = _swing(cfg, dyn)
+        centre = centre + offset
+        motion.append(word)
     theta0 = rng.uniform(-0.3, 0.3)
     omega = 0.0
     if rng.random() < cfg.p_rotate:
@@ -467,7 +572,8 @@ def make_scene(
         path = camera
     cam = _camera_maps(path, t, w, h, rng)
     num_objects = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
-    objects = [_make_object(rng, cfg) for _ in range(num_objects)]
+    dyn = np.random.default_rng([seed, 1])
+    objects = [_make_object(rng, cfg, dyn) for _ in range(num_objects)]
     image_maps = [np.einsum("tij,tjk->tik", cam, o.maps) for o in objects]
 
     seeds = query_points(cfg.spec, dtype=torch.float64).numpy()
