@@ -10,7 +10,7 @@ For every clip: sample ``--num-samples`` futures and write
   ``<id>_sample_<k>.mp4`` the other samples, ``<id>_truth.mp4`` the true future when the
   clip has one, and ``<id>_grid.mp4`` — every sample side by side;
 * ``OUT/index.html`` — the report: every clip's futures (one at a time or all), the truth,
-  the per-clip metrics (``report.py``); it opens from the file system, no server;
+  the per-clip metrics; it opens from the file system, no server;
 * ``OUT/summary.json`` — what this run did: the clips done, failed (and why) and damaged,
   the totals, and the run folders of earlier runs in OUT that this run did not rewrite.
 
@@ -36,7 +36,12 @@ import typer
 from trajloom.data.clip import Clip
 from trajloom.data.inputs import InputDamage, InputError, expand_inputs, load_clips
 from trajloom.data.outputs import OutputError, OutputLock, atomic_write_json
-from trajloom.data.predictions import Futures, OutputOptions, write_predictions
+from trajloom.data.predictions import (
+    Futures,
+    OutputOptions,
+    write_predictions,
+    write_predictions_report,
+)
 from trajloom.data.render import RenderConfig
 from trajloom.data.tracking import TRACKERS, make_tracker
 from trajloom.data.video import VIDEO_SUFFIXES
@@ -49,7 +54,7 @@ from trajloom.flow.forecast import (
     parse_method,
     resolve_device,
 )
-from trajloom_sample.report import clip_metrics, write_sample_report
+from trajloom.metrics import forecast_summary
 
 app = typer.Typer(add_completion=False, no_args_is_help=True)
 
@@ -92,27 +97,13 @@ def process_clip(
         Futures(forecast.tracks, forecast.visibility, forecast.probability),
         forecaster.grid,
         out,
-        meta=run_meta(clip, forecaster, seed),
+        meta={"noise_seed": seed, **forecaster.describe()},
         options=options,
     )
     entry["seconds"] = {"forecast": round(seconds, 3), **entry["seconds"]}
-    entry["caption"] = clip.caption
-    entry["metrics"] = clip_metrics(forecast.tracks, clip.fut_tracks, clip.fut_vis)
+    if clip.fut_tracks is not None:
+        entry["metrics"] = forecast_summary(forecast.tracks, clip.fut_tracks, clip.fut_vis)
     return entry
-
-
-def run_meta(clip: Clip, forecaster: Forecaster, seed: int) -> dict[str, Any]:
-    """What every run folder's ``meta.json`` says about the clip and the model."""
-    return {
-        "id": clip.id,
-        "source": clip.source,
-        "caption": clip.caption,
-        "hist_len": clip.history,
-        "future_len": forecaster.future,
-        "grid_stride": forecaster.grid.stride,
-        "noise_seed": seed,
-        **forecaster.describe(),
-    }
 
 
 def _check_options(
@@ -263,7 +254,8 @@ def sample(
             summary_path = _write_summary(
                 out, tally, inputs, checkpoint, forecaster, num_samples, seed
             )
-            report = write_sample_report(out, tally.done, f"TrajLoom futures: {checkpoint}")
+            title = f"TrajLoom futures: {checkpoint}"
+            report = write_predictions_report(out, tally.done, title)
     except OutputError as err:
         raise _fail(str(err)) from None
     typer.echo(f"report: {report}")

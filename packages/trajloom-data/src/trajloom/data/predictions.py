@@ -1,7 +1,9 @@
 """What a forecast of one clip is written as: run folders, Wan-Move exports, renders.
 
 :func:`write_predictions` writes all of it for one clip (``apps/sample`` and
-``apps/demo`` call it with the futures ``trajloom.flow.forecast`` samples); the pieces:
+``apps/demo`` call it with the futures ``trajloom.flow.forecast`` samples), and
+:func:`write_predictions_report` the ``index.html`` of the clips written into a folder
+(``trajloom.data.report``). The pieces:
 
 Run folders follow the released ``run_trajloom_generator.py``: one folder per video with
 ``query_xy.npy``, ``pred_tracks.npy`` "tf n 2" float32, ``pred_visibility.npy`` "tf n"
@@ -40,6 +42,7 @@ from trajloom.data.formats import (
     write_wanmove,
 )
 from trajloom.data.render import RenderConfig, render_overlay, tile_videos
+from trajloom.data.report import ClipView, Table, write_report
 from trajloom.data.video import write_video
 from trajloom.encoding import GridSpec, query_points
 
@@ -50,6 +53,7 @@ __all__ = [
     "render_names",
     "wanmove_arrays",
     "write_predictions",
+    "write_predictions_report",
     "write_sample_runs",
     "write_wanmove_export",
 ]
@@ -229,13 +233,22 @@ def write_predictions(
     renders (``out/renders``) of one clip's futures; returns the entry of the clip in a
     summary: the paths written and the seconds each part took.
 
-    ``meta`` goes into every run folder's ``meta.json`` (with the sample index).
+    Every run folder's ``meta.json`` holds the clip's id, source, caption and window,
+    the grid stride, the sample index and ``meta`` (the model, the seed).
     ``progress`` is told the name of each part as it starts ("export", "render").
     """
     tell = progress or (lambda _part: None)
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     tell("export")
+    clip_meta = {
+        "id": clip.id,
+        "source": clip.source,
+        "caption": clip.caption,
+        "hist_len": clip.history,
+        "future_len": int(futures.tracks.shape[1]),
+        "grid_stride": grid.stride,
+    }
     runs = write_sample_runs(
         out / "runs",
         clip.id,
@@ -245,7 +258,7 @@ def write_predictions(
         pred_probability=futures.probability,
         gt_tracks=clip.fut_tracks,
         gt_visibility=clip.fut_vis,
-        meta=meta,
+        meta={**clip_meta, **meta},
     )
     image = clip.frames[clip.history - 1] if clip.frames is not None else None
     exports = []
@@ -271,6 +284,7 @@ def write_predictions(
     return {
         "id": clip.id,
         "source": clip.source,
+        "caption": clip.caption,
         "num_samples": int(futures.tracks.shape[0]),
         "has_ground_truth": clip.fut_tracks is not None,
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
@@ -278,3 +292,55 @@ def write_predictions(
         "wanmove": [str(p) for p in exports],
         "renders": [str(p) for p in renders.values()],
     }
+
+
+_CLIP_METRICS = {
+    "min_ade": "minADE (px)",
+    "min_fde": "minFDE (px)",
+    "diversity": "diversity (px)",
+}
+
+
+def _render_paths(out: Path, entry: dict[str, Any]) -> dict[str, Path]:
+    names = render_names(entry["id"], entry["num_samples"], entry["has_ground_truth"])
+    return {role: out / "renders" / name for role, name in names.items()}
+
+
+def _clip_view(entry: dict[str, Any], renders: dict[str, Path]) -> ClipView | None:
+    """The report's view of a clip written by :func:`write_predictions`; None unrendered."""
+    k = entry["num_samples"]
+    samples = [renders[f"sample_{i:03d}"] for i in range(k)]
+    if not all(p.is_file() for p in samples):
+        return None
+    m = entry.get("metrics") or {}
+    rows = [{"ADE (px)": m["ade"][i], "FDE (px)": m["fde"][i]} for i in range(k)] if m else []
+    links = {"sample grid": renders.get("grid"), "GIF": renders.get("gif")}
+    return ClipView(
+        id=entry["id"],
+        samples=samples,
+        truth=renders.get("truth"),
+        caption=entry.get("caption", ""),
+        sample_metrics=rows,
+        metrics={label: m.get(key) for key, label in _CLIP_METRICS.items()} if m else {},
+        links={label: p for label, p in links.items() if p is not None and p.is_file()},
+    )
+
+
+def write_predictions_report(out: Path, entries: list[dict[str, Any]], title: str) -> Path:
+    """``out/index.html`` of the clips ``entries`` (what :func:`write_predictions`
+    returned, optionally with ``caption`` and ``metrics`` added: the JSON-ready dict of
+    ``trajloom.metrics.forecast_summary``); a table of every clip, then each rendered
+    clip's futures, truth and metrics."""
+    views = [v for e in entries if (v := _clip_view(e, _render_paths(out, e))) is not None]
+    rows = [
+        [e["id"], e["num_samples"], *[(e.get("metrics") or {}).get(k) for k in _CLIP_METRICS]]
+        for e in entries
+    ]
+    table = Table(
+        "clips",
+        ["clip", "samples", *_CLIP_METRICS.values()],
+        rows,
+        note="Errors against the tracked true future (empty where the clip has none); "
+        "click a column to sort.",
+    )
+    return write_report(out, title, clips=views, tables=[table])
