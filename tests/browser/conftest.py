@@ -2,8 +2,9 @@
 
 ``.ci/run`` installs both when they are missing; where neither they nor another
 Chromium/chromedriver pair can be found, the browser tests skip, saying so. Set
-``TRAJLOOM_CHROMIUM`` / ``TRAJLOOM_CHROMEDRIVER`` to use another pair. Screenshots go
-under each test's tmp folder.
+``TRAJLOOM_CHROMIUM`` / ``TRAJLOOM_CHROMEDRIVER`` to use another pair, and
+``TRAJLOOM_REQUIRE_BROWSER=1`` (``.ci/run`` does, once Chromium is installed) to fail
+instead of skipping. Screenshots go under each test's tmp folder.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ def chromium_paths() -> tuple[str, str]:
     browser = _find("TRAJLOOM_CHROMIUM", BROWSERS)
     driver = _find("TRAJLOOM_CHROMEDRIVER", DRIVERS)
     if browser is None or driver is None:
+        if os.environ.get("TRAJLOOM_REQUIRE_BROWSER") == "1":
+            pytest.fail("TRAJLOOM_REQUIRE_BROWSER=1 but no Chromium + chromedriver was found")
         pytest.skip(
             "no Chromium + chromedriver on this machine (install: apt-get install chromium "
             "chromium-driver, or set TRAJLOOM_CHROMIUM / TRAJLOOM_CHROMEDRIVER)"

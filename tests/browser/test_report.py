@@ -85,4 +85,7 @@ def test_report_switches_samples_plays_and_sorts(browser, console_errors, screen
     header.click()
     down = browser.execute_script(f"return {column};", table)
     assert up == sorted(up) and down == sorted(up, reverse=True) and len(up) == 2
-    assert console_errors(browser) == []
+    assert console_errors() == []
+    # the console check sees errors: a page that throws is caught
+    browser.get("data:text/html,<script>undefinedFunction()</script>")
+    assert any("undefinedFunction" in e["message"] for e in console_errors())
