@@ -253,7 +253,7 @@ def test_forecast_summary_plain_values_analytic():
     from trajloom.metrics import forecast_summary
 
     gt = np.zeros((5, 3, 2))
-    samples = np.stack([gt + [3.0, 4.0], gt + [6.0, 8.0]])  # 5 px and 10 px off everywhere
+    samples = np.stack([gt + np.array([3.0, 4.0]), gt + np.array([6.0, 8.0])])  # 5 and 10 px off
     summary = forecast_summary(samples, gt)
     assert summary == {
         "ade": [5.0, 10.0],
