@@ -88,6 +88,8 @@ def test_refusals_before_any_work(tmp_path):
     tell = lambda f, stage: None  # noqa: E731
     with pytest.raises(DemoError, match="pinned points are not supported yet"):
         run_job(Job(video, BASELINES[0], pins=(((1, 2), (3, 4)),)), settings, models, tell)
+    with pytest.raises(DemoError, match="no video: upload one"):
+        run_job(Job(None, BASELINES[0]), settings, models, tell)
     with pytest.raises(DemoError, match="samples must be 1 to 8, got 9"):
         run_job(Job(video, BASELINES[0], num_samples=9), settings, models, tell)
     with pytest.raises(DemoError, match="checkpoint baseline:nope cannot be used"):

@@ -57,7 +57,7 @@ class DemoError(ValueError):
 class Job:
     """What a user asked for."""
 
-    video: Path
+    video: Path | None  # None: nothing uploaded or picked
     checkpoint: str
     num_samples: int = 4
     steps: int = 20
@@ -175,6 +175,8 @@ def _track(video: Path, forecaster: Forecaster) -> Clip:
 
 def run_job(job: Job, settings: DemoSettings, models: ModelCache, tell: Progress) -> JobResult:
     """Do one request; ``tell(fraction, stage)`` hears the progress."""
+    if job.video is None:
+        raise DemoError("no video: upload one or pick an example, then press Predict")
     if job.pins:
         raise DemoError("pinned points are not supported yet (issue 17); clear the pins")
     if not 1 <= job.num_samples <= settings.max_samples:
