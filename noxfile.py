@@ -23,7 +23,7 @@ PACKAGES = [
     "trajloom-vae",
     "trajloom-flow",
 ]
-APPS = ["trajloom-train", "trajloom-sample", "trajloom-bench"]
+APPS = ["trajloom-train", "trajloom-sample", "trajloom-bench", "trajloom-demo"]
 # the import that proves a wheel works, per distribution
 IMPORTS = {
     "trajloom-encoding": "trajloom.encoding",

@@ -130,6 +130,11 @@ def test_eval_table_on_synthetic_sources(synthetic_bench, tmp_path):
     assert len(rows) == 2 * (3 + 4)
     with (out / "table.csv").open() as f:
         assert len(list(csv.DictReader(f))) == 4
+    # index.html: the same two tables, sortable, one row per CSV row, and no network
+    page = (out / "index.html").read_text()
+    assert page.count('<table class="sortable">') == 2
+    assert page.count("<tr>") == 2 + 4 + 2 * (3 + 4)  # two header rows, then the CSV rows
+    assert "http://" not in page and "https://" not in page
     run = read_run_folder(out / "runs" / "cv" / "synthetic" / "synthetic_00002")
     assert run.pred_tracks.shape == (16, 25, 2) and run.gt_tracks.shape == (16, 25, 2)
 

@@ -17,18 +17,18 @@ from trajloom.data.formats import (
     save_released_npz,
     write_shards,
 )
+from trajloom.data.inputs import InputError, clips_from_npz, expand_inputs, load_clips
+from trajloom.data.predictions import (
+    wanmove_arrays,
+    write_sample_runs,
+    write_wanmove_export,
+)
 from trajloom.data.render import RenderConfig, grid_colors, render_overlay, tile_videos
 from trajloom.data.video import read_video, write_video
 from trajloom.encoding import GridSpec, query_points
 from trajloom.metrics import FVMDConfig, load_run, score_runs
 from trajloom.vae import TrajLoomVAE, save_pretrained, vae_preset
 from trajloom_sample.cli import app
-from trajloom_sample.export import (
-    wanmove_arrays,
-    write_sample_runs,
-    write_wanmove_export,
-)
-from trajloom_sample.inputs import InputError, clips_from_npz, expand_inputs, load_clips
 
 ROOT = Path(__file__).resolve().parents[2]
 VIDEOS = ROOT.parent / "shared" / "data" / "videos"
@@ -316,6 +316,17 @@ def test_end_to_end_tiny_checkpoint_on_real_videos(tmp_path, trained_run):
         x, y = run.pred_tracks[..., 0], run.pred_tracks[..., 1]
         assert (x >= 0).all() and (x < 128).all() and (y >= 0).all() and (y < 96).all()
         assert read_video(out / "renders" / f"{vid}_grid.mp4").shape[0] == 34
+        # each sample and the truth have their own overlay (the report switches between them)
+        sample_1 = read_video(out / "renders" / f"{vid}_sample_001.mp4")
+        truth = read_video(out / "renders" / f"{vid}_truth.mp4")
+        assert sample_1.shape == truth.shape == (34, 96, 128, 3)
+        assert not np.array_equal(sample_1[17:], truth[17:])  # other futures drawn
+        # per-clip metrics: ADE and FDE of each sample against the tracked truth
+        entry = next(d for d in summary["done"] if d["id"] == vid)
+        metrics = entry["metrics"]
+        assert len(metrics["ade"]) == 2 and metrics["min_ade"] == min(metrics["ade"]) > 0
+    page = (out / "index.html").read_text()
+    assert all(f'id="clip-{vid}"' in page for vid in ids)
     # seeds: sample k uses seed + k, so the two samples differ
     a = np.load(out / "runs" / "sample_000" / ids[0] / "pred_tracks.npy")
     b = np.load(out / "runs" / "sample_001" / ids[0] / "pred_tracks.npy")

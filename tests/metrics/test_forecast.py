@@ -247,3 +247,27 @@ def test_cli_several_sample_folders(tmp_path, grid_points, rng):
     (roots[2] / "video_1").rmdir()
     res2 = typer_testing.CliRunner().invoke(app, args)
     assert res2.exit_code == 1 and "FAILED video_1" in res2.output
+
+
+def test_forecast_summary_plain_values_analytic():
+    from trajloom.metrics import forecast_summary
+
+    gt = np.zeros((5, 3, 2))
+    samples = np.stack([gt + np.array([3.0, 4.0]), gt + np.array([6.0, 8.0])])  # 5 and 10 px off
+    summary = forecast_summary(samples, gt)
+    assert summary == {
+        "ade": [5.0, 10.0],
+        "fde": [5.0, 10.0],
+        "min_ade": 5.0,
+        "min_fde": 5.0,
+        "diversity": 5.0,
+    }
+    # nothing visible: None (empty in a report), not NaN, and no warning
+    hidden = forecast_summary(samples[:1], gt, np.zeros((5, 3), bool))
+    assert hidden == {
+        "ade": [None],
+        "fde": [None],
+        "min_ade": None,
+        "min_fde": None,
+        "diversity": None,
+    }

@@ -46,6 +46,7 @@ from trajloom_bench.build import (
     write_bench_index,
 )
 from trajloom_bench.evaluate import EvalConfig, bench_sources, predict_source, score_source
+from trajloom_bench.report import write_bench_report
 
 app = typer.Typer(
     add_completion=False,
@@ -324,6 +325,7 @@ def evaluate(
             }
             texts = result_texts(results, names, settings, failures)
             paths = [atomic_write_text(out / RESULT_FILES[k], t) for k, t in texts.items()]
+            paths.append(write_bench_report(out, texts, settings, failures))
     except OutputError as err:
         raise _fail(str(err)) from None
     typer.echo(format_paper_table(results, names))

@@ -5,9 +5,12 @@ For every clip: sample ``--num-samples`` futures and write
 * ``OUT/runs/sample_<k>/<id>/`` — released-layout run folders (``trajloom-metrics score
   OUT/runs/sample_000`` and the released benchmark scripts read them);
 * ``OUT/wanmove/sample_<k>/<id>_tracks.npy`` / ``_visibility.npy`` / ``_image.jpg`` — the
-  Wan-Move export (see ``export.py`` for which frames);
-* ``OUT/renders/<id>.mp4`` (+ ``.gif``) — history and sample 0 over the video, and
-  ``OUT/renders/<id>_grid.mp4`` — every sample side by side;
+  Wan-Move export (``trajloom.data.predictions`` says which frames);
+* ``OUT/renders/<id>.mp4`` (+ ``.gif``) — history and sample 0 over the video,
+  ``<id>_sample_<k>.mp4`` the other samples, ``<id>_truth.mp4`` the true future when the
+  clip has one, and ``<id>_grid.mp4`` — every sample side by side;
+* ``OUT/index.html`` — the report: every clip's futures (one at a time or all), the truth,
+  the per-clip metrics; it opens from the file system, no server;
 * ``OUT/summary.json`` — what this run did: the clips done, failed (and why) and damaged,
   the totals, and the run folders of earlier runs in OUT that this run did not rewrite.
 
@@ -31,13 +34,19 @@ import numpy as np
 import typer
 
 from trajloom.data.clip import Clip
+from trajloom.data.inputs import InputDamage, InputError, expand_inputs, load_clips
 from trajloom.data.outputs import OutputError, OutputLock, atomic_write_json
-from trajloom.data.render import RenderConfig, render_grid, render_overlay
+from trajloom.data.predictions import (
+    Futures,
+    OutputOptions,
+    write_predictions,
+    write_predictions_report,
+)
+from trajloom.data.render import RenderConfig
 from trajloom.data.tracking import TRACKERS, make_tracker
-from trajloom.data.video import VIDEO_SUFFIXES, write_video
+from trajloom.data.video import VIDEO_SUFFIXES
 from trajloom.encoding import DEFAULT_FUTURE, DEFAULT_GRID, DEFAULT_HISTORY, GridSpec
 from trajloom.flow.forecast import (
-    Forecast,
     Forecaster,
     RunFolders,
     forecast_clip,
@@ -47,8 +56,7 @@ from trajloom.flow.forecast import (
     with_pins,
 )
 from trajloom.flow.pins import Pin, PinError, parse_pin, pin_markers, pins_from_json
-from trajloom_sample.export import write_sample_runs, write_wanmove_export
-from trajloom_sample.inputs import InputDamage, InputError, expand_inputs, load_clips
+from trajloom.metrics import forecast_summary
 
 app = typer.Typer(add_completion=False, no_args_is_help=True)
 
@@ -79,120 +87,30 @@ def process_clip(
     *,
     num_samples: int,
     seed: int,
-    render: bool,
-    gif: bool,
-    wanmove_frames: int | None,
-    render_config: RenderConfig,
+    options: OutputOptions,
     markers: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Forecast one clip and write its run folders, Wan-Move export and renders.
 
     ``markers`` "k 4" (point, future frame, x, y): the pins' targets, drawn in the renders
     and written beside the Wan-Move export."""
-    grid = forecaster.grid
-    future = forecaster.future
     start = time.perf_counter()
     # Non-finite model output is refused here (ForecastError naming method and clip).
     forecast = forecast_clip(forecaster, clip, num_samples=num_samples, seed=seed)
-    seconds = {"forecast": time.perf_counter() - start}
-    start = time.perf_counter()
-    meta = {
-        "id": clip.id,
-        "source": clip.source,
-        "caption": clip.caption,
-        "hist_len": clip.history,
-        "future_len": future,
-        "grid_stride": grid.stride,
-        "noise_seed": seed,
-        **forecaster.describe(),
-    }
-    runs = write_sample_runs(
-        out / "runs",
-        clip.id,
-        grid=grid,
-        pred_tracks=forecast.tracks,
-        pred_visibility=forecast.visibility,
-        pred_probability=forecast.probability,
-        gt_tracks=clip.fut_tracks,
-        gt_visibility=clip.fut_vis,
-        meta=meta,
+    seconds = time.perf_counter() - start
+    entry = write_predictions(
+        clip,
+        Futures(forecast.tracks, forecast.visibility, forecast.probability),
+        forecaster.grid,
+        out,
+        meta={"noise_seed": seed, **forecaster.describe()},
+        options=options,
+        markers=markers,
     )
-    image = clip.frames[clip.history - 1] if clip.frames is not None else None
-    exports = []
-    for k in range(forecast.tracks.shape[0]):
-        exports += write_wanmove_export(
-            out / "wanmove" / f"sample_{k:03d}",
-            clip.id,
-            hist_tracks=clip.hist_tracks,
-            hist_vis=clip.hist_vis,
-            fut_tracks=forecast.tracks[k],
-            fut_vis=forecast.visibility[k],
-            size=grid.size,
-            image=image,
-            num_frames=wanmove_frames,
-            markers=markers,
-        )
-    seconds["export"] = time.perf_counter() - start
-    start = time.perf_counter()
-    renders: list[Path] = []
-    if render:
-        renders = _render_clip(clip, forecast, grid, out / "renders", gif, render_config, markers)
-        seconds["render"] = time.perf_counter() - start
-    return {
-        "id": clip.id,
-        "source": clip.source,
-        "num_samples": int(forecast.tracks.shape[0]),
-        "has_ground_truth": clip.fut_tracks is not None,
-        "seconds": {k: round(v, 3) for k, v in seconds.items()},
-        "runs": [str(p) for p in runs],
-        "wanmove": [str(p) for p in exports],
-        "renders": [str(p) for p in renders],
-    }
-
-
-def _render_clip(
-    clip: Clip,
-    forecast: Forecast,
-    grid: GridSpec,
-    folder: Path,
-    gif: bool,
-    render_config: RenderConfig,
-    markers: np.ndarray | None = None,
-) -> list[Path]:
-    """The overlay of the first future (MP4, optionally GIF) and, with several, the grid."""
-    grid_hw = (grid.grid_h, grid.grid_w)
-    targets = None if markers is None else markers[:, 1:]
-    fps = clip.fps or 16.0
-    overlay = render_overlay(
-        clip.frames,
-        clip.hist_tracks,
-        clip.hist_vis,
-        forecast.tracks[0],
-        forecast.visibility[0],
-        grid_hw=grid_hw,
-        size=grid.size,
-        config=render_config,
-        markers=targets,
-    )
-    renders = [write_video(folder / f"{clip.id}.mp4", overlay, fps=fps)]
-    if gif:
-        # Half size and every other frame keep GIFs small; the MP4 has everything.
-        small = overlay[::2, ::2, ::2]
-        renders.append(write_video(folder / f"{clip.id}.gif", small, fps=fps / 2))
-    if forecast.tracks.shape[0] > 1:
-        futures = [(f, v) for f, v in zip(forecast.tracks, forecast.visibility, strict=True)]
-        tiles = render_grid(
-            clip.frames,
-            clip.hist_tracks,
-            clip.hist_vis,
-            futures,
-            grid_hw=grid_hw,
-            size=grid.size,
-            config=render_config,
-            markers=targets,
-        )
-        renders.append(write_video(folder / f"{clip.id}_grid.mp4", tiles, fps=fps))
-    return renders
+    entry["seconds"] = {"forecast": round(seconds, 3), **entry["seconds"]}
+    if clip.fut_tracks is not None:
+        entry["metrics"] = forecast_summary(forecast.tracks, clip.fut_tracks, clip.fut_vis)
+    return entry
 
 
 def _check_options(
@@ -316,7 +234,12 @@ def sample(
     tracker_kwargs = _check_options(num_samples, solver, steps, tracker, tracker_option or [])
     constraints = _read_pins(pin or [], pins)
     try:
-        render_config = RenderConfig(trail=trail)
+        options = OutputOptions(
+            render=render,
+            gif=gif,
+            wanmove_frames=wanmove_frames,
+            render_config=RenderConfig(trail=trail),
+        )
         spec = parse_method(checkpoint)
     except ValueError as err:
         raise _fail(str(err)) from None
@@ -361,17 +284,17 @@ def sample(
                     tally,
                     num_samples=num_samples,
                     seed=seed,
-                    render=render,
-                    gif=gif,
-                    wanmove_frames=wanmove_frames,
-                    render_config=render_config,
+                    options=options,
                     markers=pin_markers(constraints) if constraints else None,
                 )
             summary_path = _write_summary(
                 out, tally, inputs, checkpoint, forecaster, num_samples, seed
             )
+            title = f"TrajLoom futures: {checkpoint}"
+            report = write_predictions_report(out, tally.done, title)
     except OutputError as err:
         raise _fail(str(err)) from None
+    typer.echo(f"report: {report}")
     _report(tally, summary_path)
 
 

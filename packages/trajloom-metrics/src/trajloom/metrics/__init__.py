@@ -5,7 +5,8 @@ Numbers equal those printed by the released benchmark scripts of zewei-Zhang/Tra
 
     from trajloom.metrics import fvmd, flow_tv, div_curl_energy, vepe, FVMDConfig
 
-Multi-sample forecasts: :func:`best_of_k` (minADE_K / minFDE_K), :func:`sample_diversity`
+Multi-sample forecasts: :func:`best_of_k` (minADE_K / minFDE_K), :func:`sample_diversity`,
+:func:`forecast_summary` (all of one video's, JSON-ready)
 and the streaming :class:`ForecastAccumulator` (:mod:`trajloom.metrics.forecast`).
 
 Run folders (the released layout) are scored with :func:`score_runs` (K sample folders
@@ -26,6 +27,7 @@ from trajloom.metrics.forecast import (
     ForecastAccumulator,
     ForecastResult,
     best_of_k,
+    forecast_summary,
     sample_diversity,
     sample_errors,
 )
@@ -88,6 +90,7 @@ __all__ = [
     "flow_div_curl",
     "flow_tv",
     "flow_tv_per_frame",
+    "forecast_summary",
     "format_method_table",
     "format_paper_table",
     "frechet_distance",

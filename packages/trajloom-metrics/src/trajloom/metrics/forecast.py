@@ -35,6 +35,7 @@ __all__ = [
     "ForecastAccumulator",
     "ForecastResult",
     "best_of_k",
+    "forecast_summary",
     "sample_diversity",
     "sample_errors",
 ]
@@ -118,6 +119,33 @@ def best_of_k(
     if np.isnan(ade).all():
         return float("nan"), float("nan")
     return float(np.min(ade)), float(np.min(fde))
+
+
+def forecast_summary(
+    samples: np.ndarray, gt_tracks: np.ndarray, visibility: np.ndarray | None = None
+) -> dict[str, Any]:
+    """The errors of K futures of one video, as plain JSON-ready values (pixels).
+
+    ``ade`` and ``fde``: lists of K (:func:`sample_errors`); ``min_ade`` and ``min_fde``
+    (:func:`best_of_k`); ``diversity`` (:func:`sample_diversity`, None for K = 1). NaN
+    (nothing visible) becomes None, without a warning: a report shows it as empty.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ade, fde = sample_errors(samples, gt_tracks, visibility)
+        diversity = sample_diversity(samples, visibility) if len(samples) > 1 else None
+
+    def plain(value: float | None) -> float | None:
+        return None if value is None or np.isnan(value) else float(value)
+
+    seen = not np.isnan(ade).all()
+    return {
+        "ade": [plain(a) for a in ade],
+        "fde": [plain(f) for f in fde],
+        "min_ade": plain(float(np.nanmin(ade))) if seen else None,
+        "min_fde": plain(float(np.nanmin(fde))) if seen else None,
+        "diversity": plain(diversity),
+    }
 
 
 def sample_diversity(samples: np.ndarray, visibility: np.ndarray | None = None) -> float:

@@ -1,0 +1,1 @@
+"""TrajLoom live demo (Gradio)."""
