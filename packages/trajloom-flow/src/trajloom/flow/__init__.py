@@ -20,6 +20,8 @@ from trajloom.flow.baselines import (
     static_future,
 )
 from trajloom.flow.conditioners import (
+    HashedTextConfig,
+    HashedTextEncoder,
     LightVideoEncoder,
     LightVideoEncoderConfig,
     UMT5TextEncoder,
@@ -78,6 +80,8 @@ __all__ = [
     "FlowLossConfig",
     "FlowLossOutput",
     "GeneratorConfig",
+    "HashedTextConfig",
+    "HashedTextEncoder",
     "LightVideoEncoder",
     "LightVideoEncoderConfig",
     "OnPolicyConfig",
