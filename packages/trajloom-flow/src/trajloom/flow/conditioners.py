@@ -479,9 +479,9 @@ class HashedTextEncoder(nn.Module):
     def __init__(self, config: HashedTextConfig = HashedTextConfig()) -> None:
         super().__init__()
         self.config = config
+        # N(0, 1) vectors (the embedding default): a caption's mean has a norm of order
+        # sqrt(dim / words), so the generator's text projection gets gradients from step 0
         self.bag = nn.EmbeddingBag(config.buckets, config.dim, mode="mean")
-        # small vectors: the caption term starts as a small change of the conditioning vector
-        nn.init.normal_(self.bag.weight, std=0.02)
 
     def forward(self, captions: Sequence[str]) -> torch.Tensor:
         if isinstance(captions, str):
