@@ -274,3 +274,22 @@ def test_paper_recipe_smoke_run_with_video_and_captions(tmp_path, monkeypatch):
     assert meta["video_encoder"]["kind"] == "light" and meta["text_encoder"]["kind"] == "hashed"
     results = json.loads((run / "eval" / "metrics.json").read_text())["results"]
     assert np.isfinite(results["trajloom"]["vepe"])
+
+
+def test_released_conditioner_options_refuse_clearly(tmp_path):
+    import importlib.util
+
+    from trajloom_train.cli import RunOptions, resolve_run
+
+    missing = tmp_path / "no-such-weights"
+    with pytest.raises(ValueError, match=r"--video-encoder .*not found.*nothing is downloaded"):
+        resolve_run(RunOptions(recipe="ci", runs_dir=tmp_path, video_encoder=missing))
+    with pytest.raises(ValueError, match=r"--text-encoder .*not found"):
+        resolve_run(RunOptions(recipe="ci", runs_dir=tmp_path, text_encoder=missing))
+    weights = tmp_path / "Wan2.1_VAE.pth"
+    weights.write_bytes(b"")
+    if importlib.util.find_spec("diffusers") is None:
+        with pytest.raises(ValueError, match=r"needs 'diffusers'.*--extra wan"):
+            resolve_run(RunOptions(recipe="ci", runs_dir=tmp_path, video_encoder=weights))
+    with pytest.raises(ValueError, match=r"video='wan' goes with video_path"):
+        apply_overrides(ci(), ["conditioning.video=wan"])
