@@ -17,7 +17,7 @@ from trajloom.data.shards import ShardSample, write_shards
 from trajloom.data.stream import StreamConfig
 from trajloom.data.synthetic import CameraPath, SceneConfig, make_scene, synthetic_shard_samples
 from trajloom.flow.conditioners import context_frames
-from trajloom.flow.forecast import PipelineForecaster
+from trajloom.flow.forecast import PipelineForecaster, forecast_clip
 from trajloom.flow.pipeline import TrajLoomPipeline
 from trajloom.vae import TrajLoomVAE
 from trajloom_train.config import apply_overrides
@@ -83,24 +83,22 @@ def test_a_cache_for_another_context_is_refused(synthetic_run):
 
 
 def test_the_caption_and_the_frames_change_the_forecast(synthetic_run):
+    """Through ``forecast_clip``, the one layer apps/sample and apps/bench forecast with."""
     run, recipe = synthetic_run
     pipe = TrajLoomPipeline.from_pretrained(run / "trained")
     forecaster = PipelineForecaster(pipe, solver="euler", steps=2, origin="trained")
     assert forecaster.wants_frames
     clip = SyntheticSplit(recipe.data, recipe.seed, TRAIN).sample(0, frames=True)
-    frames = clip.frames[: clip.history]
 
-    def forecast(caption: str, frames: np.ndarray) -> np.ndarray:
-        out = forecaster.forecast(
-            clip.hist_tracks, clip.hist_vis, frames=frames, caption=caption, num_samples=1, seed=0
-        )
-        return out.tracks
+    def forecast(**changes) -> np.ndarray:
+        return forecast_clip(forecaster, replace(clip, **changes), num_samples=1, seed=0).tracks
 
-    base = forecast(clip.caption, frames)
-    np.testing.assert_array_equal(base, forecast(clip.caption, frames))  # deterministic
-    assert np.abs(base - forecast("the camera tilts up quickly", frames)).max() > 1e-4
+    base = forecast()
+    np.testing.assert_array_equal(base, forecast())  # deterministic
+    assert np.abs(base - forecast(caption="the camera tilts up quickly")).max() > 1e-4
     # the barely trained video pathway moves the futures little, but it moves them
-    assert not np.array_equal(base, forecast(clip.caption, frames[:, ::-1].copy()))
+    assert not np.array_equal(base, forecast(frames=clip.frames[:, ::-1].copy()))
+    assert not np.array_equal(base, forecast(frames=None))
 
 
 # ----------------------------------------------------------------------------- caption test

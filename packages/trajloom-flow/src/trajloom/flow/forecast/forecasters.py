@@ -102,7 +102,8 @@ class PipelineForecaster:
 
     History video frames are used when the pipeline has a video encoder and its generator
     is video-conditioned; the caption whenever the pipeline has a text encoder (an empty
-    caption is the null embedding, as caption dropout trains it). ``origin`` names where the pipeline came from (``describe()["method"]``).
+    caption is the null embedding, as caption dropout trains it). ``origin`` names where
+    the pipeline came from (``describe()["method"]``).
     """
 
     def __init__(self, pipe: TrajLoomPipeline, *, solver: str, steps: int, origin: str) -> None:
