@@ -144,10 +144,16 @@ def encode_clips(
                 fut_vis=vis["fut"][i].numpy(),
                 caption=batch.captions[i],
                 camera=batch.cameras[i],
-                **{k: None if v is None else v[i] for k, v in extra.items()},
+                video_frames=_row(extra["video_frames"], i),
+                video_latent=_row(extra["video_latent"], i),
+                text_emb=_row(extra["text_emb"], i),
             )
         )
     return out
+
+
+def _row(values: np.ndarray | None, i: int) -> np.ndarray | None:
+    return None if values is None else values[i]
 
 
 def _pool_ids(recipe: Recipe, rank: int, world_size: int) -> list[int]:
