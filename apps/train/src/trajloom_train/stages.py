@@ -449,12 +449,15 @@ def build_flow_task(ctx: RunContext, stage: str = "flow") -> Task:
 
     def pipeline(module: nn.Module) -> TrajLoomPipeline:
         assert isinstance(module, ConditionedGenerator)
+        # the trained built-in encoders, or the frozen released ones the cache used
+        video = module.video_encoder if module.video_encoder is not None else context.wan
+        text = module.text_encoder if module.text_encoder is not None else context.umt5
         return TrajLoomPipeline(
             vae,
             module.generator,
             stats,
-            video_encoder=module.video_encoder or context.wan,
-            text_encoder=module.text_encoder or context.umt5,
+            video_encoder=video,
+            text_encoder=text,
             config=pipeline_config(r),
         )
 
