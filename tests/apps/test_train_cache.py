@@ -12,6 +12,7 @@ import pytest
 from trajloom.data.latents import LATENTS_NAME, read_latent_index
 from trajloom.data.shards import ShardSample, write_shards
 from trajloom.data.synthetic import make_scene
+from trajloom.data.video import write_video
 from trajloom.vae import TrajLoomVAE
 from trajloom_train.config import apply_overrides
 from trajloom_train.data import scene_config
@@ -31,14 +32,23 @@ SHORT = [
 ]
 
 
-def _shards(folder: Path, count: int = 8) -> Path:
-    cfg = scene_config(ci().data)
+def _shards(folder: Path, count: int = 8, video: bool = True) -> Path:
+    """Shards of synthetic scenes, with their videos (the built-in video context's input)."""
+    cfg = scene_config(ci().data, render_frames=video)
     samples = []
     for i in range(count):
         scene = make_scene(300 + i, cfg)
         meta = {**scene.meta, "caption": f"clip {i}"}
-        samples.append(ShardSample(f"clip-{i}", scene.tracks, scene.visibility, meta=meta))
+        mp4 = None
+        if video:
+            mp4 = write_video(
+                folder.parent / "tmp.mp4", scene.frames, preset="ultrafast"
+            ).read_bytes()
+        samples.append(
+            ShardSample(f"clip-{i}", scene.tracks, scene.visibility, meta=meta, video=mp4)
+        )
     write_shards(samples, folder, maxcount=3)
+    (folder.parent / "tmp.mp4").unlink(missing_ok=True)
     return folder
 
 
@@ -77,6 +87,7 @@ def test_cache_writes_every_window_with_the_vae_fingerprint(shard_run):
     run, _ = shard_run
     index = json.loads((run / "cache" / LATENTS_NAME).read_text())
     assert index["total"] == 8 and index["vae_fingerprint"] == vae_fingerprint(run)
+    assert index["context"] == ci().conditioning.manifest()
     assert len(read_latent_index(run / "cache", vae_fingerprint=vae_fingerprint(run))) == 1
     assert json.loads((run / "cache" / "DONE.json").read_text())["windows"] == 8
 
@@ -137,3 +148,17 @@ def test_a_corrupt_latent_shard_is_skipped_and_counted(shard_run, tmp_path):
     with pytest.warns(UserWarning, match="skipped"):
         summary = run_stage(_ctx(copy, shards), "flow")
     assert summary["finished"] and summary["data"]["samples_skipped"] >= 1
+
+
+def test_shards_without_video_are_refused_for_the_video_context(shard_run, tmp_path):
+    shards = _shards(tmp_path / "plain", count=3, video=False)
+    run = tmp_path / "run"
+    for prior in ("vae", "stats"):
+        shutil.copytree(shard_run[0] / prior, run / prior)
+    with (
+        pytest.warns(UserWarning, match="missing_video"),
+        pytest.raises(ValueError, match=r"missing_video.*conditioning\.video=none"),
+    ):
+        run_stage(_ctx(run, shards), "cache")
+    summary = run_stage(_ctx(run, shards, ["conditioning.video=none"]), "cache")
+    assert summary["windows"] == 3

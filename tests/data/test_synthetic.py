@@ -348,3 +348,16 @@ def test_presets_and_dynamics_validation():
         SceneConfig(gravity=-1.0)
     with pytest.raises(ValueError, match="probability"):
         SceneConfig(p_fall=2.0)
+
+
+def test_camera_motion_can_start_late():
+    from trajloom.data.synthetic import CameraPath
+
+    cfg = SceneConfig(width=128, height=64, stride=16, num_frames=16, min_objects=0, max_objects=0)
+    scene = make_scene(3, cfg, camera=CameraPath(pan=0.02, start=8))
+    still, moving = scene.tracks[:9], scene.tracks[8:]
+    np.testing.assert_array_equal(still, np.broadcast_to(scene.tracks[:1], still.shape))
+    # the camera pans right from frame 8 on: content moves left by 0.02 widths per frame
+    steps = np.diff(moving[..., 0], axis=0)
+    np.testing.assert_allclose(steps, -0.02 * 128, atol=1e-4)
+    assert "pans right" in scene.caption

@@ -117,3 +117,66 @@ def test_caption_dropout():
     dropped = drop_text(text, keep)
     assert torch.equal(dropped[keep], text[keep])
     assert torch.equal(dropped[~keep], null_text(int((~keep).sum()), 8))
+
+
+def test_context_frames_is_the_block_mean_rounded():
+    from trajloom.flow.conditioners import context_frames
+
+    g = torch.Generator().manual_seed(0)
+    frames = torch.randint(0, 256, (2, 3, 8, 12, 3), generator=g, dtype=torch.uint8)
+    small = context_frames(frames, (2, 3))
+    blocks = frames.float().reshape(2, 3, 2, 4, 3, 4, 3).mean(dim=(3, 5))
+    assert small.dtype == torch.uint8
+    assert torch.equal(small, blocks.round().to(torch.uint8))
+    assert context_frames(small, (2, 3)) is small  # already at size: unchanged
+
+
+def test_light_encoder_for_grid_reads_the_cached_size():
+    from trajloom.encoding import GridSpec
+    from trajloom.flow.conditioners import context_frames
+
+    grid = GridSpec(width=128, height=64, stride=16)
+    cfg = LightVideoEncoderConfig.for_grid(grid, cell=4, hidden=8, out_channels=5)
+    assert cfg.input_size == (grid.grid_h * 4, grid.grid_w * 4)
+    enc = LightVideoEncoder(cfg).eval()
+    g = torch.Generator().manual_seed(1)
+    full = torch.randint(0, 256, (1, 5, 64, 128, 3), generator=g, dtype=torch.uint8)
+    cached = context_frames(full, cfg.input_size)
+    with torch.no_grad():
+        out = enc(full)
+        assert out.shape == (1, 2, grid.num_points, 5)
+        # full frames at inference give exactly what the cached frames gave in training
+        assert torch.equal(out, enc(cached))
+    with pytest.raises(ValueError, match="must divide the grid stride"):
+        LightVideoEncoderConfig.for_grid(grid, cell=3)
+
+
+def test_hashed_text_encoder_words_pairs_and_null():
+    from trajloom.flow.conditioners import HashedTextConfig, HashedTextEncoder, caption_features
+
+    cfg = HashedTextConfig(dim=8, buckets=512)
+    # deterministic ids; word order matters through the pairs
+    assert caption_features("Pans LEFT.", cfg) == caption_features("pans left", cfg)
+    a, b = caption_features("pans left", cfg), caption_features("left pans", cfg)
+    assert sorted(a[:2]) == sorted(b[:2]) and a[2] != b[2]
+    enc = HashedTextEncoder(cfg)
+    out = enc(["the camera pans left", "", "the camera pans right"])
+    assert out.shape == (3, 8)
+    assert torch.equal(out[1], torch.zeros(8))  # no words: the null embedding
+    assert not torch.allclose(out[0], out[2])
+    ids = torch.tensor(caption_features("the camera pans left", cfg))
+    assert torch.allclose(out[0], enc.bag.weight[ids].mean(dim=0))
+
+
+def test_hashed_text_encoder_round_trip(tmp_path):
+    from trajloom.flow.conditioners import (
+        HashedTextConfig,
+        HashedTextEncoder,
+        load_hashed_text_encoder,
+        save_hashed_text_encoder,
+    )
+
+    enc = HashedTextEncoder(HashedTextConfig(dim=4, buckets=64))
+    back = load_hashed_text_encoder(save_hashed_text_encoder(enc, tmp_path / "text"))
+    assert back.config == enc.config
+    assert torch.equal(back.bag.weight, enc.bag.weight)

@@ -251,3 +251,25 @@ def test_from_released_checkpoints_give_the_same_futures(tmp_path):
             tmp_path / "stats.json",
             vis_ckpt=tmp_path / "vis.pt",
         )
+
+
+def test_hashed_caption_encoder_null_caption_and_round_trip(tmp_path):
+    from trajloom.flow.conditioners import HashedTextConfig, HashedTextEncoder
+
+    torch.manual_seed(0)
+    vae = TrajLoomVAE(vae_preset("tiny"))
+    gen = TrajLoomGenerator(
+        generator_preset("tiny", use_video_cond=False, text_embed_dim=8).for_vae(vae.config)
+    )
+    _perturb(gen, 1)
+    stats = LatentStats(torch.zeros(8), torch.ones(8))
+    pipe = TrajLoomPipeline(vae, gen, stats, text_encoder=HashedTextEncoder(HashedTextConfig(8)))
+    tracks, vis, _ = _history(b=1)
+    # generated latents: the untrained tiny VAE decodes them all to the same tracks
+    null = pipe(tracks, vis, caption="", steps=2).latents
+    assert torch.equal(null, pipe(tracks, vis, caption=torch.zeros(1, 8), steps=2).latents)
+    said = pipe(tracks, vis, caption="the camera pans left", steps=2).latents
+    assert not torch.equal(said, null)
+    back = TrajLoomPipeline.from_pretrained(pipe.save_pretrained(tmp_path / "set"))
+    assert isinstance(back.text_encoder, HashedTextEncoder)
+    assert torch.equal(back(tracks, vis, caption="the camera pans left", steps=2).latents, said)

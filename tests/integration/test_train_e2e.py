@@ -77,3 +77,24 @@ def test_rerun_skips_a_finished_stage(run, stage):
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"[{stage}] already done" in result.stdout
     assert (run / stage / "DONE.json").read_text() == before
+
+
+def test_trained_set_records_and_reloads_its_context(run):
+    from safetensors.torch import load_file
+
+    from trajloom.flow.conditioners import HashedTextEncoder, LightVideoEncoder
+
+    meta = json.loads((run / "trained" / "pipeline.json").read_text())
+    assert meta["video_encoder"] == {"kind": "light"}
+    assert meta["text_encoder"] == {"kind": "hashed"}
+    pipe = TrajLoomPipeline.from_pretrained(run / "trained")
+    assert isinstance(pipe.video_encoder, LightVideoEncoder)
+    assert isinstance(pipe.text_encoder, HashedTextEncoder)
+    # the set's encoders are the last generator stage's jointly trained ones
+    for name, module in (
+        ("video_encoder", pipe.video_encoder),
+        ("text_encoder", pipe.text_encoder),
+    ):
+        trained = load_file(str(run / "onpolicy" / "final" / name / "model.safetensors"))
+        for key, value in module.state_dict().items():
+            assert torch.equal(value, trained[key]), (name, key)

@@ -36,6 +36,7 @@ from trajloom.data.formats import (
     write_run_folder,
 )
 from trajloom.data.shards import iter_shard_items
+from trajloom.data.stream import caption_with_camera
 from trajloom.data.video import VideoReadError, read_video
 from trajloom.encoding import DEFAULT_GRID, GridSpec, rescale_tracks
 from trajloom.flow.forecast import Forecaster, forecast_run
@@ -124,7 +125,8 @@ def cut_clip(sample: ShardSample, method: Forecaster, boundary: int) -> Clip:
         history=th,
         future=tf,
         frames=frames,
-        caption=str(meta.get("caption", "")),
+        # as training reads shard captions: with the camera phrase (app. E.2)
+        caption=caption_with_camera(str(meta.get("caption", "")), str(meta.get("camera", ""))),
     )
 
 

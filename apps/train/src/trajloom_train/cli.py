@@ -17,6 +17,7 @@ Many processes (DDP: gloo on CPU, NCCL on GPU)::
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -89,6 +90,24 @@ StopOpt = Annotated[
     ),
 ]
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
+VideoEncoderOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--video-encoder",
+        help="Local Wan2.1 VAE weights (diffusers vae/ folder or Wan2.1_VAE.pth): cache Wan "
+        "latents as video context instead of training the built-in video encoder. Needs "
+        "trajloom-flow[wan]; nothing is downloaded.",
+    ),
+]
+TextEncoderOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--text-encoder",
+        help="Local umT5 encoder weights (text_encoder/ folder): cache pooled umT5 caption "
+        "embeddings instead of training the built-in caption encoder. Needs "
+        "trajloom-flow[wan]; nothing is downloaded.",
+    ),
+]
 
 
 @dataclass(frozen=True)
@@ -101,6 +120,8 @@ class RunOptions:
     overrides: tuple[str, ...] = ()  # --set key=value
     data: tuple[str, ...] = ()  # shard paths; empty: synthetic scenes
     steps_scale: float | None = None
+    video_encoder: Path | None = None  # local Wan2.1 VAE weights: cached Wan video context
+    text_encoder: Path | None = None  # local umT5 weights: cached umT5 caption embeddings
 
     @property
     def run_dir(self) -> Path:
@@ -135,6 +156,7 @@ def resolve_run(options: RunOptions) -> tuple[Recipe, Path]:
         base = replace(base, data=replace(base.data, source="shards", shards=options.data))
     if options.steps_scale is not None:
         base = scale_steps(base, options.steps_scale)
+    base = _released_context(base, options)
     resolved = apply_overrides(base, list(options.overrides))
     if saved is not None:
         diff = config_diff(saved, recipe_to_dict(resolved))
@@ -146,6 +168,35 @@ def resolve_run(options: RunOptions) -> tuple[Recipe, Path]:
                 "Use another --name for a new run, or repeat the original settings."
             )
     return resolved, run_dir
+
+
+def _released_context(recipe: Recipe, options: RunOptions) -> Recipe:
+    """The recipe with the released conditioners asked for by --video-encoder/--text-encoder."""
+    changes: dict[str, str] = {}
+    for flag, path, kind, key in (
+        ("--video-encoder", options.video_encoder, "wan", "video"),
+        ("--text-encoder", options.text_encoder, "umt5", "text"),
+    ):
+        if path is None:
+            continue
+        if not path.exists():
+            raise ValueError(
+                f"{flag} {path}: not found; give the local folder or file of the weights "
+                "(nothing is downloaded), or leave the option out to train the built-in encoder"
+            )
+        module = "diffusers" if kind == "wan" else "transformers"
+        if importlib.util.find_spec(module) is None:
+            raise ValueError(
+                f"{flag} {path}: loading these weights needs {module!r}, which is not "
+                "installed; install the optional extra (`uv sync --extra wan` in the "
+                "workspace, or `pip install 'trajloom-flow[wan]'`), or leave the option out "
+                "to train the built-in encoder"
+            )
+        changes[key] = kind
+        changes[f"{key}_path"] = str(path)
+    if not changes:
+        return recipe
+    return replace(recipe, conditioning=replace(recipe.conditioning, **changes))
 
 
 @contextmanager
@@ -204,9 +255,18 @@ def _run_options(
     overrides: list[str] | None,
     data: list[str] | None = None,
     steps_scale: float | None = None,
+    video_encoder: Path | None = None,
+    text_encoder: Path | None = None,
 ) -> RunOptions:
     return RunOptions(
-        recipe, name, runs_dir, tuple(overrides or ()), tuple(data or ()), steps_scale
+        recipe,
+        name,
+        runs_dir,
+        tuple(overrides or ()),
+        tuple(data or ()),
+        steps_scale,
+        video_encoder,
+        text_encoder,
     )
 
 
@@ -240,11 +300,15 @@ def _training_command(train: Callable[[RunOptions, ProcessOptions], None]) -> Ca
         overrides: SetOpt = None,
         data: DataOpt = None,
         steps_scale: ScaleOpt = None,
+        video_encoder: VideoEncoderOpt = None,
+        text_encoder: TextEncoderOpt = None,
         device: DeviceOpt = "auto",
         stop_after: StopOpt = None,
         progress: ProgressOpt = True,
     ) -> None:
-        options = _run_options(recipe, name, runs_dir, overrides, data, steps_scale)
+        options = _run_options(
+            recipe, name, runs_dir, overrides, data, steps_scale, video_encoder, text_encoder
+        )
         train(options, ProcessOptions(device, stop_after, progress))
 
     command.__doc__ = train.__doc__

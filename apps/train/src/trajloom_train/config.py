@@ -30,6 +30,7 @@ __all__ = [
     "DERIVED_KEYS",
     "PREVIOUS_KEYS",
     "RUNTIME_KEYS",
+    "ConditioningConfig",
     "DataConfig",
     "EvalConfig",
     "OptimConfig",
@@ -46,6 +47,8 @@ __all__ = [
 ]
 
 SCHEDULES = ("constant", "cosine")
+VIDEO_CONTEXTS = ("light", "wan", "none")
+TEXT_CONTEXTS = ("hashed", "umt5", "none")
 SOURCES = ("synthetic", "shards")
 PRECISIONS = ("bf16", "fp32")
 
@@ -118,6 +121,61 @@ class DataConfig:
     def windows(self) -> WindowSpec:
         """History and future frames (the temporal factor is the VAE's: see ``resolve``)."""
         return WindowSpec(history=self.history, future=self.future)
+
+
+@dataclass(frozen=True)
+class ConditioningConfig:
+    """The video and caption context the generator trains with (paper §3.3).
+
+    The built-in context (the default) needs no download and trains jointly with the
+    generator; the released conditioners are cached once from local weights.
+    """
+
+    # "light": the cache stores the history frames at video_cell x video_cell pixels per
+    # token and a LightVideoEncoder trains with the generator; "wan": the cache stores
+    # Wan2.1 VAE latents on the token grid (local weights in video_path); "none".
+    video: str = "light"
+    # "hashed": a HashedTextEncoder (hashed words and word pairs) trains with the generator
+    # on the captions; "umt5": the cache stores pooled umT5 embeddings (text_path); "none".
+    text: str = "hashed"
+    video_cell: int = 4  # pixels per token side of the cached frames (a divisor of the stride)
+    video_hidden: int = 64  # LightVideoEncoder conv channels
+    text_dim: int = 64  # HashedTextEncoder width = the generator's text_embed_dim
+    text_buckets: int = 4096  # HashedTextEncoder hash buckets
+    video_path: str = ""  # local Wan2.1 VAE weights (video="wan")
+    text_path: str = ""  # local umT5 encoder weights (text="umt5")
+
+    def __post_init__(self) -> None:
+        if self.video not in VIDEO_CONTEXTS:
+            raise ValueError(
+                f"conditioning.video must be one of {VIDEO_CONTEXTS}, got {self.video!r}"
+            )
+        if self.text not in TEXT_CONTEXTS:
+            raise ValueError(f"conditioning.text must be one of {TEXT_CONTEXTS}, got {self.text!r}")
+        _positive("conditioning", video_cell=self.video_cell, video_hidden=self.video_hidden)
+        _positive("conditioning", text_dim=self.text_dim, text_buckets=self.text_buckets)
+        if (self.video == "wan") != bool(self.video_path):
+            raise ValueError(
+                "conditioning: video='wan' goes with video_path (local Wan2.1 VAE weights; "
+                f"`--video-encoder PATH`), got video={self.video!r}, video_path={self.video_path!r}"
+            )
+        if (self.text == "umt5") != bool(self.text_path):
+            raise ValueError(
+                "conditioning: text='umt5' goes with text_path (local umT5 weights; "
+                f"`--text-encoder PATH`), got text={self.text!r}, text_path={self.text_path!r}"
+            )
+
+    def manifest(self) -> dict[str, Any]:
+        """What a latent cache made for this context must record (``latents.json``)."""
+        video: dict[str, Any] = {"kind": self.video}
+        if self.video == "light":
+            video["cell"] = self.video_cell
+        elif self.video == "wan":
+            video["path"] = self.video_path
+        text: dict[str, Any] = {"kind": self.text}
+        if self.text == "umt5":
+            text["path"] = self.text_path
+        return {"video": video, "text": text}
 
 
 @dataclass(frozen=True)
@@ -253,8 +311,9 @@ class Recipe:
     # it: compiling costs more there than it saves). Numbers change at bf16 rounding.
     compile_blocks: bool = False
     # Probability of training a sample with the null caption (released
-    # text_encoder.dropout_prob 0.1); used only when the clips carry text embeddings.
+    # text_encoder.dropout_prob 0.1); used when the generator is caption-conditioned.
     text_dropout: float = 0.1
+    conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
     data: DataConfig = field(default_factory=DataConfig)
     vae_model: VAEConfig = field(default_factory=VAEConfig)
     vae_loss: VAELossConfig = field(default_factory=VAELossConfig)
@@ -296,6 +355,8 @@ DERIVED_KEYS = frozenset(
         "generator.temporal_factor",
         "generator.latent_channels",
         "generator.activation_checkpointing",
+        "generator.use_video_cond",
+        "generator.use_text_cond",
         "visibility_model.latent_channels",
         "visibility_model.temporal_factor",
     }
@@ -354,7 +415,15 @@ def resolve(recipe: Recipe) -> Recipe:
     d = recipe.data
     ckpt = recipe.activation_checkpointing
     vae = replace(recipe.vae_model, grid=d.grid, num_frames=d.history, gradient_checkpointing=ckpt)
-    gen = replace(recipe.generator.for_vae(vae), activation_checkpointing=ckpt)
+    cond = recipe.conditioning
+    gen = replace(
+        recipe.generator.for_vae(vae),
+        activation_checkpointing=ckpt,
+        use_video_cond=cond.video != "none",
+        use_text_cond=cond.text != "none",
+    )
+    if cond.text == "hashed":
+        gen = replace(gen, text_embed_dim=cond.text_dim)
     vis = recipe.visibility_model.for_vae(vae)
     loss = replace(recipe.vae_loss, beta=vae.beta)
     return replace(recipe, vae_model=vae, generator=gen, visibility_model=vis, vae_loss=loss)
@@ -452,9 +521,9 @@ def apply_overrides(recipe: Recipe, overrides: list[str]) -> Recipe:
             renamed = PREVIOUS_KEYS.get(key)
             now = f" (now {renamed!r})" if renamed else ""
             raise ValueError(
-                f"override {key!r}{now} is derived from the data geometry and the VAE; set "
-                "data.width/height/stride/history or vae_model.* (e.g. "
-                "vae_model.temporal_factor) instead"
+                f"override {key!r}{now} is derived from the data geometry, the VAE and the "
+                "conditioning; set data.width/height/stride/history, vae_model.* (e.g. "
+                "vae_model.temporal_factor) or conditioning.video/text instead"
             )
         try:
             recipe = _set(recipe, key.split("."), text, key)

@@ -101,18 +101,19 @@ class SyntheticSplit:
             self._memo[key] = sample
         return sample
 
-    def batch(self, indices: list[int]) -> ClipBatch:
-        return collate([self.sample(g) for g in indices])
+    def batch(self, indices: list[int], *, frames: bool = False) -> ClipBatch:
+        """Clips ``indices`` stacked; ``frames`` renders their video (the video context)."""
+        return collate([self.sample(g, frames=frames) for g in indices])
 
     def clip_id(self, g: int) -> str:
         """The id of clip ``g`` (without drawing the scene)."""
         return f"synthetic-{self.seed_of(g)}"
 
-    def scene_batch(self, scenes: list[int]) -> ClipBatch:
+    def scene_batch(self, scenes: list[int], *, frames: bool = False) -> ClipBatch:
         """Pool scenes ``scenes`` of the training split (the cache stage's order)."""
         if self.split != TRAIN or not self.pool:
             raise ValueError("scene_batch addresses the training split's scene pool")
-        return collate([self._scene_clip(scene_seed(self.seed, k)) for k in scenes])
+        return collate([self._scene_clip(scene_seed(self.seed, k), frames=frames) for k in scenes])
 
     def _scene_clip(self, s: int, *, frames: bool = False) -> Clip:
         cfg = scene_config(self.data, render_frames=True) if frames else self._config
@@ -141,10 +142,14 @@ class ShardClips:
     """Training windows from shards, this process's share, epoch after epoch.
 
     ``shuffle=False`` reads the shards in order without a shuffle buffer (the cache stage's
-    single pass). :meth:`over` wraps any stream of the same kind (e.g. latent shards).
+    single pass); ``frames`` decodes the history frames of ``video.mp4`` (a sample without
+    one is skipped and counted). :meth:`over` wraps any stream of the same kind (e.g.
+    latent shards).
     """
 
-    def __init__(self, data: DataConfig, seed: int, dist: Dist, *, shuffle: bool = True) -> None:
+    def __init__(
+        self, data: DataConfig, seed: int, dist: Dist, *, shuffle: bool = True, frames: bool = False
+    ) -> None:
         from trajloom.data.stream import ShardStream, StreamConfig
 
         config = StreamConfig(
@@ -158,6 +163,7 @@ class ShardClips:
             shuffle_shards=shuffle,
             shuffle_buffer=data.shuffle_buffer if shuffle else 0,
             seed=seed,
+            decode_frames=frames,
         )
         self._start(ShardStream(config, rank=dist.rank, world_size=dist.world_size), collate)
 

@@ -2,7 +2,9 @@
 
 * :func:`export_trained_set`: ``<run>/trained/``, the folder
   ``trajloom.flow.TrajLoomPipeline.from_pretrained`` loads (VAE, generator — the
-  on-policy weights when that stage ran —, visibility head, latent statistics).
+  on-policy weights when that stage ran —, visibility head, latent statistics, and the
+  video and caption context the generator trained with: the built-in encoders' weights, or
+  the local paths of the released ones, in ``pipeline.json``).
 * :func:`evaluate`: held-out synthetic clips (a seed stream no training or validation
   clip uses), one future per clip from the trained set, the static and constant-velocity
   baselines, and the ground truth itself as a reference row (``trajloom.flow.forecast``
@@ -31,13 +33,14 @@ from trajloom.flow.forecast import (
     TrueFuture,
     forecast_run,
 )
-from trajloom.flow.io import load_generator, load_visibility
+from trajloom.flow.io import load_visibility
 from trajloom.flow.pipeline import PipelineConfig, TrajLoomPipeline
 from trajloom.metrics import FVMDConfig, score_method
 from trajloom.metrics import format_method_table as format_table
 from trajloom.vae import LatentStats, load_pretrained
 from trajloom_train.checkpoint import atomic_write_text
 from trajloom_train.config import Recipe
+from trajloom_train.context import load_conditioned
 from trajloom_train.data import EVAL, SyntheticSplit
 from trajloom_train.trainer import stage_done
 
@@ -66,14 +69,33 @@ def export_trained_set(run_dir: Path, recipe: Recipe) -> Path:
             raise FileNotFoundError(f"cannot export: stage '{stage}' of {run_dir} is not done")
     vae = load_pretrained(run_dir / "vae" / "final")
     gen_stage = "onpolicy" if stage_done(run_dir / "onpolicy") else "flow"
-    generator = load_generator(run_dir / gen_stage / "final")
+    trained = load_conditioned(run_dir / gen_stage / "final")
     visibility = load_visibility(run_dir / "vis" / "final") if stage_done(run_dir / "vis") else None
     stats = LatentStats.from_json(run_dir / "stats" / STATS_FILE, key="z_all")
     pipe = TrajLoomPipeline(
-        vae, generator, stats, visibility=visibility, config=pipeline_config(recipe)
+        vae,
+        trained.generator,
+        stats,
+        visibility=visibility,
+        video_encoder=trained.video_encoder,
+        text_encoder=trained.text_encoder,
+        config=pipeline_config(recipe),
     )
     folder = pipe.save_pretrained(run_dir / "trained")
+    _record_released_context(folder, recipe)
     return folder
+
+
+def _record_released_context(folder: Path, recipe: Recipe) -> None:
+    """Name the released conditioners (local paths) in ``pipeline.json`` without loading them."""
+    cond = recipe.conditioning
+    path = folder / "pipeline.json"
+    meta = json.loads(path.read_text())
+    if cond.video == "wan":
+        meta["video_encoder"] = {"kind": "wan", "path": cond.video_path}
+    if cond.text == "umt5":
+        meta["text_encoder"] = {"kind": "umt5", "path": cond.text_path, "max_length": 128}
+    atomic_write_text(path, json.dumps(meta, indent=2) + "\n")
 
 
 def _forecasters(pipe: TrajLoomPipeline, recipe: Recipe, origin: str) -> dict[str, Forecaster]:
@@ -103,8 +125,9 @@ def evaluate(recipe: Recipe, run_dir: Path, device: torch.device | str = "cpu") 
     clips = SyntheticSplit(recipe.data, recipe.seed, EVAL)
     out_dir = run_dir / "eval"
     runs = out_dir / "runs"
+    frames = any(f.wants_frames for f in forecasters.values())
     for g in range(recipe.eval.clips):
-        clip = clips.sample(g)
+        clip = clips.sample(g, frames=frames)
         for method, forecaster in forecasters.items():
             meta = {"method": method, "caption": clip.caption}
             run = forecast_run(forecaster, clip, seed=recipe.seed + g, meta=meta)
@@ -164,7 +187,13 @@ def render_preview(
         clip = source.sample(g, frames=True)
         hist = torch.from_numpy(clip.hist_tracks)[None]
         hvis = torch.from_numpy(clip.hist_vis)[None]
-        out = pipe(hist, hvis, steps=recipe.eval.steps, seed=recipe.seed)
+        video = None
+        if pipe.video_encoder is not None and clip.frames is not None:
+            video = torch.from_numpy(clip.frames[: clip.history])[None]
+        caption = clip.caption if pipe.text_encoder is not None else None
+        out = pipe(
+            hist, hvis, frames=video, caption=caption, steps=recipe.eval.steps, seed=recipe.seed
+        )
         futures = [
             (clip.fut_tracks, clip.fut_vis),
             (out.tracks[0, 0].cpu().numpy(), out.visibility[0, 0].cpu().numpy()),

@@ -2,7 +2,11 @@
 
 ``cache`` (after ``stats``) encodes every training window once with the frozen VAE and
 writes latent shards (``trajloom.data.latents``) to ``<run>/cache/``: each process its
-share, then rank 0 writes ``latents.json`` with the VAE fingerprint. The flow, on-policy and
+share, then rank 0 writes ``latents.json`` with the VAE fingerprint and the context. Next to
+the latents each window keeps its video and caption context (:class:`CacheContext`, after
+``recipe.conditioning``): the history frames at a few pixels per token for the built-in
+video encoder, or Wan2.1 VAE latents; umT5 caption embeddings when asked (the built-in
+caption encoder reads the caption string, which every window keeps). The flow, on-policy and
 visibility stages read latents through :class:`LatentSource` and never call the VAE:
 
 * shards: the cached latent shards, streamed and split by rank like the track shards,
@@ -20,6 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from trajloom.data.clip import ClipBatch
@@ -35,13 +40,21 @@ from trajloom.data.latents import (
 )
 from trajloom.data.outputs import atomic_write_json
 from trajloom.data.stream import StreamConfig
+from trajloom.flow.conditioners import UMT5TextEncoder, WanVideoEncoder, context_frames
 from trajloom.flow.model import latent_visibility
 from trajloom.vae import TrajLoomVAE
 from trajloom_train.config import Recipe
 from trajloom_train.data import TRAIN, ShardClips, SyntheticSplit
 from trajloom_train.distributed import Dist, barrier
 
-__all__ = ["CACHE_STAGE", "LatentSource", "encode_clips", "run_cache", "vae_fingerprint"]
+__all__ = [
+    "CACHE_STAGE",
+    "CacheContext",
+    "LatentSource",
+    "encode_clips",
+    "run_cache",
+    "vae_fingerprint",
+]
 
 CACHE_STAGE = "cache"
 _PART = "part-rank{rank:04d}.json"
@@ -52,15 +65,74 @@ def vae_fingerprint(run_dir: Path) -> str:
     return fingerprint(run_dir / "vae" / "final" / "model.safetensors")
 
 
+class CacheContext:
+    """The video and caption context cached with each window, as ``recipe.conditioning`` says.
+
+    * video ``"light"``: the history frames reduced to ``video_cell`` pixels per token side
+      (``trajloom.flow.conditioners.context_frames``), uint8; ``"wan"``: the Wan2.1 VAE's
+      latents of the history frames on the token grid (local weights); ``"none"``: nothing.
+    * text ``"umt5"``: pooled umT5 embeddings of the captions (local weights); ``"hashed"``
+      and ``"none"``: nothing (the built-in encoder reads the caption string).
+    """
+
+    def __init__(self, recipe: Recipe, device: torch.device | str = "cpu") -> None:
+        cond = recipe.conditioning
+        grid = recipe.data.grid
+        self.conditioning = cond
+        self.history = recipe.data.history
+        self.size = (grid.grid_h * cond.video_cell, grid.grid_w * cond.video_cell)
+        self.wan = None
+        self.umt5 = None
+        if cond.video == "wan":
+            self.wan = WanVideoEncoder(cond.video_path, grid=grid).to(device)
+        if cond.text == "umt5":
+            self.umt5 = UMT5TextEncoder(cond.text_path).to(device)
+
+    @property
+    def needs_frames(self) -> bool:
+        """Whether the windows' video frames must be read (decoded or rendered)."""
+        return self.conditioning.video != "none"
+
+    def manifest(self) -> dict[str, Any]:
+        return self.conditioning.manifest()
+
+    @torch.no_grad()
+    def arrays(self, batch: ClipBatch) -> dict[str, np.ndarray | None]:
+        """Per-batch ``video_frames`` / ``video_latent`` / ``text_emb`` (``"b ..."``) or None."""
+        out: dict[str, np.ndarray | None] = dict.fromkeys(
+            ("video_frames", "video_latent", "text_emb")
+        )
+        if self.needs_frames:
+            if batch.frames is None or batch.frames.shape[1] < self.history:
+                raise ValueError(
+                    f"clips {batch.ids[:3]} have no video frames, and the video context "
+                    f"{self.conditioning.video!r} is made from them: give shards with video.mp4 "
+                    "(apps/bench build writes them), or train without video context "
+                    "(--set conditioning.video=none)"
+                )
+            hist = batch.frames[:, : self.history]
+            if self.wan is None:
+                out["video_frames"] = context_frames(hist, self.size).numpy()
+            else:
+                out["video_latent"] = self.wan(hist).float().cpu().numpy()
+        if self.umt5 is not None:
+            out["text_emb"] = self.umt5(batch.captions).float().cpu().numpy()
+        return out
+
+
 @torch.no_grad()
-def encode_clips(vae: TrajLoomVAE, batch: ClipBatch, factor: int) -> list[LatentClip]:
-    """The latent clips of a batch: posterior means of both windows, latent visibility."""
+def encode_clips(
+    vae: TrajLoomVAE, batch: ClipBatch, factor: int, context: CacheContext
+) -> list[LatentClip]:
+    """The latent clips of a batch: posterior means of both windows, latent visibility,
+    caption and the cached context."""
     device = next(vae.parameters()).device
     z = {
         w: vae.encode_tracks(batch.window(w)[0].to(device)).mean.float().cpu()
         for w in ("hist", "fut")
     }
     vis = {w: latent_visibility(batch.window(w)[1], factor).bool() for w in ("hist", "fut")}
+    extra = context.arrays(batch)
     out = []
     for i, clip_id in enumerate(batch.ids):
         out.append(
@@ -72,11 +144,16 @@ def encode_clips(vae: TrajLoomVAE, batch: ClipBatch, factor: int) -> list[Latent
                 fut_vis=vis["fut"][i].numpy(),
                 caption=batch.captions[i],
                 camera=batch.cameras[i],
-                text_emb=None if batch.text_emb is None else batch.text_emb[i].numpy(),
-                video_latent=None if batch.video_latent is None else batch.video_latent[i].numpy(),
+                video_frames=_row(extra["video_frames"], i),
+                video_latent=_row(extra["video_latent"], i),
+                text_emb=_row(extra["text_emb"], i),
             )
         )
     return out
+
+
+def _row(values: np.ndarray | None, i: int) -> np.ndarray | None:
+    return None if values is None else values[i]
 
 
 def _pool_ids(recipe: Recipe, rank: int, world_size: int) -> list[int]:
@@ -84,24 +161,29 @@ def _pool_ids(recipe: Recipe, rank: int, world_size: int) -> list[int]:
 
 
 def _training_batches(
-    recipe: Recipe, dist: Dist, batch_size: int, report: dict[str, Any]
+    recipe: Recipe, dist: Dist, batch_size: int, report: dict[str, Any], frames: bool
 ) -> Iterator[ClipBatch]:
     """This process's share of the training windows to cache, in batches: every pool scene
     (synthetic), or one pass over its shards (the stream skips bad samples; their counts
-    are put in ``report`` when the pass ends)."""
+    are put in ``report`` when the pass ends); with their video ``frames`` when asked."""
     if recipe.data.source == "shards":
-        clips = ShardClips(recipe.data, recipe.seed, dist, shuffle=False)
+        clips = ShardClips(recipe.data, recipe.seed, dist, shuffle=False, frames=frames)
         yield from clips.one_pass(batch_size)
         report.update(clips.data_report())
         return
     split = SyntheticSplit(recipe.data, recipe.seed, TRAIN)
     mine = _pool_ids(recipe, dist.rank, dist.world_size)
     for i in range(0, len(mine), batch_size):
-        yield split.scene_batch(mine[i : i + batch_size])
+        yield split.scene_batch(mine[i : i + batch_size], frames=frames)
 
 
 def run_cache(
-    recipe: Recipe, run_dir: Path, dist: Dist, vae: TrajLoomVAE, factor: int
+    recipe: Recipe,
+    run_dir: Path,
+    dist: Dist,
+    vae: TrajLoomVAE,
+    factor: int,
+    context: CacheContext,
 ) -> dict[str, Any]:
     """Write this process's latent shards and part file; rank 0 then writes ``latents.json``.
 
@@ -111,8 +193,10 @@ def run_cache(
     part = folder / _PART.format(rank=dist.rank)
     if not part.is_file():
         report: dict[str, Any] = {}
-        batches = _training_batches(recipe, dist, recipe.stats.batch_size, report)
-        latents = (c for batch in batches for c in encode_clips(vae, batch, factor))
+        batches = _training_batches(
+            recipe, dist, recipe.stats.batch_size, report, context.needs_frames
+        )
+        latents = (c for batch in batches for c in encode_clips(vae, batch, factor, context))
         shards = write_latent_shards(latents, folder, prefix=f"latents-r{dist.rank:04d}")
         atomic_write_json(part, {"rank": dist.rank, "shards": shards, "data": report})
     barrier()
@@ -132,9 +216,24 @@ def run_cache(
     if recipe.data.source == "shards":
         summary["samples_skipped"] = sum(skipped.values())
         summary["skipped"] = skipped
+    if not summary["windows"]:
+        part.unlink()  # nothing cached: a rerun (e.g. with other settings) starts afresh
+        hint = ""
+        if "missing_video" in skipped:
+            hint = (
+                "; the video context is made from each window's video.mp4: give shards with "
+                "videos, or train without video context (--set conditioning.video=none)"
+            )
+        raise ValueError(
+            f"the cache stage found no usable training window (skipped by reason: {skipped}){hint}"
+        )
     if dist.is_main:
         write_latent_index(
-            folder, shards, vae_fingerprint=vae_fingerprint(run_dir), source=recipe.data.source
+            folder,
+            shards,
+            vae_fingerprint=vae_fingerprint(run_dir),
+            source=recipe.data.source,
+            context=context.manifest(),
         )
     barrier()
     return summary
@@ -151,15 +250,21 @@ class LatentSource:
         micro_batch: int,
         accum: int,
         encode: Callable[[ClipBatch], list[LatentClip]],
+        frames: bool = False,
     ) -> None:
         self.micro_batch, self.accum = micro_batch, accum
         self.split = SyntheticSplit(recipe.data, recipe.seed, TRAIN)
         self.encode = encode
+        self.frames = frames  # render the fresh scenes' frames (video context)
         self.pool: dict[str, LatentClip] | None = None
         self.stream: ShardClips | None = None
         if recipe.data.source == "synthetic" and not recipe.data.scene_pool:
             return  # a fresh scene per sample: encoded on the fly
-        urls = read_latent_index(run_dir / CACHE_STAGE, vae_fingerprint=vae_fingerprint(run_dir))
+        urls = read_latent_index(
+            run_dir / CACHE_STAGE,
+            vae_fingerprint=vae_fingerprint(run_dir),
+            context=recipe.conditioning.manifest(),
+        )
         if recipe.data.source == "synthetic":
             self.pool = {c.id: c for url in urls for c in _read_all(url)}
             return
@@ -181,7 +286,7 @@ class LatentSource:
             return self.stream.take(start, len(indices))
         if self.pool is not None:
             return collate_latents([self.pool[self.split.clip_id(g)] for g in indices])
-        return collate_latents(self.encode(self.split.batch(indices)))
+        return collate_latents(self.encode(self.split.batch(indices, frames=self.frames)))
 
     def data_report(self) -> dict[str, Any]:
         return {} if self.stream is None else self.stream.data_report()

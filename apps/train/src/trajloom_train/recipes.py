@@ -19,6 +19,7 @@ from trajloom.flow.visibility import VisibilityConfig
 from trajloom.vae.config import vae_preset
 from trajloom.vae.losses import VAELossConfig
 from trajloom_train.config import (
+    ConditioningConfig,
     DataConfig,
     EvalConfig,
     OptimConfig,
@@ -42,6 +43,11 @@ def paper() -> Recipe:
             text_dropout=0.1,  # released text_encoder.dropout_prob
             activation_checkpointing=True,  # paper A.2 "checkpointing for activation"
             compile_blocks=True,  # CUDA only: 1.67x faster generator step (BENCHMARKS.md GPU)
+            # Paper §3.3: history video and caption context. Built in by default (a
+            # LightVideoEncoder on cached low-resolution history frames and a hashed caption
+            # encoder, both trained with the generator; no download); `--video-encoder` /
+            # `--text-encoder` cache the released Wan2.1 VAE latents / umT5 embeddings instead.
+            conditioning=ConditioningConfig(video_hidden=64, text_dim=256, text_buckets=16384),
             # Paper §4.1: 832x480 (480p as WAN), stride-32 grid, 81 + 81 frames: DataConfig's
             # defaults (trajloom.encoding's DEFAULT_GRID and windows). Training data are
             # MagicData shards (pass --data); without them the synthetic scenes are used.
@@ -137,20 +143,15 @@ def paper() -> Recipe:
 def quick() -> Recipe:
     """All stages on synthetic scenes, 2 CPU cores, under 15 minutes (see the README)."""
     vae = vae_preset("tiny")  # hidden 64, 4 + 4 blocks, 8 latent channels
-    gen = generator_preset(
-        "tiny",
-        hidden_size=96,
-        num_heads=4,
-        depth=4,
-        use_video_cond=False,
-        use_text_cond=False,
-    )
+    gen = generator_preset("tiny", hidden_size=96, num_heads=4, depth=4)
     return resolve(
         Recipe(
             name="quick",
             seed=0,
             precision="bf16",
             activation_checkpointing=False,
+            # Built-in video and caption context, small: 4 x 4 px per token (32 x 32 frames).
+            conditioning=ConditioningConfig(video_hidden=32, text_dim=64, text_buckets=4096),
             # 128 x 128 at stride 16: an 8 x 8 grid (64 tracks, the smallest FVMD scores with
             # its 5 x 5-point cubes), 17 + 17 frames (5 latent steps each).
             # The "lively" world (swings, gravity, turns, handheld shake): in the rigid
@@ -231,6 +232,7 @@ def ci() -> Recipe:
             name="ci",
             seed=0,
             precision=base.precision,
+            conditioning=ConditioningConfig(video_hidden=8, text_dim=16, text_buckets=1024),
             data=DataConfig(
                 width=128, height=64, stride=16, history=9, future=9, scene_pool=64, val_clips=4
             ),
@@ -247,14 +249,7 @@ def ci() -> Recipe:
                 save_every=10,
             ),
             stats=StatsConfig(clips=16, batch_size=16),
-            generator=generator_preset(
-                "tiny",
-                hidden_size=32,
-                num_heads=2,
-                depth=2,
-                use_video_cond=False,
-                use_text_cond=False,
-            ),
+            generator=generator_preset("tiny", hidden_size=32, num_heads=2, depth=2),
             flow=StageConfig(
                 steps=20,
                 batch_size=8,

@@ -10,7 +10,9 @@ Each stage reads what the previous ones wrote in the run folder and writes
   ``stats.clips`` training clips, in the released ``vae_latent_stats.json`` schema.
 * ``flow``: the generator with the rectified-flow objective (eqs. 7-9) on
   (z_hist, z_fut) pairs encoded by the frozen VAE (posterior means) and normalized with the
-  ``z_all`` statistics, history visibility pooled to latent steps as a condition.
+  ``z_all`` statistics, history visibility pooled to latent steps as a condition, and the
+  video and caption context of ``recipe.conditioning`` (the built-in encoders train with
+  the generator: ``trajloom_train.context``).
 * ``onpolicy``: from the flow stage's (EMA) weights, flow matching plus the on-policy
   K-step loss (eqs. 10-14) on a sub-batch spread evenly over the global batch.
 * ``vis``: the visibility head on normalized VAE latents of the windows named by
@@ -32,9 +34,7 @@ from torch import nn
 from trajloom.data.clip import ClipBatch
 from trajloom.data.latents import LatentBatch, collate_latents
 from trajloom.encoding import normalize
-from trajloom.flow.conditioners import drop_text, text_dropout_mask
-from trajloom.flow.config import GeneratorConfig
-from trajloom.flow.io import load_generator
+from trajloom.flow.conditioners import text_dropout_mask
 from trajloom.flow.io import save_pretrained as save_flow_module
 from trajloom.flow.losses import (
     FlowDraws,
@@ -42,7 +42,7 @@ from trajloom.flow.losses import (
     flow_matching_terms,
     flow_token_weights,
 )
-from trajloom.flow.model import FlowCondition, TrajLoomGenerator
+from trajloom.flow.model import FlowCondition
 from trajloom.flow.onpolicy import OnPolicyConfig, onpolicy_loss, select_samples
 from trajloom.flow.pipeline import TrajLoomPipeline
 from trajloom.flow.visibility import (
@@ -60,10 +60,18 @@ from trajloom.vae import (
 from trajloom.vae.losses import vae_losses
 from trajloom_train.checkpoint import atomic_write_text
 from trajloom_train.config import Recipe
+from trajloom_train.context import (
+    ConditionedGenerator,
+    FlowContext,
+    build_conditioned,
+    flow_context,
+    load_conditioned,
+    save_conditioned,
+)
 from trajloom_train.data import VAL, SyntheticSplit, TrainSource, sample_generator
 from trajloom_train.distributed import Dist, all_reduce_sum, barrier
 from trajloom_train.evaluate import pipeline_config, render_preview
-from trajloom_train.latents import LatentSource, encode_clips, run_cache
+from trajloom_train.latents import CacheContext, LatentSource, encode_clips, run_cache
 from trajloom_train.trainer import DONE_NAME, LossOut, Task, run_task, stage_done
 
 __all__ = [
@@ -128,9 +136,9 @@ def _source(ctx: RunContext, stage: str) -> TrainSource:
     )
 
 
-def _val_clips(ctx: RunContext) -> ClipBatch:
+def _val_clips(ctx: RunContext, frames: bool = False) -> ClipBatch:
     clips = SyntheticSplit(ctx.recipe.data, ctx.recipe.seed, VAL)
-    return clips.batch(list(range(ctx.recipe.data.val_clips)))
+    return clips.batch(list(range(ctx.recipe.data.val_clips)), frames=frames)
 
 
 def _windows(batch: ClipBatch, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -153,7 +161,7 @@ class VAEBatch:
     eps: torch.Tensor  # "b t' n c" reparameterization noise (per-sample generators)
 
 
-M = TypeVar("M", TrajLoomVAE, TrajLoomGenerator)
+M = TypeVar("M", TrajLoomVAE, ConditionedGenerator)
 
 
 def _compiled(ctx: RunContext, model: M) -> M:
@@ -278,9 +286,10 @@ def _cache(ctx: RunContext) -> dict[str, Any]:
     """Encode every training window once (``trajloom_train.latents.run_cache``)."""
     vae = _frozen(load_pretrained(_require(ctx, "vae", "cache") / "final", device=ctx.device))
     _require(ctx, "stats", "cache")
+    context = CacheContext(ctx.recipe, ctx.device)
     wall0 = time.perf_counter()
     summary = run_cache(
-        ctx.recipe, ctx.run_dir, ctx.dist, vae, ctx.recipe.vae_model.frames_per_latent
+        ctx.recipe, ctx.run_dir, ctx.dist, vae, ctx.recipe.vae_model.frames_per_latent, context
     )
     summary["wall_s"] = time.perf_counter() - wall0
     if ctx.dist.is_main:
@@ -300,23 +309,35 @@ def _cache(ctx: RunContext) -> dict[str, Any]:
 class _Latents:
     """A stage's training latents (:class:`~trajloom_train.latents.LatentSource`), normalized
     with the run's ``z_all`` statistics; the frozen VAE only encodes the validation clips
-    (once) and, for a synthetic run without a scene pool, the fresh scenes."""
+    (once) and, for a synthetic run without a scene pool, the fresh scenes (with the same
+    cached context as the cache stage's)."""
 
-    def __init__(self, ctx: RunContext, stage: str, vae: TrajLoomVAE, stats: LatentStats):
+    def __init__(
+        self,
+        ctx: RunContext,
+        stage: str,
+        vae: TrajLoomVAE,
+        stats: LatentStats,
+        context: CacheContext,
+    ):
         if ctx.recipe.data.source == "shards" or ctx.recipe.data.scene_pool:
             _require(ctx, "cache", stage)
         cfg = ctx.recipe.stage(stage)
         factor = ctx.recipe.vae_model.frames_per_latent
         self.stats = stats
+        frames = context.needs_frames
         self.source = LatentSource(
             ctx.recipe,
             ctx.run_dir,
             ctx.dist,
             cfg.micro_batch_size,
             cfg.accumulation(ctx.dist.world_size),
-            encode=lambda batch: encode_clips(vae, batch, factor),
+            encode=lambda batch: encode_clips(vae, batch, factor, context),
+            frames=frames,
         )
-        self._val = lambda: collate_latents(encode_clips(vae, _val_clips(ctx), factor))
+        self._val = lambda: collate_latents(
+            encode_clips(vae, _val_clips(ctx, frames), factor, context)
+        )
 
     @cached_property
     def val(self) -> LatentBatch:
@@ -344,7 +365,7 @@ def _trained_set_parts(ctx: RunContext, stage: str) -> tuple[TrajLoomVAE, Latent
 class FlowBatch:
     """One micro-batch of the flow and on-policy stages, on the training device."""
 
-    cond: FlowCondition  # history latents "b th n c", visibility, video, caption
+    context: FlowContext  # history latents "b th n c", visibility, video and caption inputs
     x1: torch.Tensor  # "b tf n c" normalized future latents (the data)
     draws: FlowDraws  # source state, flow time, tube noise (per-sample generators)
     token_vis: torch.Tensor  # "b tf n" latent-level future visibility
@@ -352,26 +373,17 @@ class FlowBatch:
     onpolicy: list[int]  # rows that also get the on-policy rollout
 
 
-def _flow_condition(
-    batch: LatentBatch, keep: torch.Tensor, gcfg: GeneratorConfig, device: torch.device
-) -> FlowCondition:
-    """The generator's condition: history latents, and what the config conditions on."""
-    text = video = hist_vis = None
-    if gcfg.use_text_cond and batch.text_emb is not None:
-        text = drop_text(batch.text_emb.to(device), keep)
-    if gcfg.use_video_cond and batch.video_latent is not None:
-        video = batch.video_latent.to(device)
-    if gcfg.use_hist_vis_cond:
-        hist_vis = batch.hist_vis.to(device)
-    return FlowCondition(z_hist=batch.z_hist.to(device), hist_vis=hist_vis, video=video, text=text)
-
-
 def _add_onpolicy(
-    out: LossOut, module: nn.Module, batch: FlowBatch, op: OnPolicyConfig, sub_total: int
+    out: LossOut,
+    module: nn.Module,
+    batch: FlowBatch,
+    cond: FlowCondition,
+    op: OnPolicyConfig,
+    sub_total: int,
 ) -> None:
     """Add the on-policy K-step loss of the batch's sub-batch rows to ``out``."""
     sel = batch.onpolicy
-    sub = select_samples(batch.cond, torch.tensor(sel))
+    sub = select_samples(cond, torch.tensor(sel))
     res = onpolicy_loss(
         lambda x, t: module(x, t, sub),
         batch.x1[sel],
@@ -393,15 +405,15 @@ def build_flow_task(ctx: RunContext, stage: str = "flow") -> Task:
     generator, in the order source state, flow time, tube noise, caption dropout.
     """
     r = ctx.recipe
-    gcfg = r.generator
     vae, stats = _trained_set_parts(ctx, stage)
     torch.manual_seed(r.seed)
-    model = TrajLoomGenerator(gcfg).to(ctx.device)
+    model = build_conditioned(r).to(ctx.device)
     if stage == "onpolicy":
-        trained = load_generator(_require(ctx, "flow", stage) / "final")
+        trained = load_conditioned(_require(ctx, "flow", stage) / "final")
         model.load_state_dict(trained.state_dict(), strict=True)
     model = _compiled(ctx, model)
-    latents = _Latents(ctx, stage, vae, stats)
+    context = CacheContext(r, ctx.device)
+    latents = _Latents(ctx, stage, vae, stats, context)
     cfg = r.stage(stage)
     op = r.onpolicy_loss
     # On-policy sub-batch: every `every`-th sample of the global batch (spread over ranks).
@@ -421,7 +433,7 @@ def build_flow_task(ctx: RunContext, stage: str = "flow") -> Task:
         weights = flow_token_weights(token_vis, r.flow_loss)
         step_pos = torch.tensor([g - step * cfg.batch_size for g in indices])
         return FlowBatch(
-            cond=_flow_condition(lat, keep, gcfg, dev),
+            context=flow_context(lat, keep, r, dev),
             x1=x1,
             draws=draws,
             token_vis=token_vis,
@@ -430,8 +442,10 @@ def build_flow_task(ctx: RunContext, stage: str = "flow") -> Task:
         )
 
     def loss(module: nn.Module, batch: FlowBatch, step: int, indices: list[int]) -> LossOut:
+        assert isinstance(module, ConditionedGenerator)
+        cond = module.condition(batch.context)
         fm = flow_matching_terms(
-            lambda x, t: module(x, t, batch.cond),
+            lambda x, t: module(x, t, cond),
             batch.x1,
             batch.draws,
             token_vis=batch.token_vis,
@@ -439,24 +453,46 @@ def build_flow_task(ctx: RunContext, stage: str = "flow") -> Task:
         )
         out = LossOut(fm.numerator, {"fm": float(fm.loss.detach())})
         if stage == "onpolicy" and op.enabled and batch.onpolicy:
-            _add_onpolicy(out, module, batch, op, sub_total)
+            _add_onpolicy(out, module, batch, cond, op, sub_total)
         return out
 
-    val = _val_clips(ctx)
+    val = _val_clips(ctx, frames=context.needs_frames)
+
+    def pipeline(module: nn.Module) -> TrajLoomPipeline:
+        assert isinstance(module, ConditionedGenerator)
+        # the trained built-in encoders, or the frozen released ones the cache used
+        video = module.video_encoder if module.video_encoder is not None else context.wan
+        text = module.text_encoder if module.text_encoder is not None else context.umt5
+        return TrajLoomPipeline(
+            vae,
+            module.generator,
+            stats,
+            video_encoder=video,
+            text_encoder=text,
+            config=pipeline_config(r),
+        )
 
     def validate(module: nn.Module) -> dict[str, float]:
-        pipe = TrajLoomPipeline(vae, module, stats, config=pipeline_config(r))
-        pred = pipe(val.hist_tracks, val.hist_vis, steps=r.eval.steps, seed=r.seed)
+        th = r.data.history
+        pred = pipeline(module)(
+            val.hist_tracks,
+            val.hist_vis,
+            frames=None if val.frames is None else val.frames[:, :th],
+            caption=val.captions if r.generator.use_text_cond else None,
+            steps=r.eval.steps,
+            seed=r.seed,
+        )
         gt, vis = val.fut_tracks.to(ctx.device), val.fut_vis.to(ctx.device)
         err = (pred.tracks[:, 0] - gt).norm(dim=-1)
         return {"vepe_px": float(err[vis].mean())}
 
     def preview(module: nn.Module, step: int) -> None:
-        pipe = TrajLoomPipeline(vae, module, stats, config=pipeline_config(r))
-        render_preview(pipe, r, ctx.stage_dir(stage) / "previews" / f"step-{step:08d}.mp4", clips=1)
+        path = ctx.stage_dir(stage) / "previews" / f"step-{step:08d}.mp4"
+        render_preview(pipeline(module), r, path, clips=1)
 
     def export(module: nn.Module, folder: Path) -> None:
-        save_flow_module(module, folder)
+        assert isinstance(module, ConditionedGenerator)
+        save_conditioned(module, folder)
 
     return Task(
         stage,
@@ -490,7 +526,10 @@ def build_vis_task(ctx: RunContext) -> Task:
     vae, stats = _trained_set_parts(ctx, "vis")
     torch.manual_seed(r.seed)
     model = VisibilityPredictor(r.visibility_model).to(ctx.device)
-    latents = _Latents(ctx, "vis", vae, stats)
+    # The head reads latents only: no video context for its validation clips.
+    none = replace(r.conditioning, video="none", text="none", video_path="", text_path="")
+    no_context = replace(r, conditioning=none)
+    latents = _Latents(ctx, "vis", vae, stats, CacheContext(no_context))
     segments = r.vis_train.segments
     use_hist = r.visibility_model.use_hist_last
 

@@ -34,6 +34,7 @@ from trajloom.data.clip import Clip
 from trajloom.data.names import natural_key
 from trajloom.data.released import folder_captions, load_released_npz
 from trajloom.data.shards import ShardSample, iter_shard_items
+from trajloom.data.stream import caption_with_camera
 from trajloom.data.video import (
     VIDEO_SUFFIXES,
     VideoReadError,
@@ -330,7 +331,10 @@ def clips_from_shard(
                 history=history,
                 future=future,
                 frames=frames,
-                caption=str(sample.meta.get("caption", "")),
+                # as training reads shard captions: with the camera phrase (app. E.2)
+                caption=caption_with_camera(
+                    str(sample.meta.get("caption", "")), str(sample.meta.get("camera", ""))
+                ),
                 fps=float(sample.meta.get("fps") or 16.0),
             )
         except (InputError, VideoReadError, FormatError) as err:

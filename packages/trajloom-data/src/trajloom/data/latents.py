@@ -10,10 +10,13 @@ WebDataset tar whose samples hold, per window:
 - ``hist_vis.npy`` "th' n" and ``fut_vis.npy`` "tf' n" bool: latent-step visibility
   (any-visible over each block of frames, ``trajloom.flow.model.latent_visibility``);
 - ``meta.json``: id, caption (with its camera phrase), camera;
-- optional ``text.npy`` (caption embedding) and ``video_latent.npy`` (video context).
+- optional ``text.npy`` (caption embedding), and the video context: ``video_latent.npy``
+  (latents of a video encoder on the token grid) or ``video_frames.npy`` "th h w 3" uint8
+  (the history frames at a few pixels per token, for an encoder trained with the generator).
 
 Next to the shards, ``latents.json`` records the VAE fingerprint (:func:`fingerprint`)
-the latents were made with; a trainer refuses a cache made by another VAE.
+the latents were made with, and the context they hold; a trainer refuses a cache made by
+another VAE or for another context.
 """
 
 from __future__ import annotations
@@ -74,6 +77,7 @@ class LatentClip:
     camera: str = ""
     text_emb: np.ndarray | None = None
     video_latent: np.ndarray | None = None
+    video_frames: np.ndarray | None = None
     stats_delta: dict[str, Any] = field(default_factory=dict)  # loader counters (streams)
 
     def __post_init__(self) -> None:
@@ -94,6 +98,15 @@ class LatentClip:
                 )
         if not (np.isfinite(self.z_hist).all() and np.isfinite(self.z_fut).all()):
             raise FormatError(f"latent clip {self.id}: latents hold NaN/inf", "nan_latents")
+        frames = self.video_frames
+        if frames is not None and (
+            frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3
+        ):
+            raise FormatError(
+                f"latent clip {self.id}: video_frames must be 't h w 3' uint8, got "
+                f"{frames.shape} {frames.dtype}",
+                "bad_shape",
+            )
 
 
 def encode_latent_clip(clip: LatentClip) -> dict[str, Any]:
@@ -109,6 +122,8 @@ def encode_latent_clip(clip: LatentClip) -> dict[str, Any]:
         out["text.npy"] = _npy_bytes(np.asarray(clip.text_emb, np.float32))
     if clip.video_latent is not None:
         out["video_latent.npy"] = _npy_bytes(np.asarray(clip.video_latent, np.float32))
+    if clip.video_frames is not None:
+        out["video_frames.npy"] = _npy_bytes(np.asarray(clip.video_frames, np.uint8))
     return out
 
 
@@ -148,6 +163,7 @@ def decode_latent_clip(raw: Mapping[str, Any]) -> LatentClip:
             camera=str(meta.get("camera", "")),
             text_emb=array("text.npy") if "text.npy" in raw else None,
             video_latent=array("video_latent.npy") if "video_latent.npy" in raw else None,
+            video_frames=array("video_frames.npy") if "video_frames.npy" in raw else None,
         )
     except FormatError as err:
         raise FormatError(f"{where}: {err}", err.reason) from err
@@ -175,11 +191,17 @@ def write_latent_shards(
     return [{"url": name, "count": count} for name, count in counts.items()]
 
 
-def read_latent_index(folder: str | Path, *, vae_fingerprint: str | None = None) -> list[str]:
-    """The shard paths of a latent cache folder, checked against the VAE that will use them.
+def read_latent_index(
+    folder: str | Path,
+    *,
+    vae_fingerprint: str | None = None,
+    context: Mapping[str, Any] | None = None,
+) -> list[str]:
+    """The shard paths of a latent cache folder, checked against the run that will use them.
 
-    Raises FormatError naming the folder when ``latents.json`` is missing or unreadable, or
-    when the cache was made by a VAE with another fingerprint.
+    Raises FormatError naming the folder when ``latents.json`` is missing or unreadable,
+    when the cache was made by a VAE with another fingerprint, or (given ``context``) when
+    it holds another video/caption context than ``context`` (its ``"context"`` entry).
     """
     index = Path(folder) / LATENTS_NAME
     try:
@@ -198,6 +220,13 @@ def read_latent_index(folder: str | Path, *, vae_fingerprint: str | None = None)
             f"this run's VAE is {vae_fingerprint[:12]}...); delete the folder and rerun "
             "`apps/train cache`",
             "wrong_vae",
+        )
+    made_for = data.get("context")
+    if context is not None and made_for != dict(context):
+        raise FormatError(
+            f"{folder}: the latents were cached for the context {made_for}, this run trains "
+            f"with {dict(context)}; delete the folder and rerun `apps/train cache`",
+            "wrong_context",
         )
     return urls
 
@@ -231,7 +260,8 @@ class LatentStream(ShardStream):
 class LatentBatch:
     """Latent clips stacked for training (torch, CPU until moved): ``z_hist`` "b th' n c",
     ``z_fut`` "b tf' n c", ``hist_vis`` "b th' n" and ``fut_vis`` "b tf' n" float in {0, 1};
-    ``text_emb``, ``video_latent`` when every clip has them, else None."""
+    ``text_emb``, ``video_latent`` float and ``video_frames`` "b th h w 3" uint8 when every
+    clip has them, else None."""
 
     ids: list[str]
     z_hist: torch.Tensor
@@ -241,6 +271,7 @@ class LatentBatch:
     captions: list[str]
     text_emb: torch.Tensor | None = None
     video_latent: torch.Tensor | None = None
+    video_frames: torch.Tensor | None = None
     stats_delta: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -278,5 +309,6 @@ def collate_latents(clips: Sequence[LatentClip]) -> LatentBatch:
         captions=[c.caption for c in clips],
         text_emb=optional("text_emb"),
         video_latent=optional("video_latent"),
+        video_frames=stack_optional(clips, "video_frames"),
         stats_delta={"deltas": [c.stats_delta for c in clips if c.stats_delta]},
     )

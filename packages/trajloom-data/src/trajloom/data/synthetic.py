@@ -176,7 +176,9 @@ class CameraPath:
     """Camera motion to synthesize (per frame; signs as `trajloom.data.camera`).
 
     `shake` is the amplitude of the handheld jitter in image widths (not the rms step that
-    `CameraMotion.shake` measures).
+    `CameraMotion.shake` measures). Pan, tilt, zoom and roll begin at frame `start` (the
+    camera holds still before it; e.g. a still history window and a moving future, so that
+    only a caption can tell the future camera motion).
     """
 
     pan: float = 0.0
@@ -184,6 +186,7 @@ class CameraPath:
     zoom: float = 0.0
     roll: float = 0.0
     shake: float = 0.0
+    start: int = 0
 
 
 @dataclass
@@ -246,10 +249,11 @@ def _apply(mats: np.ndarray, pts: np.ndarray) -> np.ndarray:
 def _camera_maps(path: CameraPath, t: int, w: int, h: int, rng: np.random.Generator) -> np.ndarray:
     """World -> image maps "t 3 3" about the image centre; identity at frame 0."""
     steps = np.arange(t, dtype=np.float64)
+    moving = np.maximum(steps - path.start, 0.0)  # frames of camera motion so far
     centre = np.array([w / 2.0, h / 2.0])
-    lin = _rot_scale(path.roll * steps, np.exp(path.zoom * steps))
+    lin = _rot_scale(path.roll * moving, np.exp(path.zoom * moving))
     # content moves against the camera: pan right -> content left, tilt up -> content down
-    trans = np.stack([-path.pan * w * steps, path.tilt * h * steps], -1)
+    trans = np.stack([-path.pan * w * moving, path.tilt * h * moving], -1)
     if path.shake > 0:
         # a few smooth sinusoids per axis (periods of 3-10 frames), zero at frame 0
         jitter = np.zeros((t, 2))

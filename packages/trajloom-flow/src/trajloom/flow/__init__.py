@@ -22,6 +22,8 @@ from trajloom.flow.baselines import (
     static_future,
 )
 from trajloom.flow.conditioners import (
+    HashedTextConfig,
+    HashedTextEncoder,
     LightVideoEncoder,
     LightVideoEncoderConfig,
     UMT5TextEncoder,
@@ -92,6 +94,8 @@ __all__ = [
     "FlowLossOutput",
     "GeneratorConfig",
     "GuidanceConfig",
+    "HashedTextConfig",
+    "HashedTextEncoder",
     "LightVideoEncoder",
     "LightVideoEncoderConfig",
     "OnPolicyConfig",

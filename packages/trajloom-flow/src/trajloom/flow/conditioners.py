@@ -5,8 +5,10 @@ which path is missing and what to put there.
 
 Video context (``"b t h w 3"`` history frames -> ``"b t' n cv"`` latents on the token grid):
 
-* :class:`LightVideoEncoder` — a small trainable conv net (ours): frames resized to the
-  working resolution / ``resize_factor``, a strided 2-D conv stack down to the token grid
+* :class:`LightVideoEncoder` — a small trainable conv net (ours), trained jointly with the
+  generator: frames reduced to ``cell x cell`` pixels per token (:func:`context_frames`, an
+  area average rounded to uint8: what the training cache stores, so a trained set sees the
+  same input at inference), a strided 2-D conv stack down to the token grid
   (``Hg x Wg``), then a causal temporal conv of stride 4 whose first output sees only the
   first frame (``1 + (T - 1) / 4`` steps: 81 -> 21, the Wan VAE's temporal layout).
 * :class:`WanVideoEncoder` — the Wan2.1 VAE through ``diffusers`` (the released
@@ -16,6 +18,9 @@ Video context (``"b t h w 3"`` history frames -> ``"b t' n cv"`` latents on the 
 
 Captions (``"b dt"``):
 
+* :class:`HashedTextEncoder` — the built-in caption encoder (ours), trained jointly with
+  the generator: a mean over learned embeddings of the caption's hashed words and word
+  pairs (an embedding bag); the empty caption is the null embedding;
 * :func:`precomputed_text` — embeddings stored with the data (shard member ``text.npy``);
 * :class:`UMT5TextEncoder` — umT5 through ``transformers`` from a local path, mean over
   the caption's tokens (released ``encode_text_t5_pooled``, max length 128);
@@ -26,8 +31,11 @@ Captions (``"b dt"``):
 from __future__ import annotations
 
 import importlib
+import itertools
 import json
 import math
+import re
+import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,17 +50,23 @@ from torch import nn
 from trajloom.encoding import GridSpec, latent_frames
 
 __all__ = [
+    "HashedTextConfig",
+    "HashedTextEncoder",
     "LightVideoEncoder",
     "LightVideoEncoderConfig",
     "TextEncoder",
     "UMT5TextEncoder",
     "VideoEncoder",
     "WanVideoEncoder",
+    "caption_features",
+    "context_frames",
     "drop_text",
     "frames_to_unit",
+    "load_hashed_text_encoder",
     "load_light_video_encoder",
     "null_text",
     "precomputed_text",
+    "save_hashed_text_encoder",
     "save_light_video_encoder",
     "text_dropout_mask",
 ]
@@ -103,6 +117,24 @@ def frames_to_unit(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return rearrange(x, "(b t) c h w -> b c t h w", b=b, t=t)
 
 
+def context_frames(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``"b t h w 3"`` frames -> ``"b t h' w' 3"`` uint8 at ``size = (h', w')``.
+
+    An area average (each output pixel the mean of the input pixels it covers; no aliasing
+    for the large reductions used here) rounded to uint8. The training cache stores this and
+    :class:`LightVideoEncoder` applies it to frames of any other size, so frames read at
+    inference reach the encoder exactly as the cached ones did in training.
+    """
+    _check_frames(frames)
+    b, t, h, w, _ = frames.shape
+    if (h, w) == tuple(size):
+        return frames if frames.dtype == torch.uint8 else frames.round().clamp(0, 255).byte()
+    x = rearrange(frames.float(), "b t h w c -> (b t) c h w")
+    x = F.interpolate(x, size=size, mode="area")
+    x = x.round().clamp(0, 255).to(torch.uint8)
+    return rearrange(x, "(b t) c h w -> b t h w c", b=b, t=t)
+
+
 # -----------------------------------------------------------------------------
 # Light trainable video encoder
 # -----------------------------------------------------------------------------
@@ -143,6 +175,25 @@ class LightVideoEncoderConfig:
                 f"{self.resize_factor} must be a power of two (stride-2 convs reach the grid)"
             )
 
+    @classmethod
+    def for_grid(cls, grid: GridSpec, *, cell: int = 4, **fields: Any) -> LightVideoEncoderConfig:
+        """The encoder for ``grid`` reading ``cell x cell`` pixels per token (the cache's size).
+
+        ``fields``: the other config fields (``temporal_factor``, ``hidden``, ``out_channels``).
+        """
+        if cell < 1 or grid.stride % cell:
+            raise ValueError(
+                f"video context cell={cell} must divide the grid stride {grid.stride} (pixels "
+                "per token side of the cached frames, e.g. 4)"
+            )
+        return cls(
+            width=grid.width,
+            height=grid.height,
+            stride=grid.stride,
+            resize_factor=grid.stride // cell,
+            **fields,
+        )
+
     @property
     def grid(self) -> GridSpec:
         return GridSpec(width=self.width, height=self.height, stride=self.stride)
@@ -163,7 +214,8 @@ class LightVideoEncoderConfig:
 class LightVideoEncoder(nn.Module):
     """History frames ``"b t h w 3"`` -> video latents ``"b t' n cv"`` aligned with the grid.
 
-    Per frame: ``log2(stride / resize_factor)`` blocks of ``Conv2d(3x3, stride 2) + SiLU``
+    Per frame: :func:`context_frames` to ``input_size`` (unless the frames have it already),
+    then ``log2(stride / resize_factor)`` blocks of ``Conv2d(3x3, stride 2) + SiLU``
     (832x480 -> 208x120 -> 26x15). Over time: the first frame is replicated
     ``temporal_factor - 1`` times in front and a ``Conv3d`` with kernel and stride
     ``(temporal_factor, 1, 1)`` groups frames ``[0]*4, [1..4], [5..8], ...``; a per-token
@@ -191,7 +243,8 @@ class LightVideoEncoder(nn.Module):
         _check_frames(frames)
         t = frames.shape[1]
         latent_frames(t, c.temporal_factor)  # raises with a suggestion for bad lengths
-        x = frames_to_unit(frames, c.input_size).to(self.out.weight.dtype)
+        x = frames_to_unit(context_frames(frames, c.input_size), c.input_size)
+        x = x.to(self.out.weight.dtype)
         b = x.shape[0]
         x = self.spatial(rearrange(x, "b c t h w -> (b t) c h w"))
         x = rearrange(x, "(b t) c h w -> b c t h w", b=b)
@@ -201,37 +254,44 @@ class LightVideoEncoder(nn.Module):
         return self.out(rearrange(x, "b c t h w -> b t (h w) c"))
 
 
-def save_light_video_encoder(module: LightVideoEncoder, folder: str | Path) -> Path:
-    """Write ``folder/model.safetensors`` and ``folder/config.json``."""
+def _save_conditioner(module: nn.Module, config: Any, folder: str | Path, kind: str) -> Path:
     from safetensors.torch import save_file
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    config_json = json.dumps(module.config.to_dict())
+    config_json = json.dumps(config.to_dict())
     state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
     save_file(
-        state,
-        str(folder / "model.safetensors"),
-        metadata={"trajloom": "light_video_encoder", "config": config_json},
+        state, str(folder / "model.safetensors"), metadata={"trajloom": kind, "config": config_json}
     )
     (folder / "config.json").write_text(config_json + "\n")
     return folder
 
 
-def load_light_video_encoder(folder: str | Path) -> LightVideoEncoder:
-    """Load a folder written by :func:`save_light_video_encoder` (strict)."""
+def _load_conditioner(folder: str | Path, build: Any, config_cls: Any, writer: str) -> Any:
     from safetensors.torch import load_file
 
     folder = Path(folder)
     for name in ("model.safetensors", "config.json"):
         if not (folder / name).is_file():
             raise FileNotFoundError(
-                f"{folder / name} not found; expected a folder written by save_light_video_encoder"
+                f"{folder / name} not found; expected a folder written by {writer}"
             )
-    config = LightVideoEncoderConfig.from_dict(json.loads((folder / "config.json").read_text()))
-    module = LightVideoEncoder(config)
+    module = build(config_cls.from_dict(json.loads((folder / "config.json").read_text())))
     module.load_state_dict(load_file(str(folder / "model.safetensors")), strict=True)
     return module.eval()
+
+
+def save_light_video_encoder(module: LightVideoEncoder, folder: str | Path) -> Path:
+    """Write ``folder/model.safetensors`` and ``folder/config.json``."""
+    return _save_conditioner(module, module.config, folder, "light_video_encoder")
+
+
+def load_light_video_encoder(folder: str | Path) -> LightVideoEncoder:
+    """Load a folder written by :func:`save_light_video_encoder` (strict)."""
+    return _load_conditioner(
+        folder, LightVideoEncoder, LightVideoEncoderConfig, "save_light_video_encoder"
+    )
 
 
 # -----------------------------------------------------------------------------
@@ -370,6 +430,80 @@ class UMT5TextEncoder(nn.Module):
         h = hidden.last_hidden_state.float()
         mask = tok.attention_mask.to(h.dtype).unsqueeze(-1)
         return (h * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
+
+
+@dataclass(frozen=True)
+class HashedTextConfig:
+    """The built-in caption encoder: hashed words and word pairs, one learned vector each."""
+
+    dim: int = 64  # dt: the generator's text_embed_dim
+    buckets: int = 4096  # hash buckets; captions use a few hundred distinct words and pairs
+    bigrams: bool = True  # word pairs too: "pans left" is not "left ... pans"
+
+    def __post_init__(self) -> None:
+        for name in ("dim", "buckets"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"HashedTextConfig.{name} must be a positive int, got {value!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> HashedTextConfig:
+        return cls(**d)
+
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def caption_features(caption: str, config: HashedTextConfig) -> list[int]:
+    """Bucket ids of a caption's lower-cased words and (with ``bigrams``) adjacent word pairs.
+
+    CRC-32 of the UTF-8 text modulo ``buckets``: the same ids in every process and Python
+    run (the built-in ``hash`` of a string is salted per process).
+    """
+    words = _WORD.findall(str(caption).lower())
+    pairs = [f"{a} {b}" for a, b in itertools.pairwise(words)] if config.bigrams else []
+    grams = words + pairs
+    return [zlib.crc32(g.encode()) % config.buckets for g in grams]
+
+
+class HashedTextEncoder(nn.Module):
+    """Captions -> ``"b dt"``: the mean of the learned vectors of :func:`caption_features`.
+
+    A caption without words (``""``) gives zeros, the null embedding of caption dropout.
+    Trained jointly with the generator; nothing is downloaded.
+    """
+
+    def __init__(self, config: HashedTextConfig = HashedTextConfig()) -> None:
+        super().__init__()
+        self.config = config
+        # N(0, 1) vectors (the embedding default): a caption's mean has a norm of order
+        # sqrt(dim / words), so the generator's text projection gets gradients from step 0
+        self.bag = nn.EmbeddingBag(config.buckets, config.dim, mode="mean")
+
+    def forward(self, captions: Sequence[str]) -> torch.Tensor:
+        if isinstance(captions, str):
+            captions = [captions]
+        ids = [caption_features(c, self.config) for c in captions]
+        device = self.bag.weight.device
+        flat = torch.tensor([i for row in ids for i in row], dtype=torch.long, device=device)
+        lengths = torch.tensor([0] + [len(row) for row in ids[:-1]], dtype=torch.long)
+        offsets = torch.cumsum(lengths, 0).to(device)
+        return self.bag(flat, offsets)
+
+
+def save_hashed_text_encoder(module: HashedTextEncoder, folder: str | Path) -> Path:
+    """Write ``folder/model.safetensors`` and ``folder/config.json``."""
+    return _save_conditioner(module, module.config, folder, "hashed_text_encoder")
+
+
+def load_hashed_text_encoder(folder: str | Path) -> HashedTextEncoder:
+    """Load a folder written by :func:`save_hashed_text_encoder` (strict)."""
+    return _load_conditioner(
+        folder, HashedTextEncoder, HashedTextConfig, "save_hashed_text_encoder"
+    )
 
 
 def precomputed_text(

@@ -22,12 +22,18 @@ A trained set is one folder (written by :meth:`TrajLoomPipeline.save_pretrained`
     folder/
       pipeline.json        {"format": 1, "config": PipelineConfig, "latent_stats_key": "z_all",
                             "video_encoder": null | {"kind": "light"} | {"kind": "wan", "path": ...},
-                            "text_encoder": null | {"kind": "umt5", "path": ..., "max_length": 128}}
+                            "text_encoder": null | {"kind": "hashed"}
+                                            | {"kind": "umt5", "path": ..., "max_length": 128}}
       latent_stats.json    per-channel latent statistics (released schema, key "z_all")
       vae/                 trajloom.vae.save_pretrained (model.safetensors + config.json)
       generator/           trajloom.flow.io.save_pretrained
       visibility/          optional, trajloom.flow.io.save_pretrained
       video_encoder/       only for kind "light": save_light_video_encoder
+      text_encoder/        only for kind "hashed": save_hashed_text_encoder
+
+``video_encoder`` / ``text_encoder`` record which context the generator was trained with:
+the built-in ones ("light", "hashed") are part of the set; the released ones ("wan",
+"umt5") are loaded from local paths.
 
 Paths of the Wan VAE and umT5 are machine-specific: ``from_pretrained(..., wan_vae_path=,
 umt5_path=)`` overrides what ``pipeline.json`` holds.
@@ -59,12 +65,16 @@ from einops import rearrange, repeat
 from trajloom.encoding import GridSpec, check_tracks, check_visibility, denormalize, query_points
 from trajloom.flow.baselines import clip_to_image
 from trajloom.flow.conditioners import (
+    HashedTextEncoder,
     LightVideoEncoder,
     TextEncoder,
     UMT5TextEncoder,
     VideoEncoder,
     WanVideoEncoder,
+    drop_text,
+    load_hashed_text_encoder,
     load_light_video_encoder,
+    save_hashed_text_encoder,
     save_light_video_encoder,
 )
 from trajloom.flow.guidance import (
@@ -277,7 +287,10 @@ class TrajLoomPipeline:
                     "a caption string was given but the pipeline has no text encoder; pass "
                     "text_encoder= (UMT5TextEncoder) or a precomputed 'b dt' embedding"
                 )
-            text = self.text_encoder(captions)
+            # an empty caption is the null embedding (what caption dropout trains)
+            given = torch.tensor([bool(str(c).strip()) for c in captions])
+            text = self.text_encoder(captions).float()
+            text = drop_text(text, given.to(text.device))
         if text.shape[0] == 1 and batch > 1:
             text = text.expand(batch, -1)
         if text.shape[0] != batch:
@@ -541,7 +554,10 @@ class TrajLoomPipeline:
         elif isinstance(self.video_encoder, WanVideoEncoder):
             video = {"kind": "wan", "path": None}
         text: dict[str, Any] | None = None
-        if isinstance(self.text_encoder, UMT5TextEncoder):
+        if isinstance(self.text_encoder, HashedTextEncoder):
+            save_hashed_text_encoder(self.text_encoder, folder / "text_encoder")
+            text = {"kind": "hashed"}
+        elif isinstance(self.text_encoder, UMT5TextEncoder):
             text = {"kind": "umt5", "path": None, "max_length": self.text_encoder.max_length}
         meta = {
             "format": FORMAT_VERSION,
@@ -584,7 +600,7 @@ class TrajLoomPipeline:
         )
         stats = LatentStats.from_json(folder / "latent_stats.json", key=meta["latent_stats_key"])
         video_encoder = _load_video_encoder(folder, meta.get("video_encoder"), wan_vae_path, vae)
-        text_encoder = _load_text_encoder(meta.get("text_encoder"), umt5_path)
+        text_encoder = _load_text_encoder(folder, meta.get("text_encoder"), umt5_path)
         pipe = cls(
             vae,
             generator,
@@ -675,9 +691,13 @@ def _load_video_encoder(
     raise ValueError(f"unknown video encoder kind {spec['kind']!r} in pipeline.json")
 
 
-def _load_text_encoder(spec: dict | None, umt5_path: str | Path | None) -> TextEncoder | None:
+def _load_text_encoder(
+    folder: Path, spec: dict | None, umt5_path: str | Path | None
+) -> TextEncoder | None:
     if spec is None:
         return None
+    if spec["kind"] == "hashed":
+        return load_hashed_text_encoder(folder / "text_encoder")
     if spec["kind"] == "umt5":
         # Without a local path captions must come as precomputed embeddings.
         path = umt5_path or spec.get("path")

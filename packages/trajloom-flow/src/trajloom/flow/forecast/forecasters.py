@@ -104,8 +104,9 @@ class PipelineForecaster:
     """A ``TrajLoomPipeline`` (trained set or released checkpoints) sampling with ``solver``.
 
     History video frames are used when the pipeline has a video encoder and its generator
-    is video-conditioned; the caption when it is non-empty and the pipeline has a text
-    encoder. ``origin`` names where the pipeline came from (``describe()["method"]``).
+    is video-conditioned; the caption whenever the pipeline has a text encoder (an empty
+    caption is the null embedding, as caption dropout trains it). ``origin`` names where
+    the pipeline came from (``describe()["method"]``).
     ``pins``: constraints every clip's futures meet (guided sampling with ``guidance``).
     """
 
@@ -144,7 +145,7 @@ class PipelineForecaster:
         fut_vis: np.ndarray | None = None,
     ) -> Forecast:
         use_frames = frames is not None and self.wants_frames
-        use_text = bool(caption) and self.pipe.text_encoder is not None
+        use_text = self.pipe.text_encoder is not None
         out = self.pipe(
             _tensor(hist_tracks, np.float32),
             _tensor(hist_vis, bool),
