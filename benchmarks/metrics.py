@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/metrics.py            # full run (1000 clips)
     .venv/bin/python benchmarks/metrics.py --quick    # smoke run (40 clips)
     .venv/bin/python benchmarks/metrics.py --score-cli [--folders 60] [--baseline-src SRC]
+    .venv/bin/python benchmarks/metrics.py --frechet    # the Fréchet trace-sqrt routes
 
 `--score-cli` times the `trajloom-metrics score` command instead: it writes `--folders`
 run folders (81 frames x 390 tracks, released layout) to a temporary folder, runs the
@@ -225,6 +226,34 @@ def score_cli(folders: int, top: int, repeats: int, baseline_src: Path | None = 
         pstats.Stats(prof).sort_stats("tottime").print_stats(top)
 
 
+def frechet_routes(repeats: int) -> None:
+    """CPU seconds of `Tr sqrt(S1 S2)`: the released formula (eigh of S1, eigvalsh of
+    sqrt(S1) S2 sqrt(S1)) against this package's (Cholesky of S1, eigvalsh of L^T S2 L),
+    on covariances of sparse histogram-like features of FVMD's sizes; min of `repeats`."""
+    from trajloom.metrics.frechet import (
+        _add_to_diagonal,
+        _trace_sqrt_product_eigh,
+        _trace_sqrt_product_released,
+    )
+
+    rng = np.random.default_rng(0)
+    for d in (720, 1440):
+        feats = [rng.gamma(0.3, size=(3 * d, d)) * (rng.random((3 * d, d)) < 0.3) for _ in "ab"]
+        s1, s2 = (_add_to_diagonal(np.cov(f, rowvar=False), 1e-5) for f in feats)
+        row = []
+        for name, fn in (
+            ("released", _trace_sqrt_product_released),
+            ("cholesky", _trace_sqrt_product_eigh),
+        ):
+            times = []
+            for _ in range(repeats):
+                t0 = time.process_time()
+                value = fn(s1, s2)
+                times.append(time.process_time() - t0)
+            row.append(f"{name} {min(times):.3f} s ({value:.10g})")
+        print(f"d = {d}: " + ", ".join(row))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="40 clips instead of 1000")
@@ -244,7 +273,13 @@ def main() -> None:
         default=None,
         help="--score-cli: also time the command from this trajloom-metrics source tree",
     )
+    parser.add_argument(
+        "--frechet", action="store_true", help="time the two Tr sqrt(S1 S2) routes (CPU s)"
+    )
     args = parser.parse_args()
+    if args.frechet:
+        frechet_routes(args.repeats)
+        return
     if args.score_cli:
         score_cli(args.folders, args.top, args.repeats, args.baseline_src)
         return
