@@ -2,14 +2,22 @@
 
     .venv/bin/python benchmarks/metrics.py            # full run (1000 clips)
     .venv/bin/python benchmarks/metrics.py --quick    # smoke run (40 clips)
-    .venv/bin/python benchmarks/metrics.py --score-cli [--folders 60]
+    .venv/bin/python benchmarks/metrics.py --score-cli [--folders 60] [--baseline-src SRC]
+    .venv/bin/python benchmarks/metrics.py --frechet    # the Fréchet trace-sqrt routes
 
 `--score-cli` times the `trajloom-metrics score` command instead: it writes `--folders`
 run folders (81 frames x 390 tracks, released layout) to a temporary folder, runs the
 command as a user would (FVMD clip 24 stride 1 with GT-visibility gating, FlowTV and
 DivCurlE with visibility, VEPE), times the process start-up alone (the command on a
 folder without runs), each the minimum of `--repeats` runs, and then
-profiles `score_runs` in-process (cProfile, top functions by own time).
+profiles `score_runs` in-process (cProfile, top functions by own time). It reports CPU
+seconds (user + sys) beside wall seconds: on a shared machine the load stretches wall
+time far more than CPU time. `--baseline-src SRC` runs the same command from another
+source tree of the package, interleaved with this one, e.g. the code before a change:
+
+    git archive COMMIT packages/trajloom-metrics/src | tar -x -C /tmp/old
+    .venv/bin/python benchmarks/metrics.py --score-cli --baseline-src \
+        /tmp/old/packages/trajloom-metrics/src
 
 Measured on 60 folders (2 shared cores, load average ~1.5-2, BLAS threads 1; values
 fvmd 896.048282048, flow_tv 0.41085020, div_curl_energy 0.06636081, vepe 1.87876561
@@ -126,7 +134,45 @@ def write_run_folders(root: Path, folders: int) -> None:
             i += 1
 
 
-def score_cli(folders: int, top: int, repeats: int) -> None:
+def _children_cpu() -> float:
+    """CPU seconds (user + sys) of the finished child processes so far: on a shared
+    machine a loaded core stretches wall time, much less a process's own CPU time."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, dict]:
+    """Wall and CPU seconds of one run of `cmd` (which writes JSON to its `--json`)."""
+    t0, c0 = time.perf_counter(), _children_cpu()
+    res = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env)
+    wall, cpu = time.perf_counter() - t0, _children_cpu() - c0
+    if res.returncode != 0:
+        raise SystemExit(f"score failed (exit {res.returncode}):\n{res.stdout}{res.stderr}")
+    return wall, cpu, json.loads(Path(cmd[cmd.index("--json") + 1]).read_text())
+
+
+def compare_sources(root: Path, cmd_opts: list[str], baseline_src: Path, repeats: int) -> None:
+    """This tree's `score` against the same command run from another source tree of
+    trajloom-metrics (e.g. `git archive OLD packages/trajloom-metrics/src`), interleaved
+    run by run so both see the same load; minimum wall and CPU seconds, and the values."""
+    out = root.parent / "compare.json"
+    cmd = [sys.executable, "-m", "trajloom.metrics.cli", "score", str(root), *cmd_opts]
+    cmd += ["--json", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(baseline_src)}
+    times: dict[str, list[tuple[float, float]]] = {"this tree": [], "baseline": []}
+    values = {}
+    for _ in range(repeats):
+        for name, e in (("baseline", env), ("this tree", None)):
+            wall, cpu, result = _timed(cmd, e)
+            times[name].append((wall, cpu))
+            values[name] = {k: result[k] for k in ("fvmd", "fvmd_velocity", "flow_tv", "vepe")}
+    print(f"\nside by side with {baseline_src} (interleaved, min of {repeats}):")
+    for name, runs in times.items():
+        wall, cpu = min(w for w, _ in runs), min(c for _, c in runs)
+        print(f"  {name:<10} wall {wall:6.2f} s   CPU {cpu:6.2f} s   {values[name]}")
+
+
+def score_cli(folders: int, top: int, repeats: int, baseline_src: Path | None = None) -> None:
     """Time `trajloom-metrics score` on `folders` run folders; profile where time goes."""
     exe = Path(sys.executable).with_name("trajloom-metrics")
     cmd_opts = ["--clip-len", "24", "--clip-stride", "1", "--use-gt-visibility"]
@@ -138,7 +184,7 @@ def score_cli(folders: int, top: int, repeats: int) -> None:
         print(f"wrote {folders} run folders in {time.perf_counter() - t0:.1f} s (not timed)")
         empty = Path(tmp) / "empty"
         empty.mkdir()
-        startups, walls = [], []
+        startups, walls, cpus = [], [], []
         out = Path(tmp) / "result.json"
         cmd = [str(exe), "score", str(root), *cmd_opts, "--json", str(out)]
         print("$ trajloom-metrics score RUNS " + " ".join(cmd_opts) + " --json OUT")
@@ -147,9 +193,10 @@ def score_cli(folders: int, top: int, repeats: int) -> None:
             t0 = time.perf_counter()
             subprocess.run([str(exe), "score", str(empty)], check=False, capture_output=True)
             startups.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), _children_cpu()
             res = subprocess.run(cmd, check=False, capture_output=True, text=True)
             walls.append(time.perf_counter() - t0)
+            cpus.append(_children_cpu() - c0)
             if res.returncode != 0:
                 raise SystemExit(f"score failed (exit {res.returncode}):\n{res.stdout}{res.stderr}")
         result = json.loads(out.read_text())
@@ -157,8 +204,14 @@ def score_cli(folders: int, top: int, repeats: int) -> None:
             f"process start-up (score of an empty folder), min of {repeats}: {min(startups):6.2f} s"
         )
         print(f"score, whole command, min of {repeats}:                        {min(walls):6.2f} s")
+        print(
+            f"score, whole command, CPU time (user + sys), min of {repeats}:   {min(cpus):6.2f} s"
+        )
+        print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
         keys = ("fvmd", "flow_tv", "div_curl_energy", "vepe", "num_windows")
         print("values: " + ", ".join(f"{k} {result[k]}" for k in keys))
+        if baseline_src is not None:
+            compare_sources(root, cmd_opts, baseline_src, repeats)
         prof = cProfile.Profile()
         t0 = time.perf_counter()
         prof.enable()
@@ -171,6 +224,34 @@ def score_cli(folders: int, top: int, repeats: int) -> None:
         prof.disable()
         print(f"score_runs in-process (profiled): {time.perf_counter() - t0:6.2f} s")
         pstats.Stats(prof).sort_stats("tottime").print_stats(top)
+
+
+def frechet_routes(repeats: int) -> None:
+    """CPU seconds of `Tr sqrt(S1 S2)`: the released formula (eigh of S1, eigvalsh of
+    sqrt(S1) S2 sqrt(S1)) against this package's (Cholesky of S1, eigvalsh of L^T S2 L),
+    on covariances of sparse histogram-like features of FVMD's sizes; min of `repeats`."""
+    from trajloom.metrics.frechet import (
+        _add_to_diagonal,
+        _trace_sqrt_product_eigh,
+        _trace_sqrt_product_released,
+    )
+
+    rng = np.random.default_rng(0)
+    for d in (720, 1440):
+        feats = [rng.gamma(0.3, size=(3 * d, d)) * (rng.random((3 * d, d)) < 0.3) for _ in "ab"]
+        s1, s2 = (_add_to_diagonal(np.cov(f, rowvar=False), 1e-5) for f in feats)
+        row = []
+        for name, fn in (
+            ("released", _trace_sqrt_product_released),
+            ("cholesky", _trace_sqrt_product_eigh),
+        ):
+            times = []
+            for _ in range(repeats):
+                t0 = time.process_time()
+                value = fn(s1, s2)
+                times.append(time.process_time() - t0)
+            row.append(f"{name} {min(times):.3f} s ({value:.10g})")
+        print(f"d = {d}: " + ", ".join(row))
 
 
 def main() -> None:
@@ -186,9 +267,21 @@ def main() -> None:
     parser.add_argument("--folders", type=int, default=60, help="run folders for --score-cli")
     parser.add_argument("--repeats", type=int, default=3, help="runs of the command (min)")
     parser.add_argument("--top", type=int, default=15, help="profile rows for --score-cli")
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        default=None,
+        help="--score-cli: also time the command from this trajloom-metrics source tree",
+    )
+    parser.add_argument(
+        "--frechet", action="store_true", help="time the two Tr sqrt(S1 S2) routes (CPU s)"
+    )
     args = parser.parse_args()
+    if args.frechet:
+        frechet_routes(args.repeats)
+        return
     if args.score_cli:
-        score_cli(args.folders, args.top, args.repeats)
+        score_cli(args.folders, args.top, args.repeats, args.baseline_src)
         return
     n = args.clips or (40 if args.quick else 1000)
     print(f"{n} clips x {FRAMES} frames x {GRID_HW[0] * GRID_HW[1]} tracks, chunks of {args.chunk}")

@@ -20,6 +20,7 @@ from trajloom.data.formats import (
     write_captions_csv,
 )
 from trajloom.data.video import read_video, write_video
+from trajloom.metrics import forecast_metrics
 from trajloom.vae import TrajLoomVAE, save_pretrained, vae_preset
 from trajloom_bench.build import BenchConfig, resample_indices, video_windows
 from trajloom_bench.cli import app
@@ -156,6 +157,38 @@ def test_eval_table_on_synthetic_sources(synthetic_bench, tmp_path):
         json.loads((again / "results.json").read_text())["results"]["cv"]
         == results["results"]["cv"]
     )
+
+
+def test_eval_with_several_samples_reports_best_of_k(synthetic_bench, tmp_path):
+    out = tmp_path / "res"
+    args = ["eval", synthetic_bench, "--source", "synthetic", "--clip-len", 8, "--quiet"]
+    res = _run(*args, "--method", "cv=baseline:constvel", "--samples", 3, "--out", out)
+    assert res.exit_code == 0, res.output
+    runs = out / "runs" / "cv" / "synthetic"
+    assert sorted(d.name for d in runs.iterdir()) == ["sample_000", "sample_001", "sample_002"]
+    cv = json.loads((out / "results.json").read_text())["results"]["cv"]["synthetic"]
+    # a deterministic baseline: K copies, so best-of-3 is its one future's error
+    one = forecast_metrics([runs / "sample_000"])
+    assert cv["num_samples"] == 3 and cv["diversity"] == 0.0
+    assert cv["min_ade"] == pytest.approx(one["min_ade"], rel=1e-12) and cv["min_ade"] > 0
+    assert "| minADE_K (px) | cv |" in (out / "table.md").read_text()
+
+    # run folders made elsewhere with K sample folders: scored best-of-K
+    other = tmp_path / "other" / "synthetic"
+    for k in range(2):
+        shutil.copytree(runs / "sample_000", other / f"sample_{k:03d}")
+    for pred in (other / "sample_001").glob("*/pred_tracks.npy"):
+        np.save(pred, np.load(pred) + 3.0)
+    again = tmp_path / "again"
+    res = _run(*args, "--method", f"two=runs:{other.parent}", "--out", again)
+    assert res.exit_code == 0, res.output
+    two = json.loads((again / "results.json").read_text())["results"]["two"]["synthetic"]
+    assert two["num_samples"] == 2 and two["diversity"] == pytest.approx(np.hypot(3, 3))
+    assert two["min_ade"] <= cv["min_ade"] + 1e-12 and two["fvmd"] == cv["fvmd"]
+
+    single = _run(*args, "--method", "cv=baseline:constvel", "--out", tmp_path / "k1")
+    assert single.exit_code == 0, single.output
+    assert "minADE" not in (tmp_path / "k1" / "table.md").read_text()
 
 
 def test_eval_vae_reconstruction_reports_vepe(tmp_path):

@@ -277,3 +277,24 @@ def test_missing_shard_is_skipped_not_fatal(shards, tmp_path):
     with pytest.warns(SkippedSampleWarning, match=r"gone\.tar.*corrupt_shard.*cannot open"):
         ids = [s.id for s in ds]
     assert ids == ["clip0", "clip1", "clip2"] and ds.stats.skipped["corrupt_shard"] == 1
+
+
+def test_held_out_split_partitions_samples_by_key(monkeypatch, shards):
+    from trajloom.data.stream import heldout_key
+
+    def ids(**kw) -> list[str]:
+        config = StreamConfig(urls=(str(shards),), shuffle_shards=False, **BASE, **kw)
+        return [s.id for s in ShardStream(config, rank=0, world_size=1)]
+
+    everything = ids()
+    train, held = ids(holdout=0.3), ids(holdout=0.3, split="heldout")
+    assert sorted(train + held) == sorted(everything) and not set(train) & set(held)
+    assert held == [k for k in everything if heldout_key(k, 0.3)] and 0 < len(held) < 23
+    # by key alone: the same split whatever the shard order or the number of ranks
+    per_rank = _ids_over(monkeypatch, StreamConfig(urls=(str(shards),), **BASE, holdout=0.3), 3, 1)
+    assert sorted(k for ids_ in per_rank for k in ids_) == sorted(train)
+    assert ids(holdout=0.0, split="heldout") == []
+    with pytest.raises(ValueError, match="holdout must be in"):
+        StreamConfig(urls=(str(shards),), holdout=1.0)
+    with pytest.raises(ValueError, match="split must be one of"):
+        StreamConfig(urls=(str(shards),), split="test")

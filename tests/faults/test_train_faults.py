@@ -206,6 +206,7 @@ def test_corrupt_shard_samples_are_counted_in_the_stage_summary(tmp_path):
             source="shards",
             shards=tuple(str(p) for p in sorted(shards.glob("*.tar"))),
             shuffle_buffer=0,
+            holdout=0.0,  # every sample in training: the counts below are of all of them
         ),
     )
     overrides = ["vae.steps=4", "vae.val_every=0", "vae.batch_size=4", "vae.micro_batch_size=4"]

@@ -24,9 +24,11 @@ from trajloom.flow.forecast import (
     VAEReconstruction,
     forecast_clip,
     forecast_run,
+    forecast_runs,
     load_method,
     one_line,
     parse_method,
+    sample_folder,
 )
 from trajloom.flow.model import TrajLoomGenerator
 from trajloom.flow.pipeline import TrajLoomPipeline
@@ -243,6 +245,28 @@ def test_forecast_run_gives_the_run_folder_fields() -> None:
     }
     truth = forecast_run(TrueFuture(GRID, T, T), clip, seed=0)
     np.testing.assert_array_equal(truth.pred_tracks, clip.fut_tracks)
+
+
+def test_forecast_runs_gives_one_run_per_sample(trained_set: Path) -> None:
+    clip = _clip()
+    static = forecast_runs(BaselineForecaster("static", GRID, T, T), clip, num_samples=3, seed=4)
+    assert [r.meta["sample"] for r in static] == [0, 1, 2]
+    for run in static[1:]:  # a deterministic forecaster: K copies
+        np.testing.assert_array_equal(run.pred_tracks, static[0].pred_tracks)
+    single = forecast_run(BaselineForecaster("static", GRID, T, T), clip, seed=4)
+    np.testing.assert_array_equal(single.pred_tracks, static[0].pred_tracks)
+    assert "sample" not in single.meta
+    pipe = load_method(parse_method(str(trained_set.parent)), CPU, solver="euler", steps=2)
+    runs = forecast_runs(pipe, clip, num_samples=2, seed=3)
+    futures = pipe.forecast(
+        clip.hist_tracks, clip.hist_vis, frames=None, caption="", num_samples=2, seed=3
+    )
+    for k, run in enumerate(runs):  # the K futures of one call, in order
+        np.testing.assert_array_equal(run.pred_tracks, futures.tracks[k])
+        np.testing.assert_array_equal(run.pred_visibility_prob, futures.probability[k])
+        assert run.meta["noise_seed"] == 3 and run.gt_tracks is clip.fut_tracks
+    assert sample_folder(Path("r"), 0, 1) == Path("r")
+    assert sample_folder(Path("r"), 2, 3) == Path("r") / "sample_002"
 
 
 def test_forecast_run_refuses_a_clip_cut_for_another_forecaster() -> None:

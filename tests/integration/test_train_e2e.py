@@ -60,10 +60,14 @@ def test_evaluation_table_and_preview(run):
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
     results = metrics["results"]
     assert set(results) == set(METHODS)
-    assert results["ground_truth"]["vepe"] == 0.0
+    assert results["ground_truth"]["vepe"] == 0.0 and results["ground_truth"]["min_ade"] == 0.0
+    k = ci().eval.samples
     for method in ("trajloom", "static", "constant_velocity"):
         assert results[method]["vepe"] > 0 and results[method]["num_videos"] == ci().eval.clips
-    assert "| trajloom |" in (run / "eval" / "table.md").read_text()
+        assert results[method]["num_samples"] == k and results[method]["min_ade"] > 0
+    assert results["static"]["diversity"] == 0.0 and results["trajloom"]["diversity"] > 0
+    table = (run / "eval" / "table.md").read_text()
+    assert "| trajloom |" in table and f"minADE_{k} (px)" in table
     info = probe_video(run / "preview.mp4")
     data = ci().data
     assert (info.width, info.height) == (2 * data.width, data.height)

@@ -13,6 +13,7 @@ import pytest
 
 from trajloom.metrics import (
     FVMDConfig,
+    forecast_metrics,
     format_method_table,
     format_paper_table,
     json_ready,
@@ -20,6 +21,7 @@ from trajloom.metrics import (
     score_runs,
     write_results,
 )
+from trajloom.metrics.report import fvmd_key
 
 SOURCES = ["kubric", "robotap"]
 
@@ -91,11 +93,11 @@ PAPER_TABLE = """\
 |  | cv | 0.76 | - |"""
 
 TABLE_CSV = """\
-method,source,fvmd,fvmd_long,flow_tv,div_curl_energy,vepe,fvmd_velocity,fvmd_acceleration,num_videos,num_windows
-static,kubric,1234.5678,,0.0,0.0,4.9321,600.1,634.4678,3,27
-static,robotap,,,0.0123,1.29e-05,0.005,,,1,0
-cv,kubric,99.0,101.25,0.03,0.000244,0.76,,,3,27
-cv,robotap,,,,,,,,,
+method,source,fvmd,fvmd_long,flow_tv,div_curl_energy,vepe,min_ade,min_fde,diversity,fvmd_velocity,fvmd_acceleration,num_videos,num_windows,num_samples
+static,kubric,1234.5678,,0.0,0.0,4.9321,,,,600.1,634.4678,3,27,
+static,robotap,,,0.0123,1.29e-05,0.005,,,,,,1,0,
+cv,kubric,99.0,101.25,0.03,0.000244,0.76,,,,,,3,27,
+cv,robotap,,,,,,,,,,,,,
 """
 
 PER_VIDEO_CSV = """\
@@ -193,3 +195,26 @@ def test_score_method_notes_and_errors(tmp_path, grid_points, rng) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="holds no run folder"):
         score_method(tmp_path / "empty", fvmd_config=FVMDConfig(), grid_stride=32.0)
+
+
+def test_score_method_with_samples_and_more_clip_lengths(tmp_path, grid_points, rng) -> None:
+    roots = [tmp_path / f"sample_{k:03d}" for k in range(3)]
+    for root in roots:
+        _write_runs(root, grid_points, np.random.default_rng(7))  # same truth in every sample
+    for k, root in enumerate(roots[1:], 1):  # samples 1, 2: other predictions
+        for pred in root.glob("*/pred_tracks.npy"):
+            np.save(pred, np.load(pred) + 2.0 * k)
+    cfg = FVMDConfig(clip_len=6, clip_stride=2)
+    result = score_method(
+        roots[0], fvmd_config=cfg, grid_stride=32.0, samples=roots, more_clip_lens=(8,)
+    )
+    multi = forecast_metrics(roots)
+    assert result["num_samples"] == 3 and result["min_ade"] == multi["min_ade"]
+    assert result["min_fde"] == multi["min_fde"] and result["diversity"] > 0
+    gated = {"use_gt_visibility": True, "use_visibility": True, "grid_stride": 32.0}
+    clip8 = score_runs(roots[0], fvmd_config=FVMDConfig(clip_len=8, clip_stride=2), **gated)
+    assert result[fvmd_key(8)] == clip8["fvmd"] and result[fvmd_key(8)] != result["fvmd"]
+    one = score_method(roots[0], fvmd_config=cfg, grid_stride=32.0, samples=roots[:1])
+    assert one["num_samples"] == 1 and one["diversity"] is None
+    assert result["min_ade"] <= one["min_ade"] + 1e-12  # best of 3: never worse than one
+    assert score_method(roots[0], fvmd_config=cfg, grid_stride=32.0)["min_ade"] is None

@@ -269,6 +269,13 @@ def evaluate(
     clip_len: Annotated[int, typer.Option(help="FVMD clip length (released README: 24).")] = 24,
     clip_stride: int = 1,
     seed: int = 0,
+    samples: Annotated[
+        int,
+        typer.Option(
+            help="K futures per clip; K > 1 adds minADE_K, minFDE_K and diversity (run "
+            "folders <source>/sample_<k>/; baselines give K copies)."
+        ),
+    ] = 1,
     limit: Annotated[int | None, typer.Option(help="At most this many clips per source.")] = None,
     device: Annotated[
         str, typer.Option(help="auto (GPU when present), cpu, cuda, cuda:1.")
@@ -281,7 +288,9 @@ def evaluate(
     if source is None:
         source = []
     try:
-        cfg = EvalConfig(clip_len=clip_len, clip_stride=clip_stride, seed=seed, limit=limit)
+        cfg = EvalConfig(
+            clip_len=clip_len, clip_stride=clip_stride, seed=seed, limit=limit, samples=samples
+        )
         names, sources = bench_sources(bench, source or None)
         bench_cfg = read_bench(bench).get("config", {})
     except ValueError as err:
@@ -319,6 +328,7 @@ def evaluate(
                 "flow_use_visibility": True,
                 "grid_stride": stride,
                 "seed": seed,
+                "samples": samples,
                 "solver": solver,
                 "steps": steps,
                 "methods": {name: str(spec) for name, spec in methods},

@@ -10,7 +10,12 @@ they are, ``<dir>/<source>/<id>/``), then scored with ``trajloom.metrics.score_m
 * FlowTV and DivCurlE: masked by the ground-truth visibility (``--use_visibility`` of
   the released script), grid spacing = the grid stride;
 * VEPE (pixels, masked by the ground-truth visibility): reported for every method that
-  has ground truth, meaningful for VAE reconstruction.
+  has ground truth, meaningful for VAE reconstruction;
+* with K > 1 samples per clip (``--samples K``; run folders ``.../<source>/sample_<k>/``):
+  minADE_K / minFDE_K (pixels over the visible future, best of K per clip, mean over
+  clips) and the diversity of the K futures (mean pairwise distance, pixels), next to the
+  metrics above, which are those of sample 0. Deterministic methods (the baselines) give
+  K copies: their minADE_K is their single-future ADE and their diversity 0.
 
 Results (``trajloom.metrics.write_results``): ``OUT/results.json`` (everything, with
 settings), ``OUT/table.csv`` (one row per method x source), ``OUT/table.md`` (the
@@ -39,11 +44,18 @@ from trajloom.data.shards import iter_shard_items
 from trajloom.data.stream import caption_with_camera
 from trajloom.data.video import VideoReadError, read_video
 from trajloom.encoding import DEFAULT_GRID, GridSpec, rescale_tracks
-from trajloom.flow.forecast import Forecaster, forecast_run
+from trajloom.flow.forecast import Forecaster, forecast_runs, sample_folder
 from trajloom.metrics import FVMDConfig, score_method
 from trajloom_bench.build import read_bench
 
-__all__ = ["EvalConfig", "bench_sources", "cut_clip", "predict_source", "score_source"]
+__all__ = [
+    "EvalConfig",
+    "bench_sources",
+    "cut_clip",
+    "predict_source",
+    "sample_roots",
+    "score_source",
+]
 
 
 @dataclass(frozen=True)
@@ -54,8 +66,11 @@ class EvalConfig:
     clip_stride: int = 1
     seed: int = 0
     limit: int | None = None  # clips per source (None: all)
+    samples: int = 1  # K futures per clip; K > 1 adds minADE_K / minFDE_K / diversity
 
     def __post_init__(self) -> None:
+        if self.samples < 1:
+            raise ValueError(f"EvalConfig.samples must be >= 1, got {self.samples}")
         if self.clip_stride < 1:
             raise ValueError(f"EvalConfig.clip_stride must be >= 1, got {self.clip_stride}")
         if self.limit is not None and self.limit < 1:
@@ -143,7 +158,9 @@ def predict_source(
     boundary: int,
     progress: Callable[[str], None] = lambda _: None,
 ) -> list[str]:
-    """Write a run folder per clip of one source under ``out``; returns the failures.
+    """Write a run folder per clip of one source under ``out`` (K = ``cfg.samples``
+    futures: one under each ``out/sample_<k>/``, the K noises drawn together from seed
+    ``cfg.seed + i`` for clip i); returns the failures.
 
     ``boundary``: the bench's history length, the frame every forecast starts from.
     A bad clip (unreadable sample, truncated shard, a clip the method cannot take, a
@@ -166,24 +183,42 @@ def predict_source(
                 "spec": spec,
                 "cond_index": clip.start + clip.history,
             }
-            run = forecast_run(method, clip, seed=cfg.seed + i, meta=meta)
+            runs = forecast_runs(
+                method, clip, num_samples=cfg.samples, seed=cfg.seed + i, meta=meta
+            )
         except (ValueError, VideoReadError, FormatError) as err:
             failures.append(f"{source_name}/{sample.id}: {err}")
             progress(f"fail {source_name}/{sample.id}: {err}")
             continue
-        run.pred_tracks, run.pred_visibility = sanitize_predictions(
-            run.pred_tracks, run.pred_visibility, method.grid.size
-        )
-        write_run_folder(out / sample.id, RunFolder(**run.as_dict()))
+        for k, run in enumerate(runs):
+            run.pred_tracks, run.pred_visibility = sanitize_predictions(
+                run.pred_tracks, run.pred_visibility, method.grid.size
+            )
+            folder = sample_folder(out, k, cfg.samples) / sample.id
+            write_run_folder(folder, RunFolder(**run.as_dict()))
         progress(f"{method_name}/{source_name}/{sample.id}")
     return failures
 
 
+def sample_roots(runs: Path) -> list[Path]:
+    """The sample folders of one method on one source: ``runs/sample_*`` when there are
+    such folders (K samples), else ``[runs]`` (one)."""
+    found = sorted(d for d in runs.glob("sample_[0-9]*") if d.is_dir())
+    return found or [runs]
+
+
 def score_source(runs: Path, cfg: EvalConfig, grid_stride: float) -> dict[str, Any]:
     """The paper's metrics of one runs root (one method on one source), gated by the
-    ground-truth visibility, with FVMD-Long."""
+    ground-truth visibility, with FVMD-Long; with K > 1 sample folders (:func:`sample_roots`)
+    also minADE_K / minFDE_K / diversity over them (the others of sample 0)."""
     fvmd_config = FVMDConfig(clip_len=cfg.clip_len, clip_stride=cfg.clip_stride)
-    return score_method(runs, fvmd_config=fvmd_config, grid_stride=grid_stride)
+    samples = sample_roots(runs)
+    return score_method(
+        samples[0],
+        fvmd_config=fvmd_config,
+        grid_stride=grid_stride,
+        samples=samples if len(samples) > 1 else None,
+    )
 
 
 def bench_sources(bench_root: Path, only: list[str] | None) -> tuple[list[str], dict[str, Any]]:

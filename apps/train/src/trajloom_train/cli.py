@@ -79,6 +79,14 @@ DataOpt = Annotated[
         "--data", help="Shard paths/URLs/folders (repeatable); default: synthetic scenes."
     ),
 ]
+EvalDataOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--eval-data",
+        help="Evaluation shards (repeatable); default: the held-out split of --data "
+        "(data.holdout), else held-out synthetic scenes.",
+    ),
+]
 ScaleOpt = Annotated[
     float | None, typer.Option("--steps-scale", help="Multiply every stage's steps (e.g. 0.1).")
 ]
@@ -122,6 +130,7 @@ class RunOptions:
     steps_scale: float | None = None
     video_encoder: Path | None = None  # local Wan2.1 VAE weights: cached Wan video context
     text_encoder: Path | None = None  # local umT5 weights: cached umT5 caption embeddings
+    eval_data: tuple[str, ...] = ()  # evaluation shards; empty: the held-out split
 
     @property
     def run_dir(self) -> Path:
@@ -154,6 +163,8 @@ def resolve_run(options: RunOptions) -> tuple[Recipe, Path]:
         base = get_recipe("quick")
     if options.data:
         base = replace(base, data=replace(base.data, source="shards", shards=options.data))
+    if options.eval_data:
+        base = replace(base, eval=replace(base.eval, shards=options.eval_data))
     if options.steps_scale is not None:
         base = scale_steps(base, options.steps_scale)
     base = _released_context(base, options)
@@ -229,13 +240,21 @@ def _prepare(resolved: Recipe, run_dir: Path, dist: Dist, process: ProcessOption
 
 def _finish(ctx: RunContext) -> None:
     """Export the trained set, evaluate it, render the preview (rank 0)."""
-    from trajloom_train.evaluate import evaluate, export_trained_set, format_table, render_preview
+    from trajloom_train.evaluate import (
+        describe_eval,
+        evaluate,
+        export_trained_set,
+        format_table,
+        render_preview,
+        table_columns,
+    )
 
     if ctx.dist.is_main:
         folder = export_trained_set(ctx.run_dir, ctx.recipe)
         typer.echo(f"trained set: {folder}")
         summary = evaluate(ctx.recipe, ctx.run_dir, device=ctx.device)
-        typer.echo(format_table(summary["results"]))
+        typer.echo(describe_eval(summary))
+        typer.echo(format_table(summary["results"], table_columns(ctx.recipe)))
         typer.echo(f"evaluation: {ctx.run_dir / 'eval' / 'metrics.json'}")
         from trajloom.flow.pipeline import TrajLoomPipeline
 
@@ -257,6 +276,7 @@ def _run_options(
     steps_scale: float | None = None,
     video_encoder: Path | None = None,
     text_encoder: Path | None = None,
+    eval_data: list[str] | None = None,
 ) -> RunOptions:
     return RunOptions(
         recipe,
@@ -267,6 +287,7 @@ def _run_options(
         steps_scale,
         video_encoder,
         text_encoder,
+        tuple(eval_data or ()),
     )
 
 
@@ -299,6 +320,7 @@ def _training_command(train: Callable[[RunOptions, ProcessOptions], None]) -> Ca
         runs_dir: RunsOpt = Path("runs"),
         overrides: SetOpt = None,
         data: DataOpt = None,
+        eval_data: EvalDataOpt = None,
         steps_scale: ScaleOpt = None,
         video_encoder: VideoEncoderOpt = None,
         text_encoder: TextEncoderOpt = None,
@@ -307,7 +329,15 @@ def _training_command(train: Callable[[RunOptions, ProcessOptions], None]) -> Ca
         progress: ProgressOpt = True,
     ) -> None:
         options = _run_options(
-            recipe, name, runs_dir, overrides, data, steps_scale, video_encoder, text_encoder
+            recipe,
+            name,
+            runs_dir,
+            overrides,
+            data,
+            steps_scale,
+            video_encoder,
+            text_encoder,
+            eval_data,
         )
         train(options, ProcessOptions(device, stop_after, progress))
 
@@ -326,10 +356,12 @@ def eval_command(
     name: NameOpt = None,
     runs_dir: RunsOpt = Path("runs"),
     overrides: SetOpt = None,
+    eval_data: EvalDataOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
     """Export the trained set of a finished run, evaluate it and render the preview."""
-    with _running(_run_options(recipe, name, runs_dir, overrides), ProcessOptions(device)) as ctx:
+    options = _run_options(recipe, name, runs_dir, overrides, eval_data=eval_data)
+    with _running(options, ProcessOptions(device)) as ctx:
         _finish(ctx)
 
 

@@ -87,6 +87,9 @@ class DataConfig:
     val_clips: int = 16  # held-out clips for periodic validation
     shuffle_buffer: int = 256  # shards: samples held for shuffling
     window_stride: int | None = None  # shards: frames between windows (None: one per clip)
+    # Shards: the fraction of samples held out of training for the final evaluation, chosen
+    # by sample key (trajloom.data.stream.heldout_key; every window of a sample goes with it).
+    holdout: float = 0.1
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
@@ -102,6 +105,8 @@ class DataConfig:
             raise ValueError(
                 f"data.dynamics must be one of {sorted(DYNAMICS)}, got {self.dynamics!r}"
             )
+        if not 0.0 <= self.holdout < 1.0:
+            raise ValueError(f"data.holdout must be in [0, 1), got {self.holdout!r}")
         if self.width % self.stride or self.height % self.stride:
             raise ValueError(
                 f"data: {self.width}x{self.height} must be a multiple of stride {self.stride}"
@@ -281,21 +286,34 @@ class VisTrainConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """The final evaluation on held-out synthetic clips and the preview render."""
+    """The final evaluation on held-out clips (TrajLoomBench's protocol) and the preview.
 
-    clips: int = 32  # held-out clips (seeds disjoint from training and validation)
+    Held-out clips: synthetic scenes of a seed stream no training or validation clip uses;
+    with shards, the held-out split of the training shards (``data.holdout``), or every
+    window of ``shards`` when given (``--eval-data``).
+    """
+
+    clips: int = 32  # held-out clips (at most this many from shards)
+    samples: int = 1  # K futures per clip (minADE_K / minFDE_K / diversity)
     solver: str = "euler"  # "euler" or "dopri5"
     steps: int = 10  # Euler steps (paper default: 10)
     preview_clips: int = 2  # clips drawn side by side in preview.mp4
     fps: float = 8.0  # preview frame rate
     fvmd_clip_len: int = 16  # FVMD window length (<= future frames)
     fvmd_clip_stride: int = 1
+    more_fvmd_clip_lens: tuple[int, ...] = (24,)  # FVMD over windows of these lengths too
+    fvmd_long: bool = True  # FVMD over one window of the whole future (FVMD-Long)
+    shards: tuple[str, ...] = ()  # evaluation shards (--eval-data); empty: see above
 
     def __post_init__(self) -> None:
         if self.solver not in ("euler", "dopri5"):
             raise ValueError(f"eval.solver must be 'euler' or 'dopri5', got {self.solver!r}")
         _positive("eval", clips=self.clips, steps=self.steps, fvmd_clip_len=self.fvmd_clip_len)
-        _positive("eval", fvmd_clip_stride=self.fvmd_clip_stride)
+        _positive("eval", fvmd_clip_stride=self.fvmd_clip_stride, samples=self.samples)
+        object.__setattr__(self, "shards", tuple(str(s) for s in self.shards))
+        object.__setattr__(self, "more_fvmd_clip_lens", tuple(self.more_fvmd_clip_lens))
+        for length in self.more_fvmd_clip_lens:
+            _positive("eval", more_fvmd_clip_lens=length)
         _non_negative("eval", preview_clips=self.preview_clips)
 
 

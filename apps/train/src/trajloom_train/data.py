@@ -9,11 +9,13 @@ Both sources answer ``batch(indices)`` with a ``trajloom.data.clip.ClipBatch``.
   else.
 * Shards: each process reads its share of the shards (``ShardStream`` splits them by
   rank) in the order the stream's seed and epoch fix; a resumed run fast-forwards to the
-  sample position of its step.
+  sample position of its step. The samples of the held-out split (``data.holdout``, by
+  sample key) are never trained on: :func:`heldout_clips` reads them for the evaluation.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -32,6 +34,7 @@ __all__ = [
     "ShardClips",
     "SyntheticSplit",
     "TrainSource",
+    "heldout_clips",
     "sample_generator",
     "sample_seed",
 ]
@@ -164,6 +167,7 @@ class ShardClips:
             shuffle_buffer=data.shuffle_buffer if shuffle else 0,
             seed=seed,
             decode_frames=frames,
+            holdout=data.holdout,
         )
         self._start(ShardStream(config, rank=dist.rank, world_size=dist.world_size), collate)
 
@@ -233,6 +237,43 @@ class ShardClips:
         return self.collate(samples)
 
     reusable = False
+
+
+def heldout_clips(
+    data: DataConfig, seed: int, *, limit: int, shards: tuple[str, ...] = (), frames: bool = False
+) -> list[Clip]:
+    """Up to ``limit`` evaluation windows, in shard order: every window of ``shards`` when
+    given, else those of the held-out split of ``data.shards``. ``frames``: decode the
+    history frames. Raises ValueError when there is none."""
+    from trajloom.data.stream import ShardStream, StreamConfig
+
+    config = StreamConfig(
+        urls=shards or data.shards,
+        history=data.history,
+        future=data.future,
+        window_stride=data.window_stride,
+        width=data.width,
+        height=data.height,
+        stride=data.stride,
+        shuffle_shards=False,
+        seed=seed,
+        decode_frames=frames,
+        holdout=0.0 if shards else data.holdout,
+        split="train" if shards else "heldout",
+    )
+    stream = ShardStream(config, rank=0, world_size=1)
+    clips = list(itertools.islice(iter(stream), limit))
+    if not clips:
+        where = (
+            f"the shards {list(shards)[:3]}"
+            if shards
+            else (f"the held-out split (data.holdout={data.holdout}) of {list(data.shards)[:3]}")
+        )
+        raise ValueError(
+            f"no evaluation clip in {where} (loader stats: {stream.stats.as_dict()}); give "
+            "--eval-data SHARDS, or raise data.holdout so that some samples are held out"
+        )
+    return clips
 
 
 class TrainSource:

@@ -21,6 +21,7 @@ Skips after a worker's last sample of an epoch are not reported this way.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tarfile
 import warnings
@@ -52,6 +53,7 @@ __all__ = [
     "assign_shards",
     "caption_with_camera",
     "expand_shard_urls",
+    "heldout_key",
     "make_loader",
     "node_and_worker",
 ]
@@ -63,6 +65,22 @@ class DataError(ValueError):
 
 class SkippedSampleWarning(UserWarning):
     """A sample (or the rest of a shard) was skipped; the message says which and why."""
+
+
+SPLITS = ("train", "heldout")
+
+
+def heldout_key(key: str, fraction: float) -> bool:
+    """Whether the sample ``key`` is in the held-out ``fraction`` of a dataset.
+
+    The rule depends on the key alone (its SHA-256 read as a number in [0, 1) below
+    ``fraction``), so a sample is in the same split whatever the shard order, the number
+    of processes or the other samples; every window cut from the sample goes with it.
+    """
+    if fraction <= 0.0:
+        return False
+    digest = hashlib.sha256(key.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64 < fraction
 
 
 @dataclass(frozen=True)
@@ -85,6 +103,10 @@ class StreamConfig:
     frame_size: tuple[int, int] | None = None  # (width, height) of frames; None: working size
     strict: bool = False  # raise DataError on bad input instead of skipping it
     append_camera: bool = True  # end captions with meta "camera" (appendix E.2) if not there
+    # Held-out split by sample key (`heldout_key`): this fraction of the samples is held
+    # out; `split` "train" reads the others, "heldout" only those.
+    holdout: float = 0.0
+    split: str = "train"
 
     def __post_init__(self) -> None:
         if isinstance(self.urls, str):
@@ -104,6 +126,14 @@ class StreamConfig:
             )
         if self.shuffle_buffer < 0:
             raise ValueError(f"StreamConfig.shuffle_buffer must be >= 0, got {self.shuffle_buffer}")
+        if not 0.0 <= self.holdout < 1.0:
+            raise ValueError(f"StreamConfig.holdout must be in [0, 1), got {self.holdout}")
+        if self.split not in SPLITS:
+            raise ValueError(f"StreamConfig.split must be one of {SPLITS}, got {self.split!r}")
+
+    def reads(self, key: str) -> bool:
+        """Whether the sample ``key`` belongs to this stream's split."""
+        return heldout_key(key, self.holdout) == (self.split == "heldout")
 
     @property
     def spec(self) -> GridSpec:
@@ -381,6 +411,8 @@ class ShardStream(IterableDataset):
         buffer: list[Clip] = []
         for url in self._shard_sequence(slot, slots):
             for raw in self._raw_samples(url):
+                if not cfg.reads(raw["__key__"]):
+                    continue
                 for sample in self._windows(raw):
                     if cfg.shuffle_buffer <= 1:
                         yield self._emit(sample)

@@ -4,7 +4,8 @@
 `benchmark/compute_fvmd_from_trajectory.py` (zewei-Zhang/TrajLoom): epsilon 1e-5
 added to both covariances, `Tr sqrt(S1 S2)` as the sum of square roots of the
 eigenvalues of `sqrt(S1) S2 sqrt(S1)` (symmetric eigendecompositions, negative
-eigenvalues clipped to 0). `method="sqrtm"` follows the PyPI `fvmd` package
+eigenvalues clipped to 0); computed here from the similar `L^T S2 L`, `S1 = L L^T`
+(one Cholesky and one eigenvalue-only decomposition instead of two decompositions). `method="sqrtm"` follows the PyPI `fvmd` package
 (`scipy.linalg.sqrtm` of the regularized product, real part). Both use the
 covariance with `N - 1`. With fewer samples than dimensions (FVMD-Long) the
 covariances are rank-deficient; "eigh" then works, exactly, in the subspace the
@@ -174,12 +175,32 @@ class GaussianAccumulator:
         return GaussianStats(self._mean.copy(), self._m2 / float(self._count - 1), self._count)
 
 
-def _trace_sqrt_product_eigh(s1: np.ndarray, s2: np.ndarray) -> float:
-    """`Tr sqrt(s1 s2)` for symmetric PSD `s1, s2` via `sqrt(s1) s2 sqrt(s1)`."""
+def _trace_sqrt_product_released(s1: np.ndarray, s2: np.ndarray) -> float:
+    """`Tr sqrt(s1 s2)` for symmetric PSD `s1, s2` as the released script writes it: the
+    eigenvalues of `sqrt(s1) s2 sqrt(s1)`, `sqrt(s1)` from a full eigendecomposition."""
     w1, v1 = np.linalg.eigh(s1)
     root = np.sqrt(np.clip(w1, 0.0, None))
     inner = v1.T @ (s2 @ v1)
     a = (root[:, None] * inner) * root[None, :]
+    wa = np.clip(np.linalg.eigvalsh(a), 0.0, None)
+    return float(np.sum(np.sqrt(wa)))
+
+
+def _trace_sqrt_product_eigh(s1: np.ndarray, s2: np.ndarray) -> float:
+    """`Tr sqrt(s1 s2)` for symmetric PSD `s1, s2`, equal to the released formula.
+
+    With `s1 = L L^T` (Cholesky), `s1 s2`, `sqrt(s1) s2 sqrt(s1)` and the symmetric
+    `L^T s2 L` are similar, so they share their eigenvalues: one Cholesky and one
+    eigenvalue-only decomposition replace the eigenvectors of `s1` (about 3x faster at
+    d = 1440; equal to ~1e-12 relative, see the tests). Falls back to the released
+    route when `s1` is not numerically positive definite (eps = 0 and a singular `s1`).
+    """
+    try:
+        low = np.linalg.cholesky(s1)
+    except np.linalg.LinAlgError:
+        return _trace_sqrt_product_released(s1, s2)
+    a = low.T @ (s2 @ low)
+    a = 0.5 * (a + a.T)
     wa = np.clip(np.linalg.eigvalsh(a), 0.0, None)
     return float(np.sum(np.sqrt(wa)))
 

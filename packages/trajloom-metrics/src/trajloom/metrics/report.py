@@ -22,19 +22,22 @@ import io
 import json
 import math
 import warnings
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from trajloom.metrics.fvmd import FVMDConfig
-from trajloom.metrics.runs import score_runs
+from trajloom.metrics.runs import forecast_metrics, score_runs
 
 __all__ = [
     "PAPER_ROWS",
     "RESULT_FILES",
     "format_method_table",
     "format_paper_table",
+    "fvmd_key",
     "json_ready",
     "result_texts",
     "score_method",
@@ -47,8 +50,13 @@ PAPER_ROWS = (
     ("flow_tv", "FlowTV"),
     ("div_curl_energy", "DivCurlE"),
     ("vepe", "VEPE (px)"),
+    ("min_ade", "minADE_K (px)"),
+    ("min_fde", "minFDE_K (px)"),
+    ("diversity", "Diversity (px)"),
 )
-"""Rows of the paper-style table: result key, label (lower is better for all)."""
+"""Rows of the paper-style table: result key, label (lower is better for all but the
+diversity, which describes the K samples). The multi-sample rows appear only where an
+evaluation scored several samples (:func:`score_method` with ``samples``)."""
 
 METHOD_COLUMNS = (
     ("vepe", "VEPE (px)"),
@@ -59,7 +67,7 @@ METHOD_COLUMNS = (
 """Columns of the one-row-per-method table: result key, label."""
 
 _CSV_KEYS = (*(k for k, _ in PAPER_ROWS), "fvmd_velocity", "fvmd_acceleration")
-_CSV_COUNTS = ("num_videos", "num_windows")
+_CSV_COUNTS = ("num_videos", "num_windows", "num_samples")
 _PER_VIDEO_KEYS = ("flow_tv", "div_curl_energy", "vepe", "fvmd_windows")
 
 
@@ -77,6 +85,11 @@ def json_ready(value: Any) -> Any:
     return value
 
 
+def fvmd_key(clip_len: int) -> str:
+    """The result key of FVMD over clips of ``clip_len`` frames beside the main one."""
+    return f"fvmd_{clip_len}"
+
+
 def score_method(
     runs: str | Path,
     *,
@@ -84,17 +97,26 @@ def score_method(
     grid_stride: float,
     use_visibility: bool = True,
     fvmd_long: bool = True,
+    samples: Sequence[str | Path] | None = None,
+    more_clip_lens: Sequence[int] = (),
 ) -> dict[str, Any]:
     """The paper's metrics of one method's runs root (a folder of run folders).
 
     ``use_visibility``: gate FVMD motion vectors and mask FlowTV / DivCurlE with the
     ground-truth visibility (the bench's setting). ``fvmd_long``: also FVMD over one clip
-    of the whole future window (``fvmd_long``; None otherwise). Returns ``fvmd``,
-    ``fvmd_velocity``, ``fvmd_acceleration``, ``fvmd_long``, ``flow_tv``,
-    ``div_curl_energy``, ``vepe``, ``num_videos``, ``num_windows``, ``notes`` (why a
-    metric is None; those of the long clip prefixed ``long:``), ``per_video``, and the run
-    folders that could not be scored (``failed``, ``num_failed``; see ``score_runs``).
-    Raises ``ValueError`` when ``runs`` holds no run folder.
+    of the whole future window (``fvmd_long``; None otherwise). ``more_clip_lens``: FVMD
+    over clips of these lengths too (stride and the rest of ``fvmd_config`` kept), as
+    :func:`fvmd_key` ``(L)``. ``samples``: the method's K >= 1 sample folders (``runs``
+    usually the first): adds ``min_ade``, ``min_fde`` (pixels over the visible future),
+    ``diversity`` (pixels, None for K = 1) and ``num_samples`` (K) of
+    :func:`~trajloom.metrics.runs.forecast_metrics`; without it those are None.
+
+    Returns ``fvmd``, ``fvmd_velocity``, ``fvmd_acceleration``, ``fvmd_long``, ``flow_tv``,
+    ``div_curl_energy``, ``vepe``, the keys above, ``num_videos``, ``num_windows``,
+    ``notes`` (why a metric is None; those of the long clip prefixed ``long:``),
+    ``per_video``, and the run folders that could not be scored (``failed``,
+    ``num_failed``; see ``score_runs``). Raises ``ValueError`` when ``runs`` holds no run
+    folder.
     """
     common: dict[str, Any] = {
         "use_gt_visibility": use_visibility,
@@ -105,19 +127,26 @@ def score_method(
         # A clip_len longer than the future is said once in the notes, not per video.
         warnings.simplefilter("ignore", RuntimeWarning)
         main = score_runs(runs, fvmd_config=fvmd_config, **common)
-        long = (
-            score_runs(runs, fvmd_config=FVMDConfig(clip_len=None), **common) if fvmd_long else {}
-        )
+        extra = {"long": FVMDConfig(clip_len=None)} if fvmd_long else {}
+        for length in more_clip_lens:
+            extra[f"clip {length}"] = replace(fvmd_config, clip_len=length)
+        more = {name: score_runs(runs, fvmd_config=cfg, **common) for name, cfg in extra.items()}
     notes = list(main.get("notes", []))
-    notes += [f"long: {n}" for n in long.get("notes", []) if n not in notes]
-    return {
+    for name, scored in more.items():
+        notes += [f"{name}: {n}" for n in scored.get("notes", []) if n not in notes]
+    result: dict[str, Any] = {
         "fvmd": main["fvmd"],
         "fvmd_velocity": main["fvmd_velocity"],
         "fvmd_acceleration": main["fvmd_acceleration"],
-        "fvmd_long": long.get("fvmd"),
+        "fvmd_long": more["long"]["fvmd"] if fvmd_long else None,
+        **{fvmd_key(n): more[f"clip {n}"]["fvmd"] for n in more_clip_lens},
         "flow_tv": main["flow_tv"],
         "div_curl_energy": main["div_curl_energy"],
         "vepe": main["vepe"],
+        "min_ade": None,
+        "min_fde": None,
+        "diversity": None,
+        "num_samples": None,
         "num_videos": main["num_videos"],
         "num_windows": main["num_windows"],
         "notes": notes,
@@ -125,6 +154,15 @@ def score_method(
         "num_failed": main["num_failed"],
         "failed": main["failed"],
     }
+    if samples is not None:
+        already = [f["video"] for f in main["failed"]] if Path(samples[0]) == Path(runs) else []
+        multi = forecast_metrics(samples, already_failed=already)
+        result["failed"] = main["failed"] + multi["failed"]
+        result["num_failed"] = len(result["failed"])
+        result["notes"] += multi["notes"]
+        for key in ("min_ade", "min_fde", "diversity", "num_samples", "per_video_forecast"):
+            result[key] = multi[key]
+    return result
 
 
 def _paper_cell(value: Any) -> str:
@@ -154,15 +192,19 @@ def format_paper_table(results: dict[str, dict[str, dict[str, Any]]], sources: l
     return "\n".join(lines)
 
 
-def format_method_table(results: dict[str, dict[str, Any]]) -> str:
-    """Markdown table of ``results`` (method -> metrics): one row per method,
-    VEPE / FVMD / FlowTV / DivCurlE to four significant digits (``-`` when None)."""
+def format_method_table(
+    results: dict[str, dict[str, Any]],
+    columns: Sequence[tuple[str, str]] = METHOD_COLUMNS,
+) -> str:
+    """Markdown table of ``results`` (method -> metrics): one row per method, one column
+    per ``(key, label)`` of ``columns`` (default VEPE / FVMD / FlowTV / DivCurlE), to four
+    significant digits (``-`` when None)."""
     lines = [
-        "| method | " + " | ".join(label for _, label in METHOD_COLUMNS) + " |",
-        "|---|" + "---|" * len(METHOD_COLUMNS),
+        "| method | " + " | ".join(label for _, label in columns) + " |",
+        "|---|" + "---|" * len(columns),
     ]
     for method, r in results.items():
-        cells = ["-" if r.get(k) is None else f"{r[k]:.4g}" for k, _ in METHOD_COLUMNS]
+        cells = ["-" if r.get(k) is None else f"{r[k]:.4g}" for k, _ in columns]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -40,6 +40,7 @@ __all__ = [
     "RunFolderError",
     "RunVideo",
     "discover_run_dirs",
+    "forecast_metrics",
     "load_run",
     "load_tracks",
     "load_visibility",
@@ -504,14 +505,47 @@ def score_samples(sample_roots: Sequence[str | Path], **kwargs: Any) -> dict[str
         raise ValueError(f"sample folders given more than once: {twice}; give each sample once")
     visibility_name = kwargs.get("visibility_name", GT_VISIBILITY)
     result = score_runs(roots[0], **kwargs)
+    already = [f["video"] for f in result["failed"]]
+    multi = forecast_metrics(roots, visibility_name=visibility_name, already_failed=already)
+    failed: list[dict[str, str]] = result["failed"] + multi.pop("failed")
+    result["notes"] += multi.pop("notes")
+    result.update(multi, num_failed=len(failed), failed=failed)
+    return result
+
+
+def forecast_metrics(
+    sample_roots: Sequence[str | Path],
+    *,
+    visibility_name: str = GT_VISIBILITY,
+    already_failed: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Best-of-K errors and diversity of K >= 1 sample folders of one method (pixels).
+
+    The multi-sample part of :func:`score_samples` (definitions there and in
+    :mod:`trajloom.metrics.forecast`), without the single-sample metrics. With K = 1,
+    `min_ade` / `min_fde` are the single future's ADE / FDE and `diversity` is None.
+    `already_failed`: videos (relative folder names) whose first sample folder is known to
+    be unreadable: they are skipped without a second entry in `failed`.
+
+    Returns:
+        `min_ade`, `min_fde`, `diversity` (None where undefined), `num_samples`,
+        `num_videos_forecast`, `sample_roots`, `per_video_forecast`, `notes` and `failed`
+        (videos left out, with the reason).
+
+    Raises:
+        ValueError: no root, or a root that is no folder or holds no run folder.
+    """
+    roots = [Path(r) for r in sample_roots]
+    if not roots:
+        raise ValueError("sample_roots is empty: give at least one sample folder")
     per_root: list[dict[str, Path]] = []
     for root in roots:
         dirs = discover_run_dirs(root, require_gt=False)
         if not dirs:
             raise ValueError(f"sample folder {str(root)!r} holds no run folder with {PRED_TRACKS}")
         per_root.append({(str(d.relative_to(root)) if d != root else "."): d for d in dirs})
-    already = {f["video"] for f in result["failed"]}
-    failed: list[dict[str, str]] = result["failed"]
+    already = set(already_failed)
+    failed: list[dict[str, str]] = []
     acc = ForecastAccumulator()
     per_video: list[dict[str, Any]] = []
     cropped = 0
@@ -545,26 +579,25 @@ def score_samples(sample_roots: Sequence[str | Path], **kwargs: Any) -> dict[str
         cropped += was_cropped
         per_video.append(entry)
     r = acc.result()
-    notes: list[str] = result["notes"]
-    notes.append(
+    notes = [
         f"minADE/minFDE/diversity over {len(per_video)} videos present in all {len(roots)} "
         f"sample folders; the other metrics are of the first sample folder {roots[0]}"
-    )
+    ]
     if per_video and r.min_ade is None:
         notes.append(f"min_ade, min_fde: no video has {GT_TRACKS} with a visible point")
     if cropped:
         notes.append(f"{cropped} videos had samples of different lengths: cropped (min_ade)")
-    result.update(
-        min_ade=r.min_ade,
-        min_fde=r.min_fde,
-        diversity=r.diversity,
-        num_samples=len(roots),
-        num_videos_forecast=len(per_video),
-        sample_roots=[str(x) for x in roots],
-        per_video_forecast=per_video,
-        num_failed=len(failed),
-    )
-    return result
+    return {
+        "min_ade": r.min_ade,
+        "min_fde": r.min_fde,
+        "diversity": r.diversity,
+        "num_samples": len(roots),
+        "num_videos_forecast": len(per_video),
+        "sample_roots": [str(x) for x in roots],
+        "per_video_forecast": per_video,
+        "notes": notes,
+        "failed": failed,
+    }
 
 
 class _AlreadyFailed(Exception):

@@ -9,7 +9,8 @@
   :func:`find_trained_set`, :func:`find_released_files`, :func:`find_vae_folder`
   (:mod:`.locate`); the device: :func:`resolve_device` (:mod:`.device`);
 * forecasting a clip: :func:`forecast_clip` (futures, refused when not finite) and
-  :func:`forecast_run`, one future of a clip as run-folder arrays (:mod:`.harness`).
+  :func:`forecast_run` / :func:`forecast_runs`, one or K futures of a clip as
+  run-folder arrays (:mod:`.harness`).
 
     from trajloom.flow.forecast import load_method, parse_method, resolve_device
 
@@ -27,7 +28,14 @@ from trajloom.flow.forecast.forecasters import (
     VAEReconstruction,
     with_pins,
 )
-from trajloom.flow.forecast.harness import ClipLike, ClipRun, forecast_clip, forecast_run
+from trajloom.flow.forecast.harness import (
+    ClipLike,
+    ClipRun,
+    forecast_clip,
+    forecast_run,
+    forecast_runs,
+    sample_folder,
+)
 from trajloom.flow.forecast.locate import (
     PREFERRED_NAMES,
     ReleasedFiles,
@@ -57,9 +65,11 @@ __all__ = [
     "find_vae_folder",
     "forecast_clip",
     "forecast_run",
+    "forecast_runs",
     "load_method",
     "one_line",
     "parse_method",
     "resolve_device",
+    "sample_folder",
     "with_pins",
 ]

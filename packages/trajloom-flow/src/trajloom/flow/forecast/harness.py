@@ -1,7 +1,8 @@
-"""One forecast per clip, as the arrays of a released-layout run folder.
+"""Forecasts of a clip, as the arrays of released-layout run folders.
 
-Evaluation (``apps/bench eval``, the end of ``apps/train``) forecasts each clip once and
-writes what :func:`forecast_run` returns with ``trajloom.data.formats.write_run_folder``
+Evaluation (``apps/bench eval``, the end of ``apps/train``) forecasts each clip once
+(:func:`forecast_run`) or K times (:func:`forecast_runs`, one run folder per sample) and
+writes what they return with ``trajloom.data.formats.write_run_folder``
 (``RunFolder(**run.as_dict())``), then scores the folders with ``trajloom.metrics``.
 Clips are anything shaped like ``trajloom.data.clip.Clip`` (:class:`ClipLike`).
 """
@@ -9,6 +10,7 @@ Clips are anything shaped like ``trajloom.data.clip.Clip`` (:class:`ClipLike`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -16,7 +18,14 @@ import numpy as np
 from trajloom.encoding import query_points
 from trajloom.flow.forecast.base import Forecast, Forecaster, ForecastError
 
-__all__ = ["ClipLike", "ClipRun", "forecast_clip", "forecast_run"]
+__all__ = [
+    "ClipLike",
+    "ClipRun",
+    "forecast_clip",
+    "forecast_run",
+    "forecast_runs",
+    "sample_folder",
+]
 
 
 class ClipLike(Protocol):
@@ -60,6 +69,13 @@ class ClipRun:
     def as_dict(self) -> dict[str, Any]:
         """The fields by name (no copies): ``RunFolder(**run.as_dict())``."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def sample_folder(root: Path, k: int, num_samples: int) -> Path:
+    """Where sample ``k`` of ``num_samples`` goes under a method's runs root: ``root``
+    itself for one sample, else ``root/sample_<k:03d>`` (the layout ``trajloom-metrics
+    score`` reads for best-of-K)."""
+    return Path(root) if num_samples == 1 else Path(root) / f"sample_{k:03d}"
 
 
 def forecast_clip(
@@ -107,23 +123,47 @@ def forecast_run(
     the clip does not fit or the forecast is not finite (:func:`forecast_clip`), and
     whatever the forecaster raises for a clip it cannot use.
     """
+    return forecast_runs(forecaster, clip, num_samples=1, seed=seed, meta=meta)[0]
+
+
+def forecast_runs(
+    forecaster: Forecaster,
+    clip: ClipLike,
+    *,
+    num_samples: int,
+    seed: int,
+    meta: dict[str, Any] | None = None,
+) -> list[ClipRun]:
+    """``num_samples`` futures of ``clip`` drawn together from ``seed``, one
+    :class:`ClipRun` each (sample k's ``meta`` adds ``sample``: k), for the sample folders
+    ``sample_000``, ``sample_001``, ... that ``trajloom.metrics`` scores best-of-K.
+
+    Deterministic forecasters (the baselines, the true future) give K copies of one
+    future. Raises as :func:`forecast_run`.
+    """
     grid = forecaster.grid
-    forecast = forecast_clip(forecaster, clip, num_samples=1, seed=seed)
-    return ClipRun(
-        query_xy=query_points(grid).numpy(),
-        pred_tracks=forecast.tracks[0],
-        pred_visibility=forecast.visibility[0],
-        gt_tracks=clip.fut_tracks,
-        gt_visibility=clip.fut_vis,
-        pred_visibility_prob=None if forecast.probability is None else forecast.probability[0],
-        meta={
-            "id": clip.id,
-            "hist_len": clip.history,
-            "future_len": forecaster.future,
-            "H": grid.height,
-            "W": grid.width,
-            "grid_stride": grid.stride,
-            "noise_seed": seed,
-            **(meta or {}),
-        },
-    )
+    forecast = forecast_clip(forecaster, clip, num_samples=num_samples, seed=seed)
+    query = query_points(grid).numpy()
+    base = {
+        "id": clip.id,
+        "hist_len": clip.history,
+        "future_len": forecaster.future,
+        "H": grid.height,
+        "W": grid.width,
+        "grid_stride": grid.stride,
+        "noise_seed": seed,
+        **(meta or {}),
+    }
+    prob = forecast.probability
+    return [
+        ClipRun(
+            query_xy=query,
+            pred_tracks=forecast.tracks[k],
+            pred_visibility=forecast.visibility[k],
+            gt_tracks=clip.fut_tracks,
+            gt_visibility=clip.fut_vis,
+            pred_visibility_prob=None if prob is None else prob[k],
+            meta={**base, "sample": k} if num_samples > 1 else base,
+        )
+        for k in range(num_samples)
+    ]
