@@ -185,6 +185,7 @@ def _study(out: Path, variants: tuple[str, ...] | None = None) -> Study:
         sets=("eval.clips=2", "eval.preview_clips=0"),
         variants=variants or tuple(v.name for v in VARIANTS),
         device="cpu",
+        jobs=2,
         bench=AblateBench(synthetic=2, videos=videos, windows_per_video=1, limit=2),
     )
 
@@ -270,3 +271,41 @@ def test_variant_table_membership_matches_the_paper():
         for name in rows:
             v: Variant = BY_NAME[name]
             assert v.generator if kind == "generator" else v.vae
+
+
+def _context(tmp_path: Path):
+    from trajloom_bench.ablate import EvalConfig, EvalContext
+
+    return EvalContext(
+        bench=tmp_path / "bench",
+        names=["synthetic"],
+        sources={},
+        window={},
+        cfg=EvalConfig(),
+        device=torch.device("cpu"),
+        solver="euler",
+        steps=4,
+        out=tmp_path / "eval",
+    )
+
+
+def test_variants_of_a_failed_base_are_blocked_counted_and_reported(tmp_path):
+    from trajloom_bench.ablate import _report, _run_variants
+
+    study = Study(out=tmp_path, variants=("no_fusion", "early"), jobs=2)
+    recipe = recipe_to_dict(get_recipe("ci"))
+    ctx = _context(tmp_path)
+    results = {"full": {"status": "failed", "reason": "trajloom-train exited 1"}}
+    lines: list[str] = []
+    todo = [BY_NAME["no_fusion"], BY_NAME["early"]]
+    _run_variants(study, recipe, ctx, todo, results, lines.append)
+    for name in ("no_fusion", "early"):
+        saved = json.loads((tmp_path / "results" / f"{name}.json").read_text())
+        assert saved == {"status": "failed", "reason": "blocked: full failed"}
+    assert not (tmp_path / "runs").exists()  # nothing was trained
+    markdown = (tmp_path / "tables.md").read_text()
+    assert "failed: w/o fusion: blocked: full failed" in markdown
+    assert _report(study, recipe, ctx, results, lines.append) == 2  # every variant failed
+    assert "0 of 3 variants done; failed: ['full', 'no_fusion', 'early']" in lines[-1]
+    results["full"] = {"status": "done", "generator": {}, "vae": {}}
+    assert _report(study, recipe, ctx, results, lines.append) == 1  # some failed

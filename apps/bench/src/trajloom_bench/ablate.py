@@ -54,6 +54,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -201,6 +202,7 @@ class Study:
     variants: tuple[str, ...] = tuple(v.name for v in VARIANTS)
     early_fraction: float = 0.2  # the paper's 20k of 100k flow steps
     device: str = "auto"
+    jobs: int = 1  # variants trained at once (independent ones: full, no_offset, ...)
     train_command: tuple[str, ...] = ()  # default: the trajloom-train next to this Python
     bench: BenchSpec = field(default_factory=BenchSpec)
 
@@ -208,6 +210,8 @@ class Study:
         unknown = [n for n in self.variants if n not in _BY_NAME]
         if unknown:
             raise StudyError(f"unknown variants {unknown}; choose from {list(_BY_NAME)}")
+        if self.jobs < 1:
+            raise StudyError(f"--jobs must be >= 1, got {self.jobs}")
         if not 0 < self.early_fraction < 1:
             raise StudyError(f"--early-fraction must be in (0, 1), got {self.early_fraction}")
 
@@ -647,25 +651,84 @@ def _saved_result(study: Study, name: str) -> dict[str, Any] | None:
     return result if result.get("status") == "done" else None
 
 
-def _run_variant(
-    variant: Variant, study: Study, recipe: dict[str, Any], ctx: EvalContext, progress: Progress
-) -> dict[str, Any]:
-    result: dict[str, Any] = {"variant": variant.name, "label": variant.label,
-                              "sets": list(variant.sets), "run_dir": str(study.out / "runs" / variant.name)}  # fmt: skip
+def _timed_training(variant: Variant, study: Study, recipe: dict[str, Any]) -> float:
     t0 = time.perf_counter()
-    try:
-        progress(f"[ablate] {variant.name}: training (log: {result['run_dir']}/train.log)")
-        train_variant(variant, study, recipe)
-        result["train_wall_s"] = round(time.perf_counter() - t0, 1)
-        t1 = time.perf_counter()
-        progress(f"[ablate] {variant.name}: evaluating")
-        result.update(evaluate_variant(variant, study, ctx))
-        result["eval_wall_s"] = round(time.perf_counter() - t1, 1)
+    train_variant(variant, study, recipe)
+    return round(time.perf_counter() - t0, 1)
+
+
+def _evaluated(
+    variant: Variant, study: Study, ctx: EvalContext, training: Future[float]
+) -> dict[str, Any]:
+    """The results record of a variant whose training ``training`` ended."""
+    run_dir = study.out / "runs" / variant.name
+    result: dict[str, Any] = {
+        "variant": variant.name,
+        "label": variant.label,
+        "sets": list(variant.sets),
+        "run_dir": str(run_dir),
+    }
+    err = training.exception()
+    if err is None:
+        result["train_wall_s"] = training.result()
+        t0 = time.perf_counter()
+        try:
+            result.update(evaluate_variant(variant, study, ctx))
+        except (RuntimeError, OSError, ValueError, ForecastError) as eval_err:
+            err = eval_err
+        result["eval_wall_s"] = round(time.perf_counter() - t0, 1)
+    if err is None:
         result["status"] = "done"
-    except (RuntimeError, OSError, ValueError, ForecastError) as err:
+    else:
+        expected = isinstance(err, RuntimeError | OSError | ValueError | ForecastError)
         result["status"] = "failed"
-        result["reason"] = str(err)
+        result["reason"] = str(err) if expected else f"{type(err).__name__}: {err}"
     return result
+
+
+def _run_variants(
+    study: Study,
+    recipe: dict[str, Any],
+    ctx: EvalContext,
+    todo: list[Variant],
+    results: dict[str, Any],
+    progress: Progress,
+) -> None:
+    """Train ``todo`` (at most ``study.jobs`` at once, each after the variant it starts
+    from), evaluate each as its training ends; results and tables written as they come."""
+    pending = list(todo)
+    running: dict[Future[float], Variant] = {}
+
+    def record(variant: Variant, result: dict[str, Any]) -> None:
+        path = _result_path(study, variant.name)
+        atomic_write_text(path, json.dumps(json_ready(result), indent=2))
+        results[variant.name] = result
+        progress(f"[ablate] {variant.name}: {result['status']} {result.get('reason', '')}".rstrip())
+        _write_tables(study, recipe, ctx, results)  # what is done so far, if interrupted
+
+    with ThreadPoolExecutor(max_workers=study.jobs) as pool:
+        while pending or running:
+            for variant in list(pending):
+                if len(running) >= study.jobs:
+                    break
+                if variant.base and variant.base not in results:
+                    continue  # its base is still training
+                pending.remove(variant)
+                if variant.base and results[variant.base].get("status") != "done":
+                    record(
+                        variant, {"status": "failed", "reason": f"blocked: {variant.base} failed"}
+                    )
+                    continue
+                progress(
+                    f"[ablate] {variant.name}: training ({study.out}/runs/{variant.name}/train.log)"
+                )
+                running[pool.submit(_timed_training, variant, study, recipe)] = variant
+            if running:
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    variant = running.pop(future)
+                    progress(f"[ablate] {variant.name}: evaluating")
+                    record(variant, _evaluated(variant, study, ctx, future))
 
 
 def run_study(study: Study, progress: Progress = print) -> int:
@@ -683,19 +746,15 @@ def _study(study: Study, progress: Progress) -> int:
     _check_settings(study)
     ctx = EvalContext.create(study, recipe, prepare_bench(study, recipe, progress))
     results: dict[str, Any] = {}
+    todo = []
     for variant in study.selected():
         saved = _saved_result(study, variant.name)
-        if saved is not None:
+        if saved is None:
+            todo.append(variant)
+        else:
             progress(f"[ablate] {variant.name}: done earlier, skipped")
             results[variant.name] = saved
-            continue
-        result = _run_variant(variant, study, recipe, ctx, progress)
-        atomic_write_text(
-            _result_path(study, variant.name), json.dumps(json_ready(result), indent=2)
-        )
-        results[variant.name] = result
-        progress(f"[ablate] {variant.name}: {result['status']} {result.get('reason', '')}".rstrip())
-        _write_tables(study, recipe, ctx, results)  # what is done so far, if interrupted
+    _run_variants(study, recipe, ctx, todo, results, progress)
     results[_REFERENCE] = _saved_result(study, _REFERENCE) or _reference(study, ctx)
     return _report(study, recipe, ctx, results, progress)
 
@@ -736,7 +795,9 @@ def _report(
     progress(_write_tables(study, recipe, ctx, results))
     variants = [v.name for v in study.selected()]
     bad = [n for n in variants if _failed(results, n)]
-    clip_failures = sum(len(results[n].get("failures", [])) for n in (*variants, _REFERENCE))
+    clip_failures = sum(
+        len(results.get(n, {}).get("failures", [])) for n in (*variants, _REFERENCE)
+    )
     progress(
         f"{len(variants) - len(bad)} of {len(variants)} variants done; failed: {bad or 'none'}; "
         f"{clip_failures} clips or run folders failed; wrote {study.out / 'tables.md'}"

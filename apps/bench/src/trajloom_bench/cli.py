@@ -411,6 +411,9 @@ def ablate(
     ] = 1,
     limit: Annotated[int | None, typer.Option(help="At most this many clips per source.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    jobs: Annotated[
+        int, typer.Option(help="Variants trained at once (each after the run it starts from).")
+    ] = 1,
     train_command: Annotated[
         str | None,
         typer.Option(help="How to run apps/train (default: the trajloom-train script)."),
@@ -436,6 +439,7 @@ def ablate(
             variants=tuple(variant or (v.name for v in VARIANTS)),
             early_fraction=early_fraction,
             device=device,
+            jobs=jobs,
             train_command=tuple(shlex.split(train_command)) if train_command else (),
             bench=spec,
         )
