@@ -4,23 +4,17 @@ Each variant trains the same recipe with one switch (``trajloom-train config`` p
 every key), evaluated on a TrajLoomBench built at the recipe's geometry (held-out
 synthetic scenes, and real video windows tracked by ``bench build``):
 
-=================  =====  ================================================  ====================
-variant            table  setting (``--set``)                               trains / shares
-=================  =====  ================================================  ====================
-``full``           3 4 5  Ours                                              every stage
-``no_offset``      3 4    w/o offset: ``vae_model.use_offsets=false``       every stage (own VAE)
-``no_regularizer`` 4      w/o regularizer: ``vae_loss.use_regularizer=false``  the VAE only
-``no_fusion``      5      w/o fusion: ``generator.use_history_fusion=false``  flow + on-policy;
-                                                                            VAE, statistics,
-                                                                            cache, vis of full
-``no_anchoring``   5      w/o anchoring: ``flow_loss.anchor=false``         same as no_fusion
-``early``          5      full's flow checkpoint at ``early_fraction`` of   nothing (full's parts)
-                          the flow steps, flow matching only (paper: 20k
-                          of 100k)
-``no_onpolicy``    5      w/o on-policy: ``onpolicy_loss.enabled=false``    the on-policy stage's
-                          (the on-policy stage's steps with flow matching   steps; the rest of full
-                          only: the same training budget)
-=================  =====  ================================================  ====================
+* ``full`` (Tables 3, 4, 5): Ours; every stage.
+* ``no_offset`` (3, 4): w/o offset, ``vae_model.use_offsets=false``; every stage.
+* ``no_regularizer`` (4): w/o regularizer, ``vae_loss.use_regularizer=false``; the VAE.
+* ``no_fusion`` (5): w/o fusion, ``generator.use_history_fusion=false``; flow and
+  on-policy stages, from copies of full's VAE, statistics, latent cache, visibility head.
+* ``no_anchoring`` (5): w/o anchoring, ``flow_loss.anchor=false`` (training and
+  sampling); as ``no_fusion``.
+* ``early`` (5): full's flow checkpoint at ``early_fraction`` of the flow steps (the
+  paper's 20k of 100k), flow matching only; nothing trained.
+* ``no_onpolicy`` (5): w/o on-policy, ``onpolicy_loss.enabled=false``: the on-policy
+  stage's steps with flow matching only (the same budget); from full's flow stage.
 
 The visibility head is trained on VAE latents alone, so variants that share the VAE share
 it too. Training runs in ``trajloom-train`` subprocesses (apps do not import each other);
