@@ -217,8 +217,10 @@ def test_tiny_study_end_to_end_and_resume(tmp_path):
     assert _config(runs / "no_offset" / "vae" / "final" / "config.json")["use_offsets"] is False
     assert _config(runs / "full" / "vae" / "final" / "config.json")["use_offsets"] is True
     assert _config(runs / "no_regularizer" / "config.json")["vae_loss"]["use_regularizer"] is False
-    gen = _config(runs / "no_fusion" / "trained" / "generator" / "config.json")
+    gen = _config(runs / "no_fusion" / "trained" / "generator" / "config.json")["config"]
     assert gen["use_history_fusion"] is False
+    gen = _config(runs / "full" / "trained" / "generator" / "config.json")["config"]
+    assert gen["use_history_fusion"] is True
     assert _config(runs / "no_anchoring" / "trained" / "pipeline.json")["config"]["anchor"] is False
     assert _config(runs / "full" / "trained" / "pipeline.json")["config"]["anchor"] is True
     assert _config(runs / "no_onpolicy" / "config.json")["onpolicy_loss"]["enabled"] is False
