@@ -1,13 +1,15 @@
-"""`uv run apps/bench build|eval`: build TrajLoomBench and score methods on it.
+"""`uv run apps/bench build|eval|ablate`: build TrajLoomBench, score methods, run ablations.
 
     uv run apps/bench build BENCH --source kinetics=/data/kinetics --source synthetic=64
     uv run apps/bench eval BENCH --method static=baseline:static --method ours=runs/exp1 --out results
+    uv run apps/bench ablate --out ablations --source real=../shared/data/videos --steps-scale 0.25
 
-See `build.py` and `evaluate.py` for what is built and how it is scored.
+See `build.py` and `evaluate.py` for what is built and how it is scored, `ablate.py` for
+the variants of the ablation study.
 
-Exit codes (both commands): 0 done; 1 some items failed (eval: a clip or run folder that
+Exit codes (every command): 0 done; 1 some items failed (eval: a clip or run folder that
 could not be forecast, read or scored, each named on stderr and in results.json's
-``failures``); 2 nothing could start or finish: bad options, an unloadable method, an
+``failures``; ablate: a variant that could not be trained or evaluated, or such clips); 2 nothing could start or finish: bad options, an unloadable method, an
 output folder that is not writable or is in use by another process (``OutputLock``), a
 result file that could not be written. ``build`` skips videos that give no window and
 reports them, the windows asked and made and damaged videos per source: a video too
@@ -18,6 +20,7 @@ decodes fewer frames than its header states) is a failed item (exit 1).
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 from pathlib import Path
 from typing import Annotated, Any
@@ -31,12 +34,12 @@ from trajloom.encoding import DEFAULT_FUTURE, DEFAULT_GRID, DEFAULT_HISTORY, Gri
 from trajloom.flow.forecast import (
     ForecastError,
     MethodSpec,
-    RunFolders,
     load_method,
     parse_method,
     resolve_device,
 )
 from trajloom.metrics import RESULT_FILES, format_paper_table, result_texts
+from trajloom_bench.ablate import VARIANTS, BenchSpec, Study, StudyError, run_study
 from trajloom_bench.build import (
     BenchConfig,
     build_released_source,
@@ -45,7 +48,7 @@ from trajloom_bench.build import (
     read_bench,
     write_bench_index,
 )
-from trajloom_bench.evaluate import EvalConfig, bench_sources, predict_source, score_source
+from trajloom_bench.evaluate import EvalConfig, bench_sources, evaluate_method
 from trajloom_bench.report import write_bench_report
 
 app = typer.Typer(
@@ -373,40 +376,89 @@ def _evaluate_methods(
             forecaster = load_method(spec, device, solver=solver, steps=steps, **window)
         except (ValueError, FileNotFoundError) as err:
             raise _fail(f"method {name}: {err}") from None
-        results[name] = {}
-        for source_name in names:
-            if isinstance(forecaster, RunFolders):
-                runs = forecaster.source(source_name)
-                if not runs.is_dir():
-                    failures.append(f"{name}/{source_name}: {runs} does not exist")
-                    continue
-            else:
-                runs = out / "runs" / name / source_name
-                if runs.exists():
-                    shutil.rmtree(runs)
-                failures += [
-                    f"{name}/{f}"
-                    for f in predict_source(
-                        bench,
-                        source_name,
-                        sources[source_name],
-                        name,
-                        str(spec),
-                        forecaster,
-                        runs,
-                        cfg,
-                        boundary=window["history"],
-                        progress=progress,
-                    )
-                ]
-            try:
-                scores = score_source(runs, cfg, float(window["grid"].stride))
-            except ValueError as err:
-                failures.append(f"{name}/{source_name}: cannot score ({err})")
-                continue
-            results[name][source_name] = scores
-            failures += [f"{name}/{source_name}: {f['reason']}" for f in scores.get("failed", [])]
+        results[name], failed = evaluate_method(
+            bench, names, sources, name, str(spec), forecaster, out, cfg, window, progress
+        )
+        failures += failed
     return results, failures
+
+
+@app.command()
+def ablate(
+    out: Annotated[Path, typer.Option(help="Study folder: run folders, bench, tables.")] = Path(
+        "ablations"
+    ),
+    recipe: Annotated[str, typer.Option(help="apps/train recipe: quick, paper, ci.")] = "quick",
+    steps_scale: Annotated[
+        float | None, typer.Option(help="Every stage's steps times this (apps/train's).")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="KEY=VALUE override of every variant (apps/train's --set)."),
+    ] = None,
+    variant: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Only these variants (and the run they start from): "
+            + ", ".join(v.name for v in VARIANTS)
+            + "."
+        ),
+    ] = None,
+    early_fraction: Annotated[
+        float, typer.Option(help="Early flow checkpoint, fraction of the flow steps (paper 0.2).")
+    ] = 0.2,
+    bench: Annotated[
+        Path | None, typer.Option(help="An existing bench at the recipe's geometry.")
+    ] = None,
+    synthetic: Annotated[int, typer.Option(help="Held-out synthetic scenes to build.")] = 32,
+    source: Annotated[
+        list[str] | None, typer.Option(help="NAME=FOLDER of real videos to track (repeatable).")
+    ] = None,
+    windows_per_video: int = 4,
+    window_stride: Annotated[
+        int | None, typer.Option(help="Frames between windows (default: one window).")
+    ] = None,
+    bench_seed: Annotated[
+        int, typer.Option(help="Seed of the synthetic scenes (not the recipe's).")
+    ] = 1,
+    limit: Annotated[int | None, typer.Option(help="At most this many clips per source.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    jobs: Annotated[
+        int, typer.Option(help="Variants trained at once (each after the run it starts from).")
+    ] = 1,
+    train_command: Annotated[
+        str | None,
+        typer.Option(help="How to run apps/train (default: the trajloom-train script)."),
+    ] = None,
+    quiet: bool = False,
+) -> None:
+    """The paper's ablation study: Tables 3, 4 and 5 (trains each variant, resumable)."""
+    try:
+        spec = BenchSpec(
+            folder=bench,
+            synthetic=synthetic,
+            videos=tuple(_pairs(source or [], "--source")),
+            windows_per_video=windows_per_video,
+            window_stride=window_stride,
+            seed=bench_seed,
+            limit=limit,
+        )
+        study = Study(
+            out=out,
+            recipe=recipe,
+            steps_scale=steps_scale,
+            sets=tuple(set_ or ()),
+            variants=tuple(variant or (v.name for v in VARIANTS)),
+            early_fraction=early_fraction,
+            device=device,
+            jobs=jobs,
+            train_command=tuple(shlex.split(train_command)) if train_command else (),
+            bench=spec,
+        )
+        code = run_study(study, (lambda _: None) if quiet else typer.echo)
+    except StudyError as err:
+        raise _fail(str(err)) from None
+    raise typer.Exit(code=code)
 
 
 def main() -> None:

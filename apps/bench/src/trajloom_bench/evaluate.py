@@ -24,6 +24,7 @@ paper-style table: metric x method rows, source columns) and ``OUT/per_video.csv
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +45,7 @@ from trajloom.data.shards import iter_shard_items
 from trajloom.data.stream import caption_with_camera
 from trajloom.data.video import VideoReadError, read_video
 from trajloom.encoding import DEFAULT_GRID, GridSpec, rescale_tracks
-from trajloom.flow.forecast import Forecaster, forecast_runs, sample_folder
+from trajloom.flow.forecast import Forecaster, RunFolders, forecast_runs, sample_folder
 from trajloom.metrics import FVMDConfig, score_method
 from trajloom_bench.build import read_bench
 
@@ -52,6 +53,7 @@ __all__ = [
     "EvalConfig",
     "bench_sources",
     "cut_clip",
+    "evaluate_method",
     "predict_source",
     "sample_roots",
     "score_source",
@@ -219,6 +221,60 @@ def score_source(runs: Path, cfg: EvalConfig, grid_stride: float) -> dict[str, A
         grid_stride=grid_stride,
         samples=samples if len(samples) > 1 else None,
     )
+
+
+def evaluate_method(
+    bench: Path,
+    names: list[str],
+    sources: dict[str, Any],
+    name: str,
+    spec: str,
+    forecaster: Forecaster | RunFolders,
+    out: Path,
+    cfg: EvalConfig,
+    window: dict[str, Any],
+    progress: Callable[[str], None] = lambda _: None,
+) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Forecast (or read) and score one method on the sources ``names`` of a bench.
+
+    ``window``: the bench's ``grid``, ``history`` and ``future``. Forecasts are written to
+    ``out/runs/<name>/<source>/<video>/`` (replaced when present); :class:`RunFolders` are
+    scored where they are. Returns the scores by source and the failures, each naming
+    method, source and clip or run folder.
+    """
+    results: dict[str, dict[str, Any]] = {}
+    failures: list[str] = []
+    for source_name in names:
+        if isinstance(forecaster, RunFolders):
+            runs = forecaster.source(source_name)
+            if not runs.is_dir():
+                failures.append(f"{name}/{source_name}: {runs} does not exist")
+                continue
+        else:
+            runs = out / "runs" / name / source_name
+            if runs.exists():
+                shutil.rmtree(runs)
+            failed = predict_source(
+                bench,
+                source_name,
+                sources[source_name],
+                name,
+                spec,
+                forecaster,
+                runs,
+                cfg,
+                boundary=window["history"],
+                progress=progress,
+            )
+            failures += [f"{name}/{f}" for f in failed]
+        try:
+            scores = score_source(runs, cfg, float(window["grid"].stride))
+        except ValueError as err:
+            failures.append(f"{name}/{source_name}: cannot score ({err})")
+            continue
+        results[source_name] = scores
+        failures += [f"{name}/{source_name}: {f['reason']}" for f in scores.get("failed", [])]
+    return results, failures
 
 
 def bench_sources(bench_root: Path, only: list[str] | None) -> tuple[list[str], dict[str, Any]]:
