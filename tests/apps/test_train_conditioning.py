@@ -13,8 +13,8 @@ import torch
 
 import trajloom_train.trainer as trainer
 from trajloom.data.latents import LatentStream, read_latent_index
-from trajloom.data.shards import ShardSample, write_shards
-from trajloom.data.stream import StreamConfig
+from trajloom.data.shards import ShardSample, shard_key, write_shards
+from trajloom.data.stream import StreamConfig, heldout_key
 from trajloom.data.synthetic import CameraPath, SceneConfig, make_scene, synthetic_shard_samples
 from trajloom.flow.conditioners import context_frames
 from trajloom.flow.forecast import PipelineForecaster, forecast_clip
@@ -267,7 +267,10 @@ def test_paper_recipe_smoke_run_with_video_and_captions(tmp_path, monkeypatch):
     _train_all(options, ProcessOptions(device="cpu", progress=False))
     assert calls.get("vae", 0) > 0  # the counter counts
     assert {k: v for k, v in calls.items() if k != "vae"} == {}
-    assert json.loads((run / "cache" / "DONE.json").read_text())["windows"] == 6
+    # one window per sample; the held-out split (data.holdout) is never cached
+    kept = [i for i in range(6) if not heldout_key(shard_key(f"synthetic-5-{i}"), 0.1)]
+    assert recipe.data.holdout == 0.1 and 0 < len(kept) < 6
+    assert json.loads((run / "cache" / "DONE.json").read_text())["windows"] == len(kept)
     meta = json.loads((run / "trained" / "pipeline.json").read_text())
     assert meta["video_encoder"]["kind"] == "light" and meta["text_encoder"]["kind"] == "hashed"
     results = json.loads((run / "eval" / "metrics.json").read_text())["results"]

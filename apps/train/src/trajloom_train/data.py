@@ -153,21 +153,14 @@ class ShardClips:
     def __init__(
         self, data: DataConfig, seed: int, dist: Dist, *, shuffle: bool = True, frames: bool = False
     ) -> None:
-        from trajloom.data.stream import ShardStream, StreamConfig
+        from trajloom.data.stream import ShardStream
 
-        config = StreamConfig(
-            urls=data.shards,
-            history=data.history,
-            future=data.future,
-            window_stride=data.window_stride,
-            width=data.width,
-            height=data.height,
-            stride=data.stride,
+        config = stream_config(
+            data,
+            seed,
             shuffle_shards=shuffle,
             shuffle_buffer=data.shuffle_buffer if shuffle else 0,
-            seed=seed,
             decode_frames=frames,
-            holdout=data.holdout,
         )
         self._start(ShardStream(config, rank=dist.rank, world_size=dist.world_size), collate)
 
@@ -239,24 +232,39 @@ class ShardClips:
     reusable = False
 
 
+def stream_config(data: DataConfig, seed: int, **overrides: Any) -> Any:
+    """The ``trajloom.data.stream.StreamConfig`` of ``data``'s shards (window geometry,
+    grid, held-out fraction), with ``overrides``."""
+    from trajloom.data.stream import StreamConfig
+
+    fields = {
+        "urls": data.shards,
+        "history": data.history,
+        "future": data.future,
+        "window_stride": data.window_stride,
+        "width": data.width,
+        "height": data.height,
+        "stride": data.stride,
+        "seed": seed,
+        "holdout": data.holdout,
+    }
+    return StreamConfig(**{**fields, **overrides})
+
+
 def heldout_clips(
     data: DataConfig, seed: int, *, limit: int, shards: tuple[str, ...] = (), frames: bool = False
 ) -> list[Clip]:
     """Up to ``limit`` evaluation windows, in shard order: every window of ``shards`` when
     given, else those of the held-out split of ``data.shards``. ``frames``: decode the
     history frames. Raises ValueError when there is none."""
-    from trajloom.data.stream import ShardStream, StreamConfig
+    from trajloom.data.stream import ShardStream
 
-    config = StreamConfig(
+    config = stream_config(
+        data,
+        seed,
         urls=shards or data.shards,
-        history=data.history,
-        future=data.future,
-        window_stride=data.window_stride,
-        width=data.width,
-        height=data.height,
-        stride=data.stride,
         shuffle_shards=False,
-        seed=seed,
+        shuffle_buffer=0,
         decode_frames=frames,
         holdout=0.0 if shards else data.holdout,
         split="train" if shards else "heldout",
