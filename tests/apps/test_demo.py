@@ -86,7 +86,7 @@ def test_refusals_before_any_work(tmp_path):
     models = ModelCache(settings)
     video = _video(tmp_path, "scene")
     tell = lambda f, stage: None  # noqa: E731
-    with pytest.raises(DemoError, match="pinned points are not supported yet"):
+    with pytest.raises(DemoError, match="does not take pinned points yet"):
         run_job(Job(video, BASELINES[0], pins=(((1, 2), (3, 4)),)), settings, models, tell)
     with pytest.raises(DemoError, match="no video: upload one"):
         run_job(Job(None, BASELINES[0]), settings, models, tell)

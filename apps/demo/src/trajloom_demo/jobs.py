@@ -64,8 +64,8 @@ class Job:
     seed: int = 0
     # HOOK (issue 17, steerable futures): pinned points as ((x, y) at the boundary frame,
     # (x, y) target) pairs in working-resolution pixels, collected by clicks on the
-    # boundary frame in the page. Nothing forecasts with pins yet, so a job with pins is
-    # refused; wire them into forecast_clip here once trajloom.flow.forecast takes them.
+    # boundary frame in the page. Not wired yet, so a job with pins is refused; wire them
+    # in with trajloom.flow.forecast.with_pins (trajloom.flow.pins.Pin, source pixels).
     pins: tuple[tuple[tuple[float, float], tuple[float, float]], ...] = ()
 
 
@@ -178,7 +178,7 @@ def run_job(job: Job, settings: DemoSettings, models: ModelCache, tell: Progress
     if job.video is None:
         raise DemoError("no video: upload one or pick an example, then press Predict")
     if job.pins:
-        raise DemoError("pinned points are not supported yet (issue 17); clear the pins")
+        raise DemoError("the demo does not take pinned points yet; use apps/sample --pin")
     if not 1 <= job.num_samples <= settings.max_samples:
         raise DemoError(f"samples must be 1 to {settings.max_samples}, got {job.num_samples}")
     if not 1 <= job.steps <= settings.max_steps:
