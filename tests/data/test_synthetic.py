@@ -59,12 +59,20 @@ def test_pure_pan_is_an_exact_translation():
     assert scene.camera_phrase == "the camera pans right"
 
 
-def test_tracks_follow_the_rendered_pixels():
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        SMALL,
+        SceneConfig.preset("lively", width=128, height=96, stride=16, num_frames=24),
+    ],
+    ids=["rigid", "lively"],
+)
+def test_tracks_follow_the_rendered_pixels(cfg):
     # colours at visible track positions stay those of frame 0; a shuffled pairing does not
     errors, shuffled = [], []
     for seed in range(4):
-        scene = make_scene(seed, SMALL)
-        for t in range(1, SMALL.num_frames):
+        scene = make_scene(seed, cfg)
+        for t in range(1, cfg.num_frames):
             keep = scene.visibility[t]
             a = _sample(scene.frames[0], scene.tracks[0][keep])
             b = _sample(scene.frames[t], scene.tracks[t][keep])
@@ -316,21 +324,6 @@ def test_constant_velocity_is_far_worse_in_the_lively_world():
     rigid = _cv_error(SceneConfig.preset("rigid", **shape), 17)
     lively = _cv_error(SceneConfig.preset("lively", **shape), 17)
     assert lively > 2 * rigid
-
-
-def test_lively_tracks_follow_the_rendered_pixels():
-    cfg = SceneConfig.preset("lively", width=128, height=96, stride=16, num_frames=24)
-    errors, shuffled = [], []
-    for seed in range(4):
-        scene = make_scene(seed, cfg)
-        for t in range(1, cfg.num_frames):
-            keep = scene.visibility[t]
-            a = _sample(scene.frames[0], scene.tracks[0][keep])
-            b = _sample(scene.frames[t], scene.tracks[t][keep])
-            errors.append(np.abs(a - b).mean())
-            shuffled.append(np.abs(a - np.roll(b, 5, axis=0)).mean())
-    assert np.mean(errors) < 4.0
-    assert np.mean(shuffled) > 8 * np.mean(errors)
 
 
 def test_presets_and_dynamics_validation():
