@@ -9,6 +9,10 @@ from pathlib import Path
 
 import pytest
 
+# apps/train launches one process per core by default (--procs auto); the tests train in
+# one process unless they ask for more (tests/apps/test_train_launch.py tests the launch).
+os.environ.setdefault("TRAJLOOM_TRAIN_PROCS", "1")
+
 
 def _mount_tmpfs(target: Path, options: str) -> None:
     target.mkdir(parents=True, exist_ok=True)

@@ -61,6 +61,19 @@ def _single(run: Path, stage: str, micro: int) -> None:
     run_stage(RunContext(recipe, run, Dist(), progress=False), stage)
 
 
+def _launched(runs: Path, name: str, stage: str) -> str:
+    """``--procs 2``: the CLI launches its own two processes; the recipe's micro-batch of 4
+    shrinks to 2 per process. Returns the command's output."""
+    args = [sys.executable, str(MAIN), stage, "--recipe", "ci", "--name", name]
+    args += ["--runs-dir", str(runs), "--device", "cpu", "--no-progress", "--procs", "2"]
+    for s in [*SETTINGS, f"{stage}.micro_batch_size=4"]:
+        args += ["--set", s]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
 def _torchrun(runs: Path, name: str, stage: str) -> None:
     args = [
         sys.executable,
@@ -120,6 +133,12 @@ def test_accumulation_equals_one_big_batch(runs, tmp_path):
 def test_two_gloo_processes_equal_one_vae(runs):
     _torchrun(runs, "two-vae", "vae")
     _assert_close(_weights(runs / "one", "vae"), _weights(runs / "two-vae", "vae"))
+
+
+def test_procs_two_launches_two_processes_that_equal_one(runs):
+    out = _launched(runs, "procs-vae", "vae")
+    assert "2 process(es)" in out
+    _assert_close(_weights(runs / "one", "vae"), _weights(runs / "procs-vae", "vae"))
 
 
 @pytest.mark.slow

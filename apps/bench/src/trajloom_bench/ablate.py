@@ -317,6 +317,8 @@ def train_variant(variant: Variant, study: Study, recipe: dict[str, Any]) -> Non
         f.write(f"$ {shlex.join(cmd)}\n")
         f.flush()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # the log follows the training live
+        if study.jobs > 1:  # variants share the cores: one training process each
+            env.setdefault("TRAJLOOM_TRAIN_PROCS", "1")
         code = subprocess.run(
             cmd, stdout=f, stderr=subprocess.STDOUT, env=env, check=False
         ).returncode

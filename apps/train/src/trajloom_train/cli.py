@@ -7,7 +7,8 @@ export, the evaluation and a preview, in ``runs/quick/``. Single process::
     uv run apps/train all --recipe paper --data 'shards/train-{000000..000099}.tar'
     uv run apps/train flow --name quick --set flow.steps=2000
 
-Many processes (DDP: gloo on CPU, NCCL on GPU)::
+On a CPU the command launches one process per core itself (``--procs auto``, DDP with
+gloo; ``--procs 1`` for one process). Many GPUs (DDP with NCCL)::
 
     torchrun --nproc_per_node 8 apps/train/__main__.py all --recipe paper --data ...
     # two nodes, run on each:
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -38,6 +40,7 @@ from trajloom_train.config import (
     scale_steps,
 )
 from trajloom_train.distributed import Dist, barrier, init_distributed, shutdown
+from trajloom_train.launch import auto_procs, check_split, launch, parse_procs, under_launcher
 from trajloom_train.recipes import RECIPES, get_recipe
 from trajloom_train.stages import STAGES, RunContext, run_stage
 from trajloom_train.trainer import DivergedError
@@ -98,6 +101,15 @@ StopOpt = Annotated[
     ),
 ]
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
+ProcsOpt = Annotated[
+    str,
+    typer.Option(
+        "--procs",
+        envvar="TRAJLOOM_TRAIN_PROCS",
+        help="Local processes (DDP): auto (CPU: one per core, as many as divide every "
+        "stage's batch; GPU: 1, use torchrun for many GPUs) or a number.",
+    ),
+]
 VideoEncoderOpt = Annotated[
     Path | None,
     typer.Option(
@@ -144,6 +156,7 @@ class ProcessOptions:
     device: str = "auto"
     stop_after: int | None = None
     progress: bool = True
+    procs: str = "auto"  # --procs: local processes to launch ("auto" or a number)
 
 
 def resolve_run(options: RunOptions) -> tuple[Recipe, Path]:
@@ -311,6 +324,25 @@ def _train_one(stage: str) -> Callable[[RunOptions, ProcessOptions], None]:
     return train
 
 
+def _launch_or_train(
+    train: Callable[[RunOptions, ProcessOptions], None],
+    options: RunOptions,
+    process: ProcessOptions,
+) -> None:
+    """Train in this process, or launch ``--procs`` local DDP processes that do.
+
+    The recipe is resolved here first, so that bad options fail once, before any launch.
+    """
+    if not under_launcher():
+        resolved, _ = resolve_run(options)
+        wanted = parse_procs(process.procs)
+        procs = auto_procs(resolved, process.device) if wanted is None else wanted
+        if procs > 1:
+            check_split(resolved, procs)
+            sys.exit(launch(procs, sys.argv[1:]))
+    train(options, process)
+
+
 def _training_command(train: Callable[[RunOptions, ProcessOptions], None]) -> Callable[..., None]:
     """A typer command with the training options, calling ``train(run, process)``."""
 
@@ -327,6 +359,7 @@ def _training_command(train: Callable[[RunOptions, ProcessOptions], None]) -> Ca
         device: DeviceOpt = "auto",
         stop_after: StopOpt = None,
         progress: ProgressOpt = True,
+        procs: ProcsOpt = "auto",
     ) -> None:
         options = _run_options(
             recipe,
@@ -339,7 +372,7 @@ def _training_command(train: Callable[[RunOptions, ProcessOptions], None]) -> Ca
             text_encoder,
             eval_data,
         )
-        train(options, ProcessOptions(device, stop_after, progress))
+        _launch_or_train(train, options, ProcessOptions(device, stop_after, progress, procs))
 
     command.__doc__ = train.__doc__
     return command
@@ -382,7 +415,8 @@ def show_config(
 @app.callback(invoke_without_command=True)
 def _root(ctx: typer.Context) -> None:
     if ctx.invoked_subcommand is None:
-        _train_all(RunOptions(), ProcessOptions())
+        procs = os.environ.get("TRAJLOOM_TRAIN_PROCS", "auto")
+        _launch_or_train(_train_all, RunOptions(), ProcessOptions(procs=procs))
 
 
 def main() -> None:

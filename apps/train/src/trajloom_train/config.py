@@ -215,9 +215,10 @@ class StageConfig:
     """One trained stage: length, batches, optimizer, EMA, and the logging cadence.
 
     ``batch_size`` is the global batch per optimizer step, over all processes and
-    accumulation steps; ``micro_batch_size`` is what one process runs per forward pass.
-    Accumulation = batch_size / (micro_batch_size x world size), so the same recipe gives
-    the same updates on 1 CPU or 8 GPUs.
+    accumulation steps; ``micro_batch_size`` is the most one process runs per forward pass
+    (fewer when ``batch_size / world size`` is smaller). Accumulation = batch_size /
+    (micro-batch x world size), so the same recipe gives the same updates on 1 CPU or 8
+    GPUs.
     """
 
     steps: int = 100
@@ -244,16 +245,21 @@ class StageConfig:
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"stage.ema_decay must be in [0, 1), got {self.ema_decay}")
 
+    def micro_batch(self, world_size: int) -> int:
+        """Samples one process runs per forward pass: ``micro_batch_size`` (a cap), or
+        ``batch_size / world_size`` when the global batch leaves each process fewer."""
+        return min(self.micro_batch_size, max(1, self.batch_size // world_size))
+
     def accumulation(self, world_size: int) -> int:
         """Micro-batches per process per step; raises if the batch does not split evenly."""
-        per_step = self.micro_batch_size * world_size
-        if self.batch_size % per_step:
+        micro = self.micro_batch(world_size)
+        if self.batch_size % (micro * world_size):
             raise ValueError(
-                f"batch_size={self.batch_size} is not a multiple of micro_batch_size="
-                f"{self.micro_batch_size} x {world_size} processes; change one of them "
-                "(--set <stage>.micro_batch_size=...)"
+                f"batch_size={self.batch_size} does not split into micro-batches of {micro} "
+                f"on {world_size} processes; change micro_batch_size or the number of "
+                "processes (--set <stage>.micro_batch_size=..., --procs)"
             )
-        return self.batch_size // per_step
+        return self.batch_size // (micro * world_size)
 
 
 @dataclass(frozen=True)

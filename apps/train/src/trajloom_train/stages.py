@@ -131,7 +131,7 @@ def _source(ctx: RunContext, stage: str) -> TrainSource:
         ctx.recipe.data,
         ctx.recipe.seed,
         ctx.dist,
-        cfg.micro_batch_size,
+        cfg.micro_batch(ctx.dist.world_size),
         cfg.accumulation(ctx.dist.world_size),
     )
 
@@ -330,7 +330,7 @@ class _Latents:
             ctx.recipe,
             ctx.run_dir,
             ctx.dist,
-            cfg.micro_batch_size,
+            cfg.micro_batch(ctx.dist.world_size),
             cfg.accumulation(ctx.dist.world_size),
             encode=lambda batch: encode_clips(vae, batch, factor, context),
             frames=frames,

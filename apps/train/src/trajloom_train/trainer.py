@@ -258,9 +258,10 @@ def _autocast(device: torch.device, precision: str) -> AbstractContextManager:
 
 def _indices(step: int, micro: int, cfg: StageConfig, dist: Dist) -> list[int]:
     """Global sample indices of (step, micro-batch) on this process."""
-    base = step * cfg.batch_size + micro * cfg.micro_batch_size * dist.world_size
-    start = base + dist.rank * cfg.micro_batch_size
-    return list(range(start, start + cfg.micro_batch_size))
+    size = cfg.micro_batch(dist.world_size)
+    base = step * cfg.batch_size + micro * size * dist.world_size
+    start = base + dist.rank * size
+    return list(range(start, start + size))
 
 
 class DivergedError(RuntimeError):
