@@ -1,7 +1,9 @@
-"""Fixtures for every test folder: output folders that fail like real disks do."""
+"""Fixtures for every test folder: output folders that fail like real disks do, and a
+trained set that follows pins."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 from collections.abc import Iterator
@@ -54,3 +56,21 @@ def full_disk_dir(tmp_path) -> Iterator[Path]:
     _mount_tmpfs(target, "size=256k")
     yield target
     _umount(target)
+
+
+@pytest.fixture(scope="session")
+def pinnable_trained_set(tmp_path_factory) -> Path:
+    """A trained-set folder whose futures can be steered onto pins: the tiny pipeline of
+    tests/flow/test_guidance.py (its ``trained`` fixture, where pins are met within 1 px;
+    128x96, stride 16, 9 + 9 frames, no visibility head), saved as apps/train saves one.
+
+    The module is loaded by path, as tests/faults loads tests/apps/conftest.py: test
+    folders are not packages.
+    """
+    path = Path(__file__).parent / "flow" / "test_guidance.py"
+    spec = importlib.util.spec_from_file_location("guidance_tests", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    pipe, _hist, _vis = module.trained.__wrapped__()  # the fixture's own function
+    return pipe.save_pretrained(tmp_path_factory.mktemp("pinnable") / "trained")

@@ -4,13 +4,19 @@
 future, when the video is long enough to give a ground truth), samples the futures with
 the chosen checkpoint (``trajloom.flow.forecast``), writes run folders, Wan-Move export,
 renders and ``index.html`` with ``trajloom.data.predictions`` (the code ``apps/sample``
-runs), and zips the folder. Every request writes into its own new folder, so requests
+runs), and zips the folder. Pins (``Job.pins``, placed by clicks on the boundary frame:
+:mod:`trajloom_demo.pinning`) are checked against the checkpoint's window before any work,
+resolved to grid points on the tracked clip, and steer the sampling
+(``trajloom.flow.forecast.with_pins``); baselines cannot be steered and are refused. The
+overlays then draw the pins, the summary holds each sample's pin error, and the folder
+``pins.json``. Every request writes into its own new folder, so requests
 running at once never share a file. Problems a user can fix raise :class:`DemoError`
 with a message for the page.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 import time
@@ -19,6 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import torch
 
 from trajloom.data.clip import Clip
 from trajloom.data.inputs import InputDamage, InputError, clips_from_video
@@ -30,21 +39,42 @@ from trajloom.data.predictions import (
     write_predictions_report,
 )
 from trajloom.data.tracking import make_tracker
-from trajloom.data.video import VIDEO_SUFFIXES, VideoReadError, probe_video
+from trajloom.data.video import VIDEO_SUFFIXES, VideoReadError, probe_video, read_video
 from trajloom.encoding import DEFAULT_FUTURE, DEFAULT_GRID, DEFAULT_HISTORY, GridSpec
 from trajloom.flow.forecast import (
     Forecaster,
     ForecastError,
+    PipelineForecaster,
     RunFolders,
     forecast_clip,
     load_method,
     parse_method,
     resolve_device,
+    with_pins,
+)
+from trajloom.flow.pins import (
+    Pin,
+    PinError,
+    pin_markers,
+    pins_from_json,
+    pins_to_json,
+    resolve_pins,
 )
 from trajloom.metrics import forecast_summary
 from trajloom_demo.settings import DemoSettings
 
-__all__ = ["DemoError", "Job", "JobResult", "ModelCache", "check_upload", "run_job"]
+__all__ = [
+    "Boundary",
+    "DemoError",
+    "Job",
+    "JobResult",
+    "ModelCache",
+    "boundary_of",
+    "check_upload",
+    "pin_errors",
+    "pins_from_page",
+    "run_job",
+]
 
 Progress = Callable[[float, str], None]
 
@@ -62,11 +92,9 @@ class Job:
     num_samples: int = 4
     steps: int = 20
     seed: int = 0
-    # HOOK (issue 17, steerable futures): pinned points as ((x, y) at the boundary frame,
-    # (x, y) target) pairs in working-resolution pixels, collected by clicks on the
-    # boundary frame in the page. Not wired yet, so a job with pins is refused; wire them
-    # in with trajloom.flow.forecast.with_pins (trajloom.flow.pins.Pin, source pixels).
-    pins: tuple[tuple[tuple[float, float], tuple[float, float]], ...] = ()
+    # Pinned points (working-resolution pixels; a source pixel names the grid point
+    # nearest it at the boundary frame): the futures are steered to meet them.
+    pins: tuple[Pin, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -95,6 +123,13 @@ class ModelCache:
             if key not in self._models:
                 self._models[key] = self._load(checkpoint, steps)
             return self._models[key]
+
+    def any_steps(self, checkpoint: str, steps: int) -> Forecaster:
+        """A loaded forecaster of ``checkpoint`` whatever its steps (for its window), else
+        :meth:`get` with ``steps``: showing a window loads no second copy of a model."""
+        with self._lock:
+            loaded = [m for (name, _), m in self._models.items() if name == checkpoint]
+        return loaded[0] if loaded else self.get(checkpoint, steps)
 
     def _load(self, checkpoint: str, steps: int) -> Forecaster:
         s = self.settings
@@ -173,24 +208,94 @@ def _track(video: Path, forecaster: Forecaster) -> Clip:
     return clips[0]
 
 
-def run_job(job: Job, settings: DemoSettings, models: ModelCache, tell: Progress) -> JobResult:
-    """Do one request; ``tell(fraction, stage)`` hears the progress."""
+@dataclass(frozen=True)
+class Boundary:
+    """What the page needs to place pins for a video and a checkpoint."""
+
+    frame: np.ndarray  # "h w 3" uint8: the last history frame at the working resolution
+    future: int  # future frames of the checkpoint (pins take frames 0 .. future - 1)
+    steerable: bool  # the checkpoint follows pins (baselines do not)
+
+
+def boundary_of(
+    video: Path | None, checkpoint: str, steps: int, settings: DemoSettings, models: ModelCache
+) -> Boundary:
+    """The boundary frame of ``video`` for ``checkpoint``: the frame the tracker sees last
+    in the history (``clip.frames[history - 1]``), where pins' source pixels are picked."""
+    forecaster = models.any_steps(checkpoint, steps)
+    video = check_upload(video, forecaster.history, settings.max_upload_mb)
+    try:
+        frame = read_video(
+            video, size=forecaster.grid.size, start=forecaster.history - 1, num_frames=1
+        )[0]
+    except VideoReadError as err:
+        raise DemoError(f"{video.name}: cannot read its last history frame ({err})") from err
+    steerable = isinstance(forecaster, PipelineForecaster)
+    return Boundary(frame, forecaster.future, steerable)
+
+
+def pins_from_page(records: list[dict[str, Any]] | tuple[dict[str, Any], ...]) -> tuple[Pin, ...]:
+    """The page's pin records (``trajloom_demo.pinning``) as pins; a bad one: DemoError."""
+    try:
+        return tuple(pins_from_json(list(records)))
+    except PinError as err:
+        raise DemoError(str(err)) from None
+
+
+def pin_errors(tracks: np.ndarray, pins: list[Pin]) -> list[float] | None:
+    """Per sample, the largest distance (px) from a pinned point to its target at its
+    frame, over every target of the "at" pins; ``tracks`` "k tf n 2", ``pins`` resolved
+    (grid indices). None without "at" pins ("outside" pins are made invisible there)."""
+    markers = pin_markers(pins)  # rows (point, future frame, x, y)
+    if not len(markers):
+        return None
+    point, frame = markers[:, 0].astype(int), markers[:, 1].astype(int)
+    distance = np.linalg.norm(tracks[:, frame, point] - markers[None, :, 2:], axis=-1)
+    return [round(float(d), 3) for d in distance.max(axis=1)]
+
+
+def _steer(forecaster: Forecaster, pins: list[Pin] | tuple[Pin, ...]) -> Forecaster:
+    """``forecaster`` steered by ``pins`` (checked against its window); else DemoError."""
+    try:
+        return with_pins(forecaster, list(pins))
+    except ForecastError as err:  # a baseline
+        raise DemoError(f"{err} (press Clear under the boundary frame)") from None
+    except PinError as err:
+        raise DemoError(str(err)) from None
+
+
+def _resolve(pins: tuple[Pin, ...], clip: Clip, grid: GridSpec) -> list[Pin]:
+    """Pins with source pixels replaced by the grid point nearest them at the boundary."""
+    boundary = torch.from_numpy(clip.hist_tracks[-1]), torch.from_numpy(clip.hist_vis[-1])
+    try:
+        return resolve_pins(pins, *boundary, grid)
+    except PinError as err:
+        raise DemoError(str(err)) from None
+
+
+def _check(job: Job, settings: DemoSettings) -> None:
     if job.video is None:
         raise DemoError("no video: upload one or pick an example, then press Predict")
-    if job.pins:
-        raise DemoError("the demo does not take pinned points yet; use apps/sample --pin")
     if not 1 <= job.num_samples <= settings.max_samples:
         raise DemoError(f"samples must be 1 to {settings.max_samples}, got {job.num_samples}")
     if not 1 <= job.steps <= settings.max_steps:
         raise DemoError(f"steps must be 1 to {settings.max_steps}, got {job.steps}")
+
+
+def run_job(job: Job, settings: DemoSettings, models: ModelCache, tell: Progress) -> JobResult:
+    """Do one request; ``tell(fraction, stage)`` hears the progress."""
+    _check(job, settings)
     tell(0.0, "loading the model")
     forecaster = models.get(job.checkpoint, job.steps)
+    _steer(forecaster, job.pins)  # refuse bad pins (and pinned baselines) before any work
     video = check_upload(job.video, forecaster.history, settings.max_upload_mb)
-    folder = _new_folder(settings.out, video)
     tell(0.1, "tracking")
     start = time.perf_counter()
     clip = _track(video, forecaster)
     seconds = {"tracking": time.perf_counter() - start}
+    pins = _resolve(job.pins, clip, forecaster.grid)
+    forecaster = _steer(forecaster, pins)  # this clip's grid points: exact markers, errors
+    folder = _new_folder(settings.out, video)
     tell(0.4, "sampling")
     start = time.perf_counter()
     try:
@@ -206,18 +311,38 @@ def run_job(job: Job, settings: DemoSettings, models: ModelCache, tell: Progress
         folder,
         meta={"noise_seed": job.seed, **forecaster.describe()},
         options=OutputOptions(gif=False),
+        markers=pin_markers(pins) if pins else None,
     )
     entry["seconds"] = {**{k: round(v, 3) for k, v in seconds.items()}, **entry["seconds"]}
     if clip.fut_tracks is not None:
         entry["metrics"] = forecast_summary(forecast.tracks, clip.fut_tracks, clip.fut_vis)
+    if pins:
+        entry["pins"] = _write_pins(folder, job.pins, pins, pin_errors(forecast.tracks, pins))
     write_predictions_report(folder, [entry], f"TrajLoom futures of {video.name}")
     tell(0.95, "packing")
+    return _result(folder, clip, job.num_samples, entry)
+
+
+def _write_pins(
+    folder: Path, clicked: tuple[Pin, ...], pins: list[Pin], errors: list[float] | None
+) -> dict[str, Any]:
+    """``pins.json``: the pins on this clip's grid points (``apps/sample --pins pins.json``
+    replays them), the pins as clicked (source pixels) and each sample's pin error (px)."""
+    record = {
+        **pins_to_json(pins),
+        "clicked": pins_to_json(clicked)["pins"],
+        "error_px": errors,
+    }
+    (folder / "pins.json").write_text(json.dumps(record, indent=2))
+    return record
+
+
+def _result(folder: Path, clip: Clip, num_samples: int, entry: dict[str, Any]) -> JobResult:
+    """Zip the folder; where the page finds each output."""
     archive = Path(shutil.make_archive(str(folder), "zip", root_dir=folder))
     renders = {
         role: folder / "renders" / name
-        for role, name in render_names(
-            clip.id, job.num_samples, clip.fut_tracks is not None
-        ).items()
+        for role, name in render_names(clip.id, num_samples, clip.fut_tracks is not None).items()
     }
     return JobResult(
         folder=folder,
