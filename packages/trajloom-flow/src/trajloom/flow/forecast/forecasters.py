@@ -199,7 +199,12 @@ def with_pins(
             f"{method} cannot be steered by pins (only a trained set or released checkpoints "
             "sample guided futures); drop the pins or give a model checkpoint"
         )
-    check_pins(pins, forecaster.grid, forecaster.future)
+    check_pins(
+        pins,
+        forecaster.grid,
+        forecaster.future,
+        visibility_head=forecaster.pipe.visibility is not None,
+    )
     return PipelineForecaster(
         forecaster.pipe,
         solver=forecaster.solver,
