@@ -401,18 +401,34 @@ def test_hidden_pin_is_predicted_invisible_inside_the_image_and_far_points_stay(
     assert float(dprob[:, far].max()) < 0.05
 
 
-def test_hidden_pin_beside_an_at_pin(with_head):
-    """Both kinds in one sample: the "at" pin within 1 px, the hidden point predicted invisible."""
+def test_hidden_pins_beside_an_at_pin(with_head):
+    """Both kinds in one sample: the "at" pin within 1 px, both hidden points predicted
+    invisible (each hidden point is steered on its own: hidden_groups)."""
     pipe, hist, vis = with_head
     free = pipe(hist[0], vis[0], steps=8, seed=0)
     target = tuple((free.tracks[0, 0, 6, 9] + torch.tensor([6.0, 0.0])).tolist())
     pins = [
         Pin(frames=(6,), targets=(target,), point=9),
         Pin(frames=(4,), point=30, kind="hidden"),
+        Pin(frames=(7, 8), point=44, kind="hidden"),
     ]
     out = pipe(hist[0], vis[0], steps=8, seed=0, constraints=pins)
     assert float((out.tracks[0, 0, 6, 9] - torch.tensor(target)).norm()) < 1.0
     assert float(out.visibility_prob[0, 0, 4, 30]) < 0.5
+    assert bool((out.visibility_prob[0, 0, [7, 8], 44] < 0.5).all())
+
+
+def test_hidden_groups_hold_one_point_per_row_with_all_its_frames():
+    at = Pin(frames=(1,), targets=((1.0, 1.0),), point=0)
+    a = Pin(frames=(2, 3), point=5, kind="hidden")
+    b = Pin(frames=(4,), point=6, kind="hidden")
+    targets = pin_targets([[at, a, b], [b]])
+    groups = targets.hidden_groups()
+    assert [g.row.tolist() for g in groups] == [[0, 0, 1], [0]]
+    assert [g.point.tolist() for g in groups] == [[5, 5, 6], [6]]
+    assert [g.frame.tolist() for g in groups] == [[2, 3, 4], [4]]
+    assert all(bool(g.hidden.all()) for g in groups)
+    assert pin_targets([[at]]).hidden_groups() == []
 
 
 def test_bad_hidden_pins_are_refused(trained):

@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -346,6 +346,26 @@ class PinTargets:
 
     def __len__(self) -> int:
         return int(self.row.numel())
+
+    def subset(self, keep: torch.Tensor) -> PinTargets:
+        """The constraints where ``keep "k"`` (bool) is true."""
+        return PinTargets(**{f.name: getattr(self, f.name)[keep] for f in fields(self)})
+
+    def hidden_groups(self) -> list[PinTargets]:
+        """The "hidden" constraints in groups with at most one point per row: group j holds
+        the j-th hidden point of every row, with all its frames (for steering each group on
+        its own; no hidden constraints: an empty list)."""
+        seen: dict[tuple[int, int], int] = {}
+        per_row: dict[int, int] = {}
+        group = []
+        columns = (self.row.tolist(), self.point.tolist(), self.hidden.tolist())
+        for r, n, hidden in zip(*columns, strict=True):
+            if hidden and (r, n) not in seen:
+                seen[(r, n)] = per_row.get(r, 0)
+                per_row[r] = seen[(r, n)] + 1
+            group.append(seen.get((r, n), -1) if hidden else -1)
+        labels = torch.tensor(group, dtype=torch.long, device=self.row.device)
+        return [self.subset(labels == j) for j in range(max(per_row.values(), default=0))]
 
 
 def pin_targets(

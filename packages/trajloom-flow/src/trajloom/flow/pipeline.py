@@ -433,9 +433,11 @@ class TrajLoomPipeline:
             guidance,
             precondition=grid_smoother(self.grid, guidance.spread),
         )
-        # Hidden pins steer last and unspread: the head is per token, and spreading its
-        # step would hide the neighbours too.
-        velocity = anchored_velocity(velocity, self.hidden_loss(pins, cond.z_hist), guidance)
+        # Hidden pins steer last and unspread (the head is per token; spreading its step
+        # would hide the neighbours too), one point per row at a time: one shared step
+        # length would under-step the points whose logit is less sensitive.
+        for group in [] if pins is None else pins.hidden_groups():
+            velocity = anchored_velocity(velocity, self.hidden_loss(group, cond.z_hist), guidance)
         if solver == "euler":
             grid = uniform_time_grid(steps, device=self.device)
             z1 = sample_euler(velocity, x0, grid, callback=callback)
