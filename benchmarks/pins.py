@@ -110,12 +110,16 @@ def hidden_scores(pipe, out, free_out, pins: list[Pin]) -> dict[str, list[float]
     tracks, free = out.tracks[0, 0].numpy(), free_out.tracks[0, 0].numpy()
     with torch.no_grad():
         raw = pipe.decode_points(out.latents[0])[0]  # "tf n 2" unclamped px
-    s: dict[str, list[float]] = {k: [] for k in ("met", "free_met", "inside", "own_move")}
+    with torch.no_grad():
+        free_raw = pipe.decode_points(free_out.latents[0])[0]
+    keys = ("met", "free_met", "inside", "free_inside", "own_move")
+    s: dict[str, list[float]] = {k: [] for k in keys}
     for pin in pins:
         f, p = list(pin.frames), pin.point
         s["met"].append(float((prob[f, p] <= threshold).all()))
         s["free_met"].append(float((free_prob[f, p] <= threshold).all()))
         s["inside"].append(float(inside_image(raw[f, p], pipe.grid).all()))
+        s["free_inside"].append(float(inside_image(free_raw[f, p], pipe.grid).all()))
         s["own_move"].append(float(np.linalg.norm(tracks[f, p] - free[f, p], axis=-1).mean()))
     far = far_mask(pins, (pipe.grid.grid_h, pipe.grid.grid_w))
     flips = out.visibility[0, 0].numpy() != free_out.visibility[0, 0].numpy()
@@ -207,6 +211,7 @@ def main() -> None:
     ap.add_argument("--kinds", default="true,moved,hidden", help="pin kinds to run")
     ap.add_argument("--hidden", type=int, default=2, help="hidden pins per clip (0: none)")
     ap.add_argument("--hidden-frames", type=int, default=4, help="frames of each hidden pin")
+    ap.add_argument("--keep", type=float, default=1.0, help="GuidanceConfig.keep (hidden pins)")
     ap.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -227,7 +232,8 @@ def main() -> None:
     ]
     if "hidden" in args.kinds.split(",") and args.hidden:
         if pipe.visibility is not None:
-            configs.append(("hidden", "hidden", GuidanceConfig(inner_steps=args.inner_steps)))
+            hidden = GuidanceConfig(inner_steps=args.inner_steps, keep=args.keep)
+            configs.append(("hidden", "hidden", hidden))
         else:
             print("this set has no visibility head: no hidden pins", flush=True)
     stats: dict[str, dict[str, list[float]]] = {
@@ -361,11 +367,14 @@ def print_hidden(
         "DivCurlE | VEPE | s / sample |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for name, met in (("unguided", h["free_met"]), ("hidden", h["met"])):
+    for name, met, inside in (
+        ("unguided", h["free_met"], h["free_inside"]),
+        ("hidden", h["met"], h["inside"]),
+    ):
         r = rows[name]
         guided = name == "hidden"
         print(
-            f"| {name} | {met:.2f} | {_fmt(h['inside'] if guided else None)} | "
+            f"| {name} | {met:.2f} | {inside:.2f} | "
             f"{_fmt(h['own_move'] if guided else None)} | "
             f"{_fmt(h['far_move'] if guided else None)} | "
             f"{_fmt(h['far_flips'] if guided else None, 3)} | {_fmt(r['fvmd'], 1)} | "

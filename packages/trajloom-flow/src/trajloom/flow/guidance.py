@@ -73,6 +73,7 @@ class GuidanceConfig:
     t_end: float = 0.999  # no guidance from here on: v' divides by 1 - t
     max_step: float = 3.0  # cap on one inner step's RMS (normalized latent units)
     spread: float = 1.5  # Gaussian sigma (grid cells) sharing each step with neighbours; 0: off
+    keep: float = 1.0  # hidden pins: weight of keeping the field in place (0: visibility only)
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.strength) and 0 < self.strength <= 2):
@@ -91,6 +92,8 @@ class GuidanceConfig:
             raise ValueError(f"GuidanceConfig.max_step must be > 0, got {self.max_step}")
         if not (math.isfinite(self.spread) and self.spread >= 0):
             raise ValueError(f"GuidanceConfig.spread must be >= 0, got {self.spread}")
+        if not (math.isfinite(self.keep) and self.keep >= 0):
+            raise ValueError(f"GuidanceConfig.keep must be >= 0, got {self.keep}")
 
     def strength_at(self, t: float) -> float:
         """``s(t)``: the step fraction at flow time ``t`` (0 from ``t_end`` on)."""

@@ -437,7 +437,8 @@ class TrajLoomPipeline:
         # would hide the neighbours too), one point per row at a time: one shared step
         # length would under-step the points whose logit is less sensitive.
         for group in [] if pins is None else pins.hidden_groups():
-            velocity = anchored_velocity(velocity, self.hidden_loss(group, cond.z_hist), guidance)
+            loss_from = self.hidden_loss(group, cond.z_hist, keep=guidance.keep)
+            velocity = anchored_velocity(velocity, loss_from, guidance)
         if solver == "euler":
             grid = uniform_time_grid(steps, device=self.device)
             z1 = sample_euler(velocity, x0, grid, callback=callback)
