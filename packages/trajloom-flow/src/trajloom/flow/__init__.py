@@ -38,6 +38,7 @@ from trajloom.flow.conditioners import (
 from trajloom.flow.config import GENERATOR_PRESETS, GeneratorConfig, generator_preset
 from trajloom.flow.guidance import (
     GuidanceConfig,
+    anchored_velocity,
     grid_smoother,
     guided_velocity,
     hidden_loss,
@@ -119,6 +120,7 @@ __all__ = [
     "VisibilityPredictor",
     "WanVideoEncoder",
     "anchor_source",
+    "anchored_velocity",
     "check_pins",
     "clip_to_image",
     "constant_velocity_future",

@@ -186,7 +186,8 @@ class PipelineForecaster:
 def with_pins(
     forecaster: Forecaster, pins: list[Pin], guidance: GuidanceConfig | None = None
 ) -> Forecaster:
-    """``forecaster`` sampling futures that meet ``pins`` (checked against its grid and window).
+    """``forecaster`` sampling futures that meet ``pins`` (checked against its grid and window,
+    and "hidden" pins against its visibility head).
 
     Only learned pipelines can be steered: any other forecaster with pins is a
     :class:`ForecastError`. No pins: ``forecaster`` itself.
