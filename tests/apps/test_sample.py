@@ -469,6 +469,8 @@ def test_cli_pins_steer_the_future_and_show_in_renders(tmp_path, trained_run):
         *common,
         "--pin",
         f"5,10,{target[0]},{target[1]}",
+        "--pin",
+        "9,3,hidden",
         "--pins",
         str(tmp_path / "pins.json"),
     )
@@ -479,6 +481,13 @@ def test_cli_pins_steer_the_future_and_show_in_renders(tmp_path, trained_run):
     assert np.linalg.norm(pred[10, 5] - target) < 0.9 * np.linalg.norm(free[10, 5] - target)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["model"]["pins"][0]["point"] == 5
+    assert summary["model"]["pins"][1] == {
+        "frames": [3],
+        "point": 9,
+        "weight": 1.0,
+        "kind": "hidden",
+    }
+    assert not np.load(out / "runs" / "sample_000" / "clip" / "pred_visibility.npy")[3, 9]
     exported = json.loads((out / "wanmove" / "sample_000" / "clip_pins.json").read_text())
     assert exported["pins"] == [{"point": 5, "frame": 11, "target": [target[0], target[1]]}]
     assert (out / "renders" / "clip.mp4").is_file()

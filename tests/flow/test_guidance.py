@@ -8,7 +8,15 @@ import torch
 from trajloom.data.synthetic import SceneConfig, make_scene
 from trajloom.encoding import GridSpec, normalize
 from trajloom.flow.config import generator_preset
-from trajloom.flow.guidance import GuidanceConfig, grid_smoother, guided_velocity, pin_loss
+from trajloom.flow.forecast import PipelineForecaster, with_pins
+from trajloom.flow.guidance import (
+    GuidanceConfig,
+    anchored_velocity,
+    grid_smoother,
+    guided_velocity,
+    hidden_loss,
+    pin_loss,
+)
 from trajloom.flow.losses import flow_matching_loss
 from trajloom.flow.model import FlowCondition, TrajLoomGenerator
 from trajloom.flow.pins import (
@@ -23,6 +31,7 @@ from trajloom.flow.pins import (
 )
 from trajloom.flow.pipeline import TrajLoomPipeline
 from trajloom.flow.samplers import sample_dopri5, sample_euler, uniform_time_grid
+from trajloom.flow.visibility import VisibilityConfig, VisibilityPredictor, visibility_targets
 from trajloom.vae import LatentStats, TrajLoomVAE, vae_preset
 
 GRID = GridSpec(128, 96, 16)  # an 8 x 6 grid: 48 points
@@ -48,10 +57,7 @@ def trained():
         pos_embed_dim=8,
     )
     vae = TrajLoomVAE(cfg)
-    scene_cfg = SceneConfig(128, 96, 16, num_frames=2 * FRAMES, render_frames=False)
-    scenes = [make_scene(i, scene_cfg) for i in range(6)]
-    tracks = torch.stack([torch.from_numpy(s.tracks) for s in scenes])
-    vis = torch.stack([torch.from_numpy(s.visibility) for s in scenes])
+    tracks, vis = _scenes(6)
     train = normalize(tracks[:4].reshape(8, FRAMES, -1, 2), GRID)
     opt = torch.optim.AdamW(vae.parameters(), lr=3e-3)
     for _ in range(30):
@@ -79,6 +85,36 @@ def trained():
         opt.step()
     pipe = TrajLoomPipeline(vae, gen.eval(), stats)
     return pipe, tracks[4:, :FRAMES], vis[4:, :FRAMES]
+
+
+def _scenes(count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Synthetic scenes 0..count-1: tracks "b 2*FRAMES n 2" px, visibility "b 2*FRAMES n"."""
+    scene_cfg = SceneConfig(128, 96, 16, num_frames=2 * FRAMES, render_frames=False)
+    scenes = [make_scene(i, scene_cfg) for i in range(count)]
+    tracks = torch.stack([torch.from_numpy(s.tracks) for s in scenes])
+    return tracks, torch.stack([torch.from_numpy(s.visibility) for s in scenes])
+
+
+@pytest.fixture(scope="module")
+def with_head(trained):
+    """The ``trained`` pipeline plus a visibility head trained on the same scenes' windows
+    (history and future of scenes 0-3; BCE against the pooled visibility, as apps/train)."""
+    pipe, hist, vis = trained
+    torch.manual_seed(0)
+    tracks, visible = _scenes(4)
+    windows = tracks.reshape(8, FRAMES, -1, 2)
+    with torch.no_grad():
+        z = pipe.latent_stats.normalize(pipe.vae.encode_tracks(windows).mean)
+    targets = visibility_targets(visible.reshape(8, FRAMES, -1), pipe.vae.config.frames_per_latent)
+    head = VisibilityPredictor(VisibilityConfig(hidden=16, depth=2).for_vae(pipe.vae.config))
+    opt = torch.optim.AdamW(head.parameters(), lr=1e-2)
+    for _ in range(60):
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(head(z), targets)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    piped = TrajLoomPipeline(pipe.vae, pipe.generator, pipe.latent_stats, visibility=head.eval())
+    return piped, hist, vis
 
 
 def _cells(point: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -255,6 +291,7 @@ def test_parse_and_json_round_trip(tmp_path):
         pin,
         Pin(frames=(2, 4), targets=((1.0, 2.0), (3.0, 4.0)), source=(10.0, 20.0), weight=2.0),
         Pin(frames=(8,), point=5, kind="outside"),
+        Pin(frames=(3, 4, 5), point=6, kind="hidden", weight=0.5),
     ]
     path = tmp_path / "pins.json"
     path.write_text(json.dumps(pins_to_json(pins)))
@@ -286,8 +323,135 @@ def test_pin_loss_is_half_the_weighted_squared_pixel_error():
 
 
 def test_guidance_config_is_validated():
-    for bad in ({"strength": 0.0}, {"inner_steps": 0}, {"schedule": "warm"}, {"spread": -1.0}):
+    bad_configs = (
+        {"strength": 0.0},
+        {"inner_steps": 0},
+        {"schedule": "warm"},
+        {"spread": -1.0},
+        {"keep": -1.0},
+    )
+    for bad in bad_configs:
         with pytest.raises(ValueError, match="GuidanceConfig"):
             GuidanceConfig(**bad)
     assert GuidanceConfig(schedule="ramp").strength_at(0.25) == 0.25
     assert GuidanceConfig().strength_at(0.9995) == 0.0
+
+
+# ---------------------------------------------------------------- "hidden" pins
+def test_hidden_guidance_puts_a_linear_logit_on_its_margin_and_the_point_inside():
+    """Zero velocity; a linear head (logit = 4 z2 - 1) and an identity decoder (px = z0, z1).
+    One residual per row, so the Gauss–Newton step is exact: Euler lands with the logit on
+    ``logit(0.5) - 2 = -2`` (row 0, visible at 3) or the point 2 px inside (row 1, at x = -3).
+    The position-keeping term does not touch row 0 (its logit moves along z2, which the
+    decoder does not read)."""
+    grid = GridSpec(32, 32, 16)
+    x0 = torch.tensor([[10.0, 10.0, 1.0], [-3.0, 10.0, -1.0]]).view(2, 1, 1, 3)
+    pins = pin_targets([[Pin(frames=(0,), point=0, kind="hidden")]] * 2)
+    cfg = GuidanceConfig(inner_steps=1, max_step=100.0, spread=0.0)
+    expected = torch.tensor([[10.0, 10.0, -0.25], [2.0, 10.0, -1.0]]).view(2, 1, 1, 3)
+    for keep in (0.0, 1.0):
+        loss_from = hidden_loss(
+            lambda z: 4 * z[..., 2] - 1, lambda z: z[..., :2], pins, grid, keep=keep
+        )
+        assert loss_from is not None
+        v = anchored_velocity(lambda x, t: torch.zeros_like(x), loss_from, cfg)
+        out = sample_euler(v, x0, uniform_time_grid(4))
+        rows = slice(None) if keep == 0 else slice(0, 1)
+        torch.testing.assert_close(out[rows], expected[rows])
+        torch.testing.assert_close(loss_from(out)(out)[rows], torch.zeros(2)[rows])
+    assert hidden_loss(lambda z: z, lambda z: z, pin_targets([[]]), grid) is None
+
+
+def test_pin_loss_and_hidden_loss_split_the_pins():
+    """An "at" pin is pin_loss's alone; a hidden pin is hidden_loss's alone."""
+    tracks = torch.zeros(1, 3, 4, 2)
+    at = Pin(frames=(2,), targets=((2.0, 3.0),), point=3)
+    hidden = Pin(frames=(1,), point=2, kind="hidden")
+    both = pin_targets([[at, hidden]])
+    grid = GridSpec(32, 32, 16)
+    torch.testing.assert_close(pin_loss(lambda z: z, both, grid)(tracks), torch.tensor([6.5]))
+    assert pin_loss(lambda z: z, pin_targets([[hidden]]), grid) is None
+    logits = torch.zeros(1, 3, 4)
+    logits[0, 1, 2] = 1.0  # 3 above the ceiling -2; the point (0, 0) is 2 px from 2 px inside
+    hl = hidden_loss(lambda z: logits, lambda z: z, both, grid)
+    assert hl is not None
+    torch.testing.assert_close(hl(tracks)(tracks), torch.tensor([0.5 * (9.0 + 4.0)]))
+    moved = tracks + 1.0  # every coordinate 1 px off the reference: keep adds ½ · 24
+    torch.testing.assert_close(hl(tracks)(moved), torch.tensor([0.5 * (9.0 + 1.0 + 24.0)]))
+    torch.testing.assert_close(both.visible, torch.tensor([True, False]))
+
+
+def test_hidden_pin_is_predicted_invisible_inside_the_image_and_far_points_stay(with_head):
+    """Hide point 20 (row 2, column 4) at frames 5 and 6, where the unguided head says visible.
+
+    Stated tolerances: the head's probability below the 0.5 threshold at both frames (the
+    guidance aims at 0.12 = sigmoid(-2)); the decoded point inside the image there and within
+    4 px of the unguided sample (2.4 px when written; 3.7 px without the position-keeping
+    term); points 3 or more cells away within 0.5 px and 0.05 of probability of it.
+    """
+    pipe, hist, vis = with_head
+    point, frames = 20, [5, 6]
+    free = pipe(hist[0], vis[0], steps=8, seed=0)
+    assert bool((free.visibility_prob[0, 0, frames, point] > 0.5).all()), "fixture: visible"
+    pin = Pin(frames=frames, point=point, kind="hidden")
+    out = pipe(hist[0], vis[0], steps=8, seed=0, constraints=[pin])
+    assert bool((out.visibility_prob[0, 0, frames, point] < 0.5).all())
+    assert not bool(out.visibility[0, 0, frames, point].any())
+    raw = pipe.decode_points(out.latents[0])[0, frames, point]  # unclamped pixels
+    assert bool(((raw >= 0) & (raw <= torch.tensor([GRID.width - 1, GRID.height - 1]))).all())
+    dr, dc = _cells(point)
+    far = torch.maximum(dr, dc) >= 3
+    move = (out.tracks - free.tracks)[0, 0].norm(dim=-1)  # "t n"
+    assert float(move[frames, point].max()) < 4.0
+    assert float(move[:, far].max()) < 0.5
+    dprob = (out.visibility_prob - free.visibility_prob)[0, 0].abs()
+    assert float(dprob[:, far].max()) < 0.05
+
+
+def test_hidden_pins_beside_an_at_pin(with_head):
+    """Both kinds in one sample: the "at" pin within 1 px, both hidden points predicted
+    invisible. (This tiny model meets both with one shared step too; the gain of steering
+    each hidden point on its own is measured on the quick set, BENCHMARKS.md "Pins".)"""
+    pipe, hist, vis = with_head
+    free = pipe(hist[0], vis[0], steps=8, seed=0)
+    target = tuple((free.tracks[0, 0, 6, 9] + torch.tensor([6.0, 0.0])).tolist())
+    pins = [
+        Pin(frames=(6,), targets=(target,), point=9),
+        Pin(frames=(4,), point=30, kind="hidden"),
+        Pin(frames=(7, 8), point=44, kind="hidden"),
+    ]
+    out = pipe(hist[0], vis[0], steps=8, seed=0, constraints=pins)
+    assert float((out.tracks[0, 0, 6, 9] - torch.tensor(target)).norm()) < 1.0
+    assert float(out.visibility_prob[0, 0, 4, 30]) < 0.5
+    assert bool((out.visibility_prob[0, 0, [7, 8], 44] < 0.5).all())
+
+
+def test_hidden_groups_hold_one_point_per_row_with_all_its_frames():
+    at = Pin(frames=(1,), targets=((1.0, 1.0),), point=0)
+    a = Pin(frames=(2, 3), point=5, kind="hidden")
+    b = Pin(frames=(4,), point=6, kind="hidden")
+    targets = pin_targets([[at, a, b], [b]])
+    groups = targets.hidden_groups()
+    assert [g.row.tolist() for g in groups] == [[0, 0, 1], [0]]
+    assert [g.point.tolist() for g in groups] == [[5, 5, 6], [6]]
+    assert [g.frame.tolist() for g in groups] == [[2, 3, 4], [4]]
+    assert all(bool(g.hidden.all()) for g in groups)
+    assert pin_targets([[at]]).hidden_groups() == []
+
+
+def test_bad_hidden_pins_are_refused(trained):
+    pipe, hist, vis = trained  # no visibility head
+    hidden = Pin(frames=(3,), point=7, kind="hidden")
+    with pytest.raises(PinError, match=r"pin \(point 7, frame 3\): a 'hidden' pin needs a visib"):
+        pipe(hist[0], vis[0], steps=2, constraints=[hidden])
+    forecaster = PipelineForecaster(pipe, solver="euler", steps=2, origin="test")
+    with pytest.raises(PinError, match="needs a visibility head"):
+        with_pins(forecaster, [hidden])
+    with pytest.raises(PinError, match="a 'hidden' pin takes no targets"):
+        Pin(frames=(3,), targets=((1.0, 1.0),), point=7, kind="hidden")
+    with pytest.raises(PinError, match=r"frame 9 is outside the future window 0\.\.8"):
+        check_pins([Pin(frames=(9,), point=0, kind="hidden")], GRID, FRAMES)
+    with pytest.raises(PinError, match="N,FRAME,KIND with KIND one of outside, hidden"):
+        parse_pin("3,4,hover")
+    assert parse_pin("3, 4, hidden") == Pin(frames=(4,), point=3, kind="hidden")
+    assert parse_pin("3,4,outside") == Pin(frames=(4,), point=3, kind="outside")

@@ -222,12 +222,16 @@ def sample(
         typer.Option(
             help="N,FRAME,X,Y: grid point N (row-major) at X,Y working-resolution pixels at "
             "future frame FRAME (0 = first predicted; pred_tracks[FRAME, N]); repeatable. "
+            "N,FRAME,hidden: point N occluded at FRAME (invisible, still in the image; needs "
+            "a set with a visibility head); N,FRAME,outside: it has left the image. "
             "Sampling is then guided to meet the pins."
         ),
     ] = None,
     pins: Annotated[
         Path | None,
-        typer.Option(help="A JSON file of pins (paths, source pixels, 'outside'; see README)."),
+        typer.Option(
+            help="A JSON file of pins (paths, source pixels, 'outside', 'hidden'; see README)."
+        ),
     ] = None,
 ) -> None:
     """Predict futures of every input and write run folders, Wan-Move exports and renders."""

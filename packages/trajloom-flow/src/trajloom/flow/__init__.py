@@ -36,7 +36,14 @@ from trajloom.flow.conditioners import (
     text_dropout_mask,
 )
 from trajloom.flow.config import GENERATOR_PRESETS, GeneratorConfig, generator_preset
-from trajloom.flow.guidance import GuidanceConfig, grid_smoother, guided_velocity, pin_loss
+from trajloom.flow.guidance import (
+    GuidanceConfig,
+    anchored_velocity,
+    grid_smoother,
+    guided_velocity,
+    hidden_loss,
+    pin_loss,
+)
 from trajloom.flow.io import load_generator, load_visibility, save_pretrained
 from trajloom.flow.losses import (
     FlowLossConfig,
@@ -113,6 +120,7 @@ __all__ = [
     "VisibilityPredictor",
     "WanVideoEncoder",
     "anchor_source",
+    "anchored_velocity",
     "check_pins",
     "clip_to_image",
     "constant_velocity_future",
@@ -124,6 +132,7 @@ __all__ = [
     "generator_preset",
     "grid_smoother",
     "guided_velocity",
+    "hidden_loss",
     "interpolate",
     "latent_visibility",
     "load_generator",

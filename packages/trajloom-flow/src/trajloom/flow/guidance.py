@@ -15,6 +15,15 @@ gradient when the decoder is locally isotropic (it removes the whole linearized 
 at ``s = 1``), which needs no learning rate tuned to the decoder's scale. ``s(t)`` is
 ``strength`` times the schedule. No pins: the velocity function itself is returned, so
 sampling is bit-identical to unguided sampling.
+
+"hidden" pins (:func:`hidden_loss`, :func:`anchored_velocity`) use the same step on
+other residuals: the visibility head's logit of the pinned point at the pinned frame,
+read from the endpoint estimate, above ``logit(threshold) - margin`` (a hinge toward "not
+visible"); the pixels the decoded point lies inside a ``margin``-px border of the image
+(occluded, not gone); and the decoded field's move from where that call's uncorrected
+estimate put it (only the visibility should change: this halves the pinned point's own
+move on the tiny test model). The head is per token, so the logit's gradient touches only
+the pinned point's latents.
 """
 
 from __future__ import annotations
@@ -32,10 +41,13 @@ from trajloom.flow.samplers import VelocityFn
 
 __all__ = [
     "SCHEDULES",
+    "AnchoredLoss",
     "EndpointLoss",
     "GuidanceConfig",
+    "anchored_velocity",
     "grid_smoother",
     "guided_velocity",
+    "hidden_loss",
     "pin_loss",
 ]
 
@@ -45,6 +57,8 @@ SCHEDULES = ("constant", "ramp", "late")
 
 #: ``loss(x̂1 "b ...") -> "b"``: per-sample weighted half sum of squared residuals.
 EndpointLoss = Callable[[torch.Tensor], torch.Tensor]
+#: ``loss_from(x̂1 "b ...") -> EndpointLoss``: a loss stated relative to an endpoint estimate.
+AnchoredLoss = Callable[[torch.Tensor], EndpointLoss]
 #: ``precondition(g "b ...") -> "b ..."``: a symmetric positive semi-definite linear map.
 Preconditioner = Callable[[torch.Tensor], torch.Tensor]
 
@@ -59,6 +73,7 @@ class GuidanceConfig:
     t_end: float = 0.999  # no guidance from here on: v' divides by 1 - t
     max_step: float = 3.0  # cap on one inner step's RMS (normalized latent units)
     spread: float = 1.5  # Gaussian sigma (grid cells) sharing each step with neighbours; 0: off
+    keep: float = 1.0  # hidden pins: weight of keeping the field in place (0: visibility only)
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.strength) and 0 < self.strength <= 2):
@@ -77,6 +92,8 @@ class GuidanceConfig:
             raise ValueError(f"GuidanceConfig.max_step must be > 0, got {self.max_step}")
         if not (math.isfinite(self.spread) and self.spread >= 0):
             raise ValueError(f"GuidanceConfig.spread must be >= 0, got {self.spread}")
+        if not (math.isfinite(self.keep) and self.keep >= 0):
+            raise ValueError(f"GuidanceConfig.keep must be >= 0, got {self.keep}")
 
     def strength_at(self, t: float) -> float:
         """``s(t)``: the step fraction at flow time ``t`` (0 from ``t_end`` on)."""
@@ -127,7 +144,31 @@ def guided_velocity(
     """
     if loss_fn is None:
         return velocity_fn
+    return _steer(velocity_fn, lambda _x1: loss_fn, config, precondition)
 
+
+def anchored_velocity(
+    velocity_fn: VelocityFn,
+    loss_from: AnchoredLoss | None,
+    config: GuidanceConfig,
+    *,
+    precondition: Preconditioner | None = None,
+) -> VelocityFn:
+    """:func:`guided_velocity` with a loss built at each call from that call's endpoint
+    estimate before any correction: ``loss_from(x̂1) -> EndpointLoss``, e.g. one that keeps
+    the decoded field where the model puts it while it changes something else
+    (:func:`hidden_loss`). Still pure: nothing is kept between calls. None: ``velocity_fn``."""
+    if loss_from is None:
+        return velocity_fn
+    return _steer(velocity_fn, loss_from, config, precondition)
+
+
+def _steer(
+    velocity_fn: VelocityFn,
+    loss_from: AnchoredLoss,
+    config: GuidanceConfig,
+    precondition: Preconditioner | None,
+) -> VelocityFn:
     def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         v = velocity_fn(x, t)
         s = config.strength_at(float(t.reshape(-1)[0]))
@@ -135,6 +176,7 @@ def guided_velocity(
             return v
         remaining = (1.0 - t.to(x.dtype)).view((-1,) + (1,) * (x.dim() - 1))
         x1 = x + remaining * v.to(x.dtype)
+        loss_fn = loss_from(x1.detach())
         for _ in range(config.inner_steps):
             x1 = x1 - s * _correction(loss_fn, x1, config.max_step, precondition)
         return ((x1 - x) / remaining).to(v.dtype)
@@ -175,8 +217,9 @@ def pin_loss(
     ``decode_points(x̂1)`` gives unclamped pixel tracks ``"b tf n 2"`` (the VAE's query
     rows). An "at" pin adds ``½ w |p - target|²``; an "outside" pin ``½ w d²`` with ``d``
     the distance the point still has to travel to be ``margin`` px outside the image.
+    "hidden" pins are :func:`hidden_loss`'s (None when they are the only ones).
     """
-    if len(pins) == 0:
+    if not bool((~pins.hidden).any()):
         return None
     hi = torch.tensor([grid.width - 1, grid.height - 1], dtype=torch.float32)
 
@@ -187,6 +230,65 @@ def pin_loss(
         to_edge = torch.cat([p, hi.to(p.device) - p], dim=-1).min(dim=-1).values
         out = torch.relu(to_edge + margin).pow(2)
         per_pin = 0.5 * pins.weight * torch.where(pins.outside, out, at)
+        per_pin = torch.where(pins.hidden, torch.zeros_like(per_pin), per_pin)
         return torch.zeros(x1.shape[0], device=x1.device).index_add(0, pins.row, per_pin)
 
     return loss
+
+
+def _inside_gap(p: torch.Tensor, grid: GridSpec, margin: float) -> torch.Tensor:
+    """``p: "k 2"`` px -> ``"k"``: how far each point is from being ``margin`` px inside."""
+    hi = torch.tensor([grid.width - 1, grid.height - 1], dtype=p.dtype, device=p.device)
+    to_edge = torch.cat([p, hi - p], dim=-1).min(dim=-1).values
+    return torch.relu(margin - to_edge)
+
+
+def hidden_loss(
+    visibility_logits: Callable[[torch.Tensor], torch.Tensor],
+    decode_points: Callable[[torch.Tensor], torch.Tensor],
+    pins: PinTargets,
+    grid: GridSpec,
+    *,
+    threshold: float = 0.5,
+    margin_logit: float = 2.0,
+    margin: float = 2.0,
+    keep: float = 1.0,
+) -> AnchoredLoss | None:
+    """The "hidden" pins' loss, anchored (:func:`anchored_velocity`); None without any.
+
+    ``visibility_logits(x̂1)`` gives the visibility head's frame logits ``"b tf n"``,
+    ``decode_points(x̂1)`` unclamped pixel tracks ``"b tf n 2"``. Built at an endpoint
+    ``x̂1_ref``, the loss of ``x̂1`` adds per hidden pin ``½ w (r² + d²)``: ``r`` how far
+    its logit is above ``logit(threshold) - margin_logit`` (predicted invisible, with room),
+    ``d`` how far the decoded point is from being ``margin`` px inside the image (occluded,
+    not gone); and per sample with hidden pins ``½ keep Σ |p - p_ref|²`` over every point
+    and frame (px): the field stays where the model put it, only the visibility changes.
+    """
+    if not bool(pins.hidden.any()):
+        return None
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"hidden_loss: threshold must be in (0, 1), got {threshold}")
+    sel = pins.hidden
+    row, frame, point, weight = pins.row[sel], pins.frame[sel], pins.point[sel], pins.weight[sel]
+    rows = torch.unique(row)
+    ceiling = math.log(threshold / (1.0 - threshold)) - margin_logit
+
+    def loss_from(x1_ref: torch.Tensor) -> EndpointLoss:
+        with torch.no_grad():
+            ref = decode_points(x1_ref)[rows].float() if keep > 0 else None
+
+        def loss(x1: torch.Tensor) -> torch.Tensor:
+            logit = visibility_logits(x1)[row, frame, point].float()  # "k"
+            r = torch.relu(logit - ceiling)
+            tracks = decode_points(x1).float()
+            d = _inside_gap(tracks[row, frame, point], grid, margin)
+            per_pin = 0.5 * weight * (r.pow(2) + d.pow(2))
+            out = torch.zeros(x1.shape[0], device=x1.device).index_add(0, row, per_pin)
+            if ref is not None:
+                kept = 0.5 * keep * (tracks[rows] - ref).pow(2).flatten(1).sum(1)
+                out = out.index_add(0, rows, kept)
+            return out
+
+        return loss
+
+    return loss_from

@@ -1,14 +1,16 @@
 """Pins: user constraints on where grid points must be in the future (steerable futures).
 
 A :class:`Pin` says "grid point N is at (x, y) at future frame F" (or along a path of
-frames), or "point N has left the image by frame F". Points are named by their index in
+frames), "point N has left the image by frame F" (kind ``"outside"``), or "point N is
+hidden at frame(s) F" (kind ``"hidden"``: occluded — still inside the image, but the
+visibility head predicts it invisible there; needs a set with a visibility head). Points are named by their index in
 the row-major grid (``trajloom.encoding``: y outer, x inner), or by a pixel at the
 boundary frame (the last history frame), which picks the grid point nearest to it there.
 Frames index the future window, 0 the first predicted frame: a pin on point N at frame F
 constrains ``pred_tracks.npy[F, N]``. Coordinates are pixels of the working resolution.
 
-Pins are data: built in code, parsed from ``N,FRAME,X,Y`` strings (:func:`parse_pin`)
-or from JSON (:func:`pins_from_json`); checked against a grid and future length
+Pins are data: built in code, parsed from ``N,FRAME,X,Y`` strings, or ``N,FRAME,hidden`` /
+``N,FRAME,outside`` for the kinds without a target (:func:`parse_pin`), or from JSON (:func:`pins_from_json`); checked against a grid and future length
 (:func:`check_pins`), and resolved to point indices against a clip's boundary frame
 (:func:`resolve_pins`). Every refusal is a :class:`PinError` naming the pin and what to do.
 
@@ -17,7 +19,8 @@ JSON (a list of pins, or ``{"pins": [...]}``)::
     {"pins": [
       {"point": 17, "frame": 40, "target": [300, 200]},
       {"source": [412, 96], "frames": [20, 40], "targets": [[420, 100], [430, 110]], "weight": 2},
-      {"point": 5, "frame": 80, "kind": "outside"}
+      {"point": 5, "frame": 80, "kind": "outside"},
+      {"point": 40, "frames": [30, 31, 32], "kind": "hidden"}
     ]}
 """
 
@@ -26,7 +29,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,7 @@ from trajloom.encoding import GridSpec
 
 __all__ = [
     "PIN_KINDS",
+    "TARGETLESS_KINDS",
     "Pin",
     "PinError",
     "PinTargets",
@@ -50,8 +54,12 @@ __all__ = [
 ]
 
 #: "at": the point is at the target pixel at each frame; "outside": it has left the image
-#: (and is therefore invisible, the released out-of-bounds rule) at each frame.
-PIN_KINDS = ("at", "outside")
+#: (and is therefore invisible, the released out-of-bounds rule) at each frame; "hidden":
+#: it is occluded at each frame — inside the image, predicted invisible by the visibility
+#: head (so only a set with a visibility head can honour it).
+PIN_KINDS = ("at", "outside", "hidden")
+#: The kinds that take no target pixel.
+TARGETLESS_KINDS = ("outside", "hidden")
 
 
 class PinError(ValueError):
@@ -82,7 +90,7 @@ class Pin:
     """
 
     frames: tuple[int, ...]  # future frames, 0 = the first predicted frame
-    targets: tuple[tuple[float, float], ...] = ()  # (x, y) per frame; empty for "outside"
+    targets: tuple[tuple[float, float], ...] = ()  # (x, y) per frame; empty for "outside", "hidden"
     point: int | None = None  # grid point index, row-major
     source: tuple[float, float] | None = None  # or: the point nearest this pixel at the boundary
     weight: float = 1.0  # relative pull of this pin against the others (> 0)
@@ -109,6 +117,11 @@ class Pin:
             )
         if self.kind == "outside" and self.targets:
             raise PinError(f"{name}: an 'outside' pin takes no targets (it leaves the image)")
+        if self.kind == "hidden" and self.targets:
+            raise PinError(
+                f"{name}: a 'hidden' pin takes no targets (the point stays where the model puts "
+                "it, occluded); to place it too, add an 'at' pin on another frame"
+            )
         targets = tuple(_xy(t, f"{name}: target") for t in self.targets)
         object.__setattr__(self, "frames", tuple(self.frames))
         object.__setattr__(self, "targets", targets)
@@ -152,11 +165,19 @@ def pin_markers(pins: Sequence[Pin]) -> np.ndarray:
 
 
 def parse_pin(text: str) -> Pin:
-    """``"N,FRAME,X,Y"`` (the ``--pin`` option) -> a one-frame :class:`Pin` on point N."""
+    """``"N,FRAME,X,Y"`` (the ``--pin`` option) -> a one-frame :class:`Pin` on point N;
+    ``"N,FRAME,hidden"`` / ``"N,FRAME,outside"``: a pin of that kind (no target)."""
     parts = [p.strip() for p in str(text).split(",")]
+    if len(parts) == 3 and parts[2] in TARGETLESS_KINDS:
+        try:
+            n, frame = int(parts[0]), int(parts[1])
+        except ValueError:
+            raise PinError(f"--pin {text!r}: N and FRAME must be integers") from None
+        return Pin(frames=(frame,), point=n, kind=parts[2])
     if len(parts) != 4:
         raise PinError(
-            f"--pin {text!r}: expected N,FRAME,X,Y (grid point, future frame, target x, y)"
+            f"--pin {text!r}: expected N,FRAME,X,Y (grid point, future frame, target x, y) "
+            f"or N,FRAME,KIND with KIND one of {', '.join(TARGETLESS_KINDS)}"
         )
     try:
         n, frame = int(parts[0]), int(parts[1])
@@ -227,13 +248,24 @@ def _inside(xy: tuple[float, float], grid: GridSpec) -> bool:
     return 0.0 <= xy[0] <= grid.width - 1 and 0.0 <= xy[1] <= grid.height - 1
 
 
-def check_pins(pins: Sequence[Pin], grid: GridSpec, future: int) -> None:
-    """Refuse pins that do not fit ``grid`` (points, image) and a ``future``-frame window."""
+def check_pins(
+    pins: Sequence[Pin], grid: GridSpec, future: int, *, visibility_head: bool = True
+) -> None:
+    """Refuse pins that do not fit ``grid`` (points, image) and a ``future``-frame window,
+    and "hidden" pins when the model has no visibility head (``visibility_head=False``;
+    the pipeline passes what it has)."""
     box = f"[0, {grid.width - 1}] x [0, {grid.height - 1}]"
     for pin in pins:
         if not isinstance(pin, Pin):
             raise PinError(f"constraints must be Pin objects, got {type(pin).__name__}")
         name = pin.describe()
+        if pin.kind == "hidden" and not visibility_head:
+            raise PinError(
+                f"{name}: a 'hidden' pin needs a visibility head, and this model has none (its "
+                "visibility is only the in-image rule); use a trained set with a visibility "
+                "head (visibility/ in its folder), or kind 'outside' to make the point leave "
+                "the image"
+            )
         if pin.point is not None and not 0 <= pin.point < grid.num_points:
             raise PinError(
                 f"{name}: unknown point {pin.point}; the {grid.grid_h} x {grid.grid_w} grid has "
@@ -294,8 +326,9 @@ class PinTargets:
     """Resolved pins of a batch as tensors, one row per (sample, frame) constraint.
 
     ``row "k"`` batch row of the sampler state, ``frame "k"`` future frame, ``point "k"``
-    grid index, ``target "k 2"`` pixels (unused for "outside"), ``weight "k"``,
-    ``outside "k"`` bool (the point must be outside the image).
+    grid index, ``target "k 2"`` pixels (unused for "outside" and "hidden"), ``weight "k"``,
+    ``outside "k"`` bool (the point must be outside the image), ``hidden "k"`` bool (it
+    must be predicted invisible, inside the image).
     """
 
     row: torch.Tensor
@@ -304,16 +337,42 @@ class PinTargets:
     target: torch.Tensor
     weight: torch.Tensor
     outside: torch.Tensor
+    hidden: torch.Tensor
+
+    @property
+    def visible(self) -> torch.Tensor:
+        """``"k"`` bool: what each constraint says about the point's visibility there."""
+        return ~(self.outside | self.hidden)
 
     def __len__(self) -> int:
         return int(self.row.numel())
+
+    def subset(self, keep: torch.Tensor) -> PinTargets:
+        """The constraints where ``keep "k"`` (bool) is true."""
+        return PinTargets(**{f.name: getattr(self, f.name)[keep] for f in fields(self)})
+
+    def hidden_groups(self) -> list[PinTargets]:
+        """The "hidden" constraints in groups with at most one point per row: group j holds
+        the j-th hidden point of every row, with all its frames (for steering each group on
+        its own; no hidden constraints: an empty list)."""
+        seen: dict[tuple[int, int], int] = {}
+        per_row: dict[int, int] = {}
+        group = []
+        columns = (self.row.tolist(), self.point.tolist(), self.hidden.tolist())
+        for r, n, hidden in zip(*columns, strict=True):
+            if hidden and (r, n) not in seen:
+                seen[(r, n)] = per_row.get(r, 0)
+                per_row[r] = seen[(r, n)] + 1
+            group.append(seen.get((r, n), -1) if hidden else -1)
+        labels = torch.tensor(group, dtype=torch.long, device=self.row.device)
+        return [self.subset(labels == j) for j in range(max(per_row.values(), default=0))]
 
 
 def pin_targets(
     per_row: Sequence[Sequence[Pin]], device: torch.device | str | None = None
 ) -> PinTargets:
     """Resolved pins (``point`` set) per batch row -> :class:`PinTargets`."""
-    rows, frames, points, targets, weights, outside = [], [], [], [], [], []
+    rows, frames, points, targets, weights, outside, hidden = [], [], [], [], [], [], []
     for r, pins in enumerate(per_row):
         for pin in pins:
             if pin.point is None:
@@ -325,9 +384,13 @@ def pin_targets(
                 targets.append(pin.targets[k] if pin.kind == "at" else (0.0, 0.0))
                 weights.append(pin.weight)
                 outside.append(pin.kind == "outside")
+                hidden.append(pin.kind == "hidden")
 
     def long(values: list[int]) -> torch.Tensor:
         return torch.tensor(values, dtype=torch.long, device=device)
+
+    def flags(values: list[bool]) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.bool, device=device)
 
     return PinTargets(
         row=long(rows),
@@ -335,5 +398,6 @@ def pin_targets(
         point=long(points),
         target=torch.tensor(targets, dtype=torch.float32, device=device).reshape(-1, 2),
         weight=torch.tensor(weights, dtype=torch.float32, device=device),
-        outside=torch.tensor(outside, dtype=torch.bool, device=device),
+        outside=flags(outside),
+        hidden=flags(hidden),
     )

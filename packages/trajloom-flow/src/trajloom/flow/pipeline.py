@@ -78,10 +78,13 @@ from trajloom.flow.conditioners import (
     save_light_video_encoder,
 )
 from trajloom.flow.guidance import (
+    AnchoredLoss,
     EndpointLoss,
     GuidanceConfig,
+    anchored_velocity,
     grid_smoother,
     guided_velocity,
+    hidden_loss,
     pin_loss,
 )
 from trajloom.flow.path import anchor_source
@@ -410,8 +413,9 @@ class TrajLoomPipeline:
         ``constraints``: pins (:class:`~trajloom.flow.pins.Pin`) that every clip's futures
         must meet, or one list of pins per clip; sampling is then guided
         (:mod:`trajloom.flow.guidance`, settings ``guidance``); at the pinned frames the
-        pinned points are visible ("at" pins) or invisible ("outside" pins). None or no
-        pins: unguided, bit for bit.
+        pinned points are visible ("at" pins) or invisible ("outside", "hidden" pins;
+        ``visibility_prob`` keeps the head's own probabilities). None or no pins:
+        unguided, bit for bit.
         """
         if solver not in SOLVERS:
             raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
@@ -429,6 +433,12 @@ class TrajLoomPipeline:
             guidance,
             precondition=grid_smoother(self.grid, guidance.spread),
         )
+        # Hidden pins steer last and unspread (the head is per token; spreading its step
+        # would hide the neighbours too), one point per row at a time: one shared step
+        # length would under-step the points whose logit is less sensitive.
+        for group in [] if pins is None else pins.hidden_groups():
+            loss_from = self.hidden_loss(group, cond.z_hist, keep=guidance.keep)
+            velocity = anchored_velocity(velocity, loss_from, guidance)
         if solver == "euler":
             grid = uniform_time_grid(steps, device=self.device)
             z1 = sample_euler(velocity, x0, grid, callback=callback)
@@ -440,10 +450,11 @@ class TrajLoomPipeline:
             nfe = stats.nfe
         out = self.decode(z1, b, num_samples, nfe, z_hist=cond.z_hist)
         if pins is not None:
-            # A pin states visibility: "at" visible there; "outside" invisible (the released
-            # clamp puts a point that left by the left or top edge at 0, still "inside").
+            # A pin states visibility: "at" visible there; "outside" and "hidden" invisible
+            # (the released clamp puts a point that left by the left or top edge at 0, still
+            # "inside"; a hidden pin's head probability is measured, not overwritten).
             flat = out.visibility.view(-1, *out.visibility.shape[2:])
-            flat[pins.row, pins.frame, pins.point] = ~pins.outside
+            flat[pins.row, pins.frame, pins.point] = pins.visible
         return out
 
     # ------------------------------------------------------------------ pins
@@ -474,7 +485,9 @@ class TrajLoomPipeline:
                 )
         rows: list[Sequence[Pin]] = []
         for i, pins in enumerate(per_clip):
-            check_pins(pins, self.grid, self.num_frames)
+            check_pins(
+                pins, self.grid, self.num_frames, visibility_head=self.visibility is not None
+            )
             resolved = resolve_pins(pins, tracks[i, -1], vis[i, -1], self.grid)
             rows += [resolved] * num_samples
         targets = pin_targets(rows, device=self.device)
@@ -490,6 +503,37 @@ class TrajLoomPipeline:
     def pin_loss(self, pins: PinTargets | None) -> EndpointLoss | None:
         """The guidance loss of ``pins`` on normalized endpoint latents (None: no pins)."""
         return None if pins is None else pin_loss(self.decode_points, pins, self.grid)
+
+    def visibility_logits(
+        self, z: torch.Tensor, z_hist: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Normalized latents ``"b tf' n c"`` -> the visibility head's frame logits
+        ``"b tf n"`` (each latent step repeated, as :func:`predict_visibility` reads them;
+        differentiable: the hidden pins' guidance uses it). ``z_hist: "b th n c"``."""
+        from trajloom.flow.visibility import upsample_visibility
+
+        head = self.visibility
+        if head is None:
+            raise ValueError("this pipeline has no visibility head: it has no visibility logits")
+        dtype = next(head.parameters()).dtype
+        logits = head(z.to(dtype), None if z_hist is None else z_hist.to(dtype)).float()
+        return upsample_visibility(logits, self.num_frames, head.config.temporal_factor)
+
+    def hidden_loss(
+        self, pins: PinTargets | None, z_hist: torch.Tensor | None, keep: float = 1.0
+    ) -> AnchoredLoss | None:
+        """The guidance loss of the "hidden" ``pins`` (None: none). ``z_hist: "b th n c"``
+        the normalized history latents of the sampler's rows (the head may read them)."""
+        if pins is None or not bool(pins.hidden.any()):
+            return None
+        return hidden_loss(
+            lambda z: self.visibility_logits(z, z_hist),
+            self.decode_points,
+            pins,
+            self.grid,
+            threshold=self.config.visibility_threshold,
+            keep=keep,
+        )
 
     @torch.no_grad()
     def decode(

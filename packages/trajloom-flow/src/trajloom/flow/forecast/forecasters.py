@@ -186,7 +186,8 @@ class PipelineForecaster:
 def with_pins(
     forecaster: Forecaster, pins: list[Pin], guidance: GuidanceConfig | None = None
 ) -> Forecaster:
-    """``forecaster`` sampling futures that meet ``pins`` (checked against its grid and window).
+    """``forecaster`` sampling futures that meet ``pins`` (checked against its grid and window,
+    and "hidden" pins against its visibility head).
 
     Only learned pipelines can be steered: any other forecaster with pins is a
     :class:`ForecastError`. No pins: ``forecaster`` itself.
@@ -199,7 +200,12 @@ def with_pins(
             f"{method} cannot be steered by pins (only a trained set or released checkpoints "
             "sample guided futures); drop the pins or give a model checkpoint"
         )
-    check_pins(pins, forecaster.grid, forecaster.future)
+    check_pins(
+        pins,
+        forecaster.grid,
+        forecaster.future,
+        visibility_head=forecaster.pipe.visibility is not None,
+    )
     return PipelineForecaster(
         forecaster.pipe,
         solver=forecaster.solver,
