@@ -205,28 +205,44 @@ def test_umt5_tokenizer_folder_and_missing_paths(tiny_wan21, tmp_path):
 # ----------------------------------------------------------------------------- pipeline
 
 
-def test_a_trained_set_names_the_released_conditioners_and_loads_them(tiny_wan21, tmp_path):
-    from trajloom.encoding import query_points
+def _pipeline_with_released_context(tiny_wan21, max_length: int = 16):
+    """A tiny pipeline (128 x 96 at stride 32, 17 frames) conditioned on the tiny Wan2.1
+    VAE and umT5, its generator perturbed so that every input counts."""
     from trajloom.flow.config import generator_preset
     from trajloom.flow.model import TrajLoomGenerator
     from trajloom.flow.pipeline import TrajLoomPipeline
     from trajloom.vae import LatentStats, TrajLoomVAE, vae_preset
 
     torch.manual_seed(0)
-    vae = TrajLoomVAE(vae_preset("tiny"))  # 128 x 96 at stride 32, 17 frames
+    vae = TrajLoomVAE(vae_preset("tiny"))
     gen = TrajLoomGenerator(
         generator_preset("tiny", video_latent_channels=16, text_embed_dim=24).for_vae(vae.config)
     )
-    with torch.no_grad():  # fresh generators zero some projections: make every input count
+    with torch.no_grad():  # fresh generators zero some projections
         for p in gen.parameters():
             p.add_(0.05 * torch.randn_like(p))
     video = WanVideoEncoder(tiny_wan21 / "vae", grid=vae.config.grid)
-    text = UMT5TextEncoder(tiny_wan21 / "text_encoder", max_length=16)
-    stats = LatentStats(torch.zeros(8), torch.ones(8))
-    pipe = TrajLoomPipeline(vae, gen, stats, video_encoder=video, text_encoder=text)
-    q = query_points(vae.config.grid)
-    tracks = (q + torch.randn(1, 17, 12, 2).cumsum(1)).clamp(0, 95)
-    frames = _frames(1, 17, 96, 128, seed=5)
+    text = UMT5TextEncoder(tiny_wan21 / "text_encoder", max_length=max_length)
+    stats = LatentStats(torch.linspace(-0.1, 0.1, 8), torch.linspace(0.5, 1.5, 8))
+    return TrajLoomPipeline(vae, gen, stats, video_encoder=video, text_encoder=text)
+
+
+def _history_and_frames(seed: int = 5):
+    from trajloom.encoding import query_points
+    from trajloom.vae import vae_preset
+
+    g = torch.Generator().manual_seed(seed)
+    q = query_points(vae_preset("tiny").grid)
+    tracks = (q + torch.randn(1, 17, 12, 2, generator=g).cumsum(1)).clamp(0, 95)
+    return tracks, _frames(1, 17, 96, 128, seed=seed)
+
+
+def test_a_trained_set_names_the_released_conditioners_and_loads_them(tiny_wan21, tmp_path):
+    from trajloom.flow.pipeline import TrajLoomPipeline
+
+    pipe = _pipeline_with_released_context(tiny_wan21)
+    video, text = pipe.video_encoder, pipe.text_encoder
+    tracks, frames = _history_and_frames()
     cond, _ = pipe.condition(tracks, frames=frames, caption="a red ball moves left")
     torch.testing.assert_close(cond.video, video(frames))
     torch.testing.assert_close(cond.text, text(["a red ball moves left"]))
@@ -252,3 +268,40 @@ def test_a_trained_set_names_the_released_conditioners_and_loads_them(tiny_wan21
         TrajLoomPipeline.from_pretrained(folder)
     moved = TrajLoomPipeline.from_pretrained(folder, wan_vae_path=tiny_wan21 / "vae")
     assert torch.equal(moved(tracks, **kwargs).latents, back(tracks, **kwargs).latents)
+
+
+def test_from_released_feeds_the_released_conditioners(tiny_wan21, tmp_path):
+    """The authors' layout (.pt checkpoints, generator config with ``video_vae`` and
+    ``text_encoder`` sections) with local Wan2.1 VAE and umT5 paths."""
+    from trajloom.flow.pipeline import PipelineConfig, TrajLoomPipeline
+    from trajloom.vae.released import released_kwargs
+
+    pipe = _pipeline_with_released_context(tiny_wan21, max_length=5)
+    torch.save({"vae": pipe.vae.state_dict()}, tmp_path / "vae.pt")
+    torch.save({"generator": pipe.generator.state_dict()}, tmp_path / "gen.pt")
+    gen_cfg = {
+        "generator": pipe.generator.config.to_dict(),
+        "video_vae": {"resize_factor": 4},
+        "text_encoder": {"max_length": 5},
+        "train": {"x0_mode": "anchor_first", "x0_noise_std": 0.1, "latent_stats_key": "z_all"},
+    }
+    (tmp_path / "gen.json").write_text(json.dumps(gen_cfg))
+    pipe.latent_stats.to_json(tmp_path / "stats.json")
+    released = TrajLoomPipeline.from_released(
+        tmp_path / "vae.pt",
+        released_kwargs(pipe.vae.config),
+        tmp_path / "gen.pt",
+        tmp_path / "gen.json",
+        tmp_path / "stats.json",
+        wan_vae_path=tiny_wan21 / "vae",
+        umt5_path=tiny_wan21 / "text_encoder",
+        config=PipelineConfig(),
+    )
+    assert released.text_encoder.max_length == 5 and released.video_encoder.resize_factor == 4
+    tracks, frames = _history_and_frames(seed=6)
+    caption = "the camera pans left slowly"  # cut to 4 words + </s> by max_length 5
+    kwargs = dict(frames=frames, caption=caption, steps=2, seed=1)
+    # generated latents: the untrained tiny VAE decodes them all to the same tracks
+    said = released(tracks, **kwargs).latents
+    torch.testing.assert_close(pipe(tracks, **kwargs).latents, said)
+    assert not torch.equal(released(tracks, frames=frames, steps=2, seed=1).latents, said)
