@@ -20,10 +20,7 @@ from trajloom.flow.forecast import PipelineForecaster, forecast_clip, load_metho
 from trajloom.flow.pipeline import TrajLoomPipeline
 from trajloom_train.config import apply_overrides
 from trajloom_train.data import TRAIN, SyntheticSplit
-from trajloom_train.distributed import Dist
-from trajloom_train.evaluate import export_trained_set
 from trajloom_train.latents import CacheContext, vae_fingerprint
-from trajloom_train.stages import STAGES, RunContext, run_stage
 
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
@@ -37,13 +34,15 @@ SHORT = (
     "flow.preview_every=0",
     "onpolicy.steps=1",
     "vis.steps=1",
+    "eval.clips=2",
 )
 
 
 @pytest.fixture(scope="module")
 def wan_run(tiny_wan21, tmp_path_factory):
-    """The ci recipe with both released conditioners through every stage, exported."""
-    from trajloom_train.cli import RunOptions, resolve_run
+    """`apps/train all --recipe ci --video-encoder .../vae --text-encoder .../text_encoder`:
+    every stage, the export, the evaluation and the preview."""
+    from trajloom_train.cli import ProcessOptions, RunOptions, _train_all, resolve_run
 
     options = RunOptions(
         recipe="ci",
@@ -54,10 +53,7 @@ def wan_run(tiny_wan21, tmp_path_factory):
         text_encoder=tiny_wan21 / "text_encoder",
     )
     recipe, run = resolve_run(options)
-    ctx = RunContext(recipe, run, Dist(), progress=False)
-    for stage in STAGES:
-        run_stage(ctx, stage)
-    export_trained_set(run, recipe)
+    _train_all(options, ProcessOptions(device="cpu", progress=False))
     return run, recipe
 
 
@@ -100,6 +96,9 @@ def test_the_cache_holds_wan_latents_and_umt5_embeddings(wan_run, tiny_wan21):
         assert clip.caption == scene.caption and clip.caption.strip()
         np.testing.assert_allclose(clip.text_emb, umt5([clip.caption])[0].numpy(), atol=1e-5)
     assert json.loads((run / "flow" / "DONE.json").read_text())["finished"]
+    # the final evaluation forecast held-out clips with the same context
+    results = json.loads((run / "eval" / "metrics.json").read_text())["results"]
+    assert np.isfinite(results["trajloom"]["vepe"]) and (run / "preview.mp4").is_file()
 
 
 def test_the_trained_set_feeds_the_cached_context(wan_run, tiny_wan21):
