@@ -305,3 +305,17 @@ def test_from_released_feeds_the_released_conditioners(tiny_wan21, tmp_path):
     said = released(tracks, **kwargs).latents
     torch.testing.assert_close(pipe(tracks, **kwargs).latents, said)
     assert not torch.equal(released(tracks, frames=frames, steps=2, seed=1).latents, said)
+
+
+def test_bfloat16_encoders_return_float32_close_to_float32(tiny_wan21):
+    """The release runs both encoders in bf16; the context stays float32 for the generator."""
+    frames = _frames(2, 9, 32, 64, seed=7)
+    ref = WanVideoEncoder(tiny_wan21 / "vae", grid=GRID)(frames)
+    half = WanVideoEncoder(tiny_wan21 / "vae", grid=GRID, dtype=torch.bfloat16)(frames)
+    assert half.dtype == torch.float32
+    torch.testing.assert_close(half, ref, rtol=0.05, atol=0.05)
+    captions = ["a red ball", "the camera pans left"]
+    ref = UMT5TextEncoder(tiny_wan21 / "text_encoder")(captions)
+    half = UMT5TextEncoder(tiny_wan21 / "text_encoder", dtype=torch.bfloat16)(captions)
+    assert half.dtype == torch.float32
+    torch.testing.assert_close(half, ref, rtol=0.05, atol=0.05)
