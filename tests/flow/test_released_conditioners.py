@@ -319,3 +319,15 @@ def test_bfloat16_encoders_return_float32_close_to_float32(tiny_wan21):
     half = UMT5TextEncoder(tiny_wan21 / "text_encoder", dtype=torch.bfloat16)(captions)
     assert half.dtype == torch.float32
     torch.testing.assert_close(half, ref, rtol=0.05, atol=0.05)
+
+
+def test_loading_umt5_leaves_device_contexts_working(tiny_wan21):
+    """transformers 5 patches torch.linspace while it builds a model on the meta device;
+    torch's cached table of factory functions must not keep the patch (it did: afterwards a
+    generator built under torch.device('meta') got a CPU parameter)."""
+    from torch.utils import _device
+
+    _device._device_constructors.cache_clear()  # as in a fresh process
+    UMT5TextEncoder(tiny_wan21 / "text_encoder")
+    with torch.device("meta"):
+        assert torch.linspace(0.0, 1.0, 3).device.type == "meta"

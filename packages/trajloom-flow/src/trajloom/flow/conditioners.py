@@ -512,6 +512,22 @@ def clean_caption(caption: str) -> str:
     return " ".join(html.unescape(html.unescape(str(caption))).split())
 
 
+def _fill_device_constructors() -> None:
+    """Fill torch's cached table of factory functions before transformers loads a model.
+
+    transformers 5 swaps ``torch.linspace`` for a wrapper while it builds a model on the meta
+    device; if ``with torch.device(...)`` first fills its (cached) table of factory
+    functions then, the table keeps the wrapper, and from then on in this process
+    ``torch.linspace`` ignores every device context (a generator built under
+    ``torch.device("meta")`` got a CPU parameter). Filled now, it holds the real function.
+    """
+    from torch.utils import _device
+
+    fill = getattr(_device, "_device_constructors", None)
+    if fill is not None:
+        fill()
+
+
 #: Files of which a tokenizer folder has at least one (fast, sentencepiece, config).
 _TOKENIZER_FILES = ("tokenizer.json", "spiece.model", "tokenizer_config.json")
 
@@ -557,6 +573,7 @@ class UMT5TextEncoder(nn.Module):
                 "pass tokenizer_path= the tokenizer/ folder of Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
             )
         transformers = _require("transformers")
+        _fill_device_constructors()
         self.path, self.tokenizer_path = str(path), str(tokenizer_path)
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(
             str(tokenizer_path), local_files_only=True
