@@ -277,7 +277,7 @@ def test_paper_recipe_smoke_run_with_video_and_captions(tmp_path, monkeypatch):
     assert np.isfinite(results["trajloom"]["vepe"])
 
 
-def test_released_conditioner_options_refuse_clearly(tmp_path):
+def test_released_conditioner_options_refuse_clearly(tmp_path, monkeypatch):
     import importlib.util
 
     from trajloom_train.cli import RunOptions, resolve_run
@@ -289,8 +289,16 @@ def test_released_conditioner_options_refuse_clearly(tmp_path):
         resolve_run(RunOptions(recipe="ci", runs_dir=tmp_path, text_encoder=missing))
     weights = tmp_path / "Wan2.1_VAE.pth"
     weights.write_bytes(b"")
-    if importlib.util.find_spec("diffusers") is None:
-        with pytest.raises(ValueError, match=r"needs 'diffusers'.*--extra wan"):
-            resolve_run(RunOptions(recipe="ci", runs_dir=tmp_path, video_encoder=weights))
+    # as where the extra is not installed
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name in ("diffusers", "transformers") else find_spec(name, *a),
+    )
+    with pytest.raises(ValueError, match=r"needs 'diffusers'.*trajloom-flow\[wan\]"):
+        resolve_run(RunOptions(recipe="ci", runs_dir=tmp_path, video_encoder=weights))
+    with pytest.raises(ValueError, match=r"needs 'transformers'.*trajloom-flow\[wan\]"):
+        resolve_run(RunOptions(recipe="ci", runs_dir=tmp_path, text_encoder=tmp_path))
     with pytest.raises(ValueError, match=r"video='wan' goes with video_path"):
         apply_overrides(ci(), ["conditioning.video=wan"])

@@ -101,6 +101,16 @@ def test_missing_local_weights_name_the_path(tmp_path):
         UMT5TextEncoder(tmp_path / "umt5")
 
 
+def test_a_missing_extra_names_it(tmp_path, monkeypatch):
+    import sys
+
+    (tmp_path / "vae").mkdir()
+    (tmp_path / "vae" / "config.json").write_text("{}")
+    monkeypatch.setitem(sys.modules, "diffusers", None)  # as where it is not installed
+    with pytest.raises(ImportError, match=r"'diffusers'.*trajloom-flow\[wan\]"):
+        WanVideoEncoder(tmp_path / "vae")
+
+
 def test_precomputed_text_pools_and_fills_null():
     pooled = np.arange(4, dtype=np.float32)
     tokens = np.stack([np.zeros(4), np.full(4, 2.0)]).astype(np.float32)

@@ -123,7 +123,8 @@ TextEncoderOpt = Annotated[
     Path | None,
     typer.Option(
         "--text-encoder",
-        help="Local umT5 encoder weights (text_encoder/ folder): cache pooled umT5 caption "
+        help="Local umT5 encoder weights (text_encoder/ folder; the tokenizer is read from "
+        "the sibling tokenizer/ folder when there is one): cache pooled umT5 caption "
         "embeddings instead of training the built-in caption encoder. Needs "
         "trajloom-flow[wan]; nothing is downloaded.",
     ),
@@ -212,12 +213,13 @@ def _released_context(recipe: Recipe, options: RunOptions) -> Recipe:
         if importlib.util.find_spec(module) is None:
             raise ValueError(
                 f"{flag} {path}: loading these weights needs {module!r}, which is not "
-                "installed; install the optional extra (`uv sync --extra wan` in the "
-                "workspace, or `pip install 'trajloom-flow[wan]'`), or leave the option out "
-                "to train the built-in encoder"
+                "installed; install the optional extra `pip install 'trajloom-flow[wan]'` "
+                "(in the workspace `uv sync` installs it with the dev group), or leave the "
+                "option out to train the built-in encoder"
             )
         changes[key] = kind
-        changes[f"{key}_path"] = str(path)
+        # absolute: the trained set's pipeline.json names it for sample/bench, run anywhere
+        changes[f"{key}_path"] = str(path.resolve())
     if not changes:
         return recipe
     return replace(recipe, conditioning=replace(recipe.conditioning, **changes))

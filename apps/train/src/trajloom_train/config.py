@@ -19,6 +19,7 @@ from typing import Any
 
 from trajloom.data.synthetic import DYNAMICS
 from trajloom.encoding import DEFAULT_FUTURE, DEFAULT_GRID, DEFAULT_HISTORY, GridSpec, WindowSpec
+from trajloom.flow.conditioners import WAN_LATENT_CHANNELS, umt5_width, wan_resize_factor
 from trajloom.flow.config import GeneratorConfig
 from trajloom.flow.losses import FlowLossConfig
 from trajloom.flow.onpolicy import OnPolicyConfig
@@ -448,6 +449,11 @@ def resolve(recipe: Recipe) -> Recipe:
     )
     if cond.text == "hashed":
         gen = replace(gen, text_embed_dim=cond.text_dim)
+    elif cond.text == "umt5":  # the width of the cached embeddings
+        gen = replace(gen, text_embed_dim=umt5_width(cond.text_path))
+    if cond.video == "wan":
+        wan_resize_factor(d.grid)  # raises for a grid the Wan latents cannot lie on
+        gen = replace(gen, video_latent_channels=WAN_LATENT_CHANNELS)
     vis = recipe.visibility_model.for_vae(vae)
     loss = replace(recipe.vae_loss, beta=vae.beta)
     return replace(recipe, vae_model=vae, generator=gen, visibility_model=vis, vae_loss=loss)

@@ -31,6 +31,7 @@ from trajloom.data.clip import Clip
 from trajloom.data.formats import RunFolder, write_run_folder
 from trajloom.data.render import RenderConfig, render_overlay
 from trajloom.data.video import write_video
+from trajloom.flow.conditioners import UMT5_MAX_LENGTH, wan_resize_factor
 from trajloom.flow.forecast import (
     BaselineForecaster,
     Forecaster,
@@ -40,7 +41,7 @@ from trajloom.flow.forecast import (
     sample_folder,
 )
 from trajloom.flow.io import load_visibility
-from trajloom.flow.pipeline import PipelineConfig, TrajLoomPipeline
+from trajloom.flow.pipeline import PipelineConfig, TrajLoomPipeline, umt5_spec, wan_spec
 from trajloom.metrics import FVMDConfig, json_ready, score_method
 from trajloom.metrics import format_method_table as format_table
 from trajloom.metrics.report import fvmd_key
@@ -101,9 +102,9 @@ def _record_released_context(folder: Path, recipe: Recipe) -> None:
     path = folder / "pipeline.json"
     meta = json.loads(path.read_text())
     if cond.video == "wan":
-        meta["video_encoder"] = {"kind": "wan", "path": cond.video_path}
+        meta["video_encoder"] = wan_spec(cond.video_path, wan_resize_factor(recipe.data.grid))
     if cond.text == "umt5":
-        meta["text_encoder"] = {"kind": "umt5", "path": cond.text_path, "max_length": 128}
+        meta["text_encoder"] = umt5_spec(cond.text_path, UMT5_MAX_LENGTH)
     atomic_write_text(path, json.dumps(meta, indent=2) + "\n")
 
 

@@ -40,7 +40,12 @@ from trajloom.data.latents import (
 )
 from trajloom.data.outputs import atomic_write_json
 from trajloom.data.stream import StreamConfig
-from trajloom.flow.conditioners import UMT5TextEncoder, WanVideoEncoder, context_frames
+from trajloom.flow.conditioners import (
+    UMT5TextEncoder,
+    WanVideoEncoder,
+    context_frames,
+    drop_text,
+)
 from trajloom.flow.model import latent_visibility
 from trajloom.vae import TrajLoomVAE
 from trajloom_train.config import Recipe
@@ -116,7 +121,10 @@ class CacheContext:
             else:
                 out["video_latent"] = self.wan(hist).float().cpu().numpy()
         if self.umt5 is not None:
-            out["text_emb"] = self.umt5(batch.captions).float().cpu().numpy()
+            # a window without a caption gets the null embedding, as the pipeline gives it
+            given = torch.tensor([bool(str(c).strip()) for c in batch.captions])
+            text = drop_text(self.umt5(batch.captions).float().cpu(), given)
+            out["text_emb"] = text.numpy()
         return out
 
 

@@ -12,7 +12,8 @@ Video context (``"b t h w 3"`` history frames -> ``"b t' n cv"`` latents on the 
   (``Hg x Wg``), then a causal temporal conv of stride 4 whose first output sees only the
   first frame (``1 + (T - 1) / 4`` steps: 81 -> 21, the Wan VAE's temporal layout).
 * :class:`WanVideoEncoder` — the Wan2.1 VAE through ``diffusers`` (the released
-  conditioner): frames in [-1, 1], bilinear resize by 1/4 (832x480 -> 208x120), posterior
+  conditioner): frames in [-1, 1], bilinear resize by stride / 8 (the released 1/4 at
+  stride 32: 832x480 -> 208x120, which the VAE's 8x downsampling takes to the grid), posterior
   mean normalized by the VAE's ``latents_mean``/``latents_std`` (what the Wan repository's
   ``WanVAE.encode`` returns), ``"b c t h w" -> "b t (h w) c"`` (21 x 390 x 16).
 
@@ -24,12 +25,14 @@ Captions (``"b dt"``):
 * :func:`precomputed_text` — embeddings stored with the data (shard member ``text.npy``);
 * :class:`UMT5TextEncoder` — umT5 through ``transformers`` from a local path, mean over
   the caption's tokens (released ``encode_text_t5_pooled``, max length 128);
+  both released conditioners need the optional extra ``trajloom-flow[wan]``;
 * :func:`null_text` / :func:`drop_text` — the null (all-zero) embedding and caption
   dropout for unconditional training (released ``dropout_prob`` 0.1).
 """
 
 from __future__ import annotations
 
+import html
 import importlib
 import itertools
 import json
@@ -50,6 +53,9 @@ from torch import nn
 from trajloom.encoding import GridSpec, latent_frames
 
 __all__ = [
+    "UMT5_MAX_LENGTH",
+    "WAN21_VAE_CONFIG",
+    "WAN_LATENT_CHANNELS",
     "HashedTextConfig",
     "HashedTextEncoder",
     "LightVideoEncoder",
@@ -59,6 +65,7 @@ __all__ = [
     "VideoEncoder",
     "WanVideoEncoder",
     "caption_features",
+    "clean_caption",
     "context_frames",
     "drop_text",
     "frames_to_unit",
@@ -69,6 +76,8 @@ __all__ = [
     "save_hashed_text_encoder",
     "save_light_video_encoder",
     "text_dropout_mask",
+    "umt5_width",
+    "wan_resize_factor",
 ]
 
 
@@ -90,7 +99,8 @@ def _require(module: str) -> Any:
     except ImportError as err:
         raise ImportError(
             f"this conditioner needs the optional dependency {module!r}; install it with "
-            "`pip install 'trajloom-flow[wan]'` (diffusers and transformers)"
+            "`pip install 'trajloom-flow[wan]'` (diffusers and transformers; `uv sync` in the "
+            "workspace installs them with the dev group)"
         ) from err
 
 
@@ -303,12 +313,117 @@ def _missing(path: Path, what: str, hint: str) -> FileNotFoundError:
     return FileNotFoundError(f"{what} not found at {path}: {hint}. Nothing is downloaded.")
 
 
+#: Latent channels of the Wan2.1 VAE (the generator's ``video_latent_channels``).
+WAN_LATENT_CHANNELS = 16
+#: Spatial downsampling of the Wan2.1 VAE: a token of stride s reads s / 8 x s / 8 input
+#: pixels, so frames are resized by ``resize_factor = stride / 8`` first (4 at stride 32).
+WAN_SPATIAL_FACTOR = 8
+
+#: Caption length in tokens of the released umT5 context (``text_encoder.max_length``).
+UMT5_MAX_LENGTH = 128
+
+
+def wan_resize_factor(grid: GridSpec) -> int:
+    """Frame downscaling that puts the Wan VAE's latent grid on the token grid: stride / 8."""
+    if grid.stride % WAN_SPATIAL_FACTOR:
+        raise ValueError(
+            f"the Wan VAE's latents lie on a grid of {WAN_SPATIAL_FACTOR} x "
+            f"{WAN_SPATIAL_FACTOR} pixels; the grid stride {grid.stride} must be a multiple of "
+            f"{WAN_SPATIAL_FACTOR} for Wan video context (e.g. 16 or 32)"
+        )
+    return grid.stride // WAN_SPATIAL_FACTOR
+
+
+#: The Wan2.1 VAE's architecture and latent statistics: what the original ``Wan2.1_VAE.pth``
+#: holds weights for (the ``vae/config.json`` of ``Wan-AI/Wan2.1-T2V-*-Diffusers``; the
+#: statistics are the ``mean``/``std`` of the Wan repository's ``WanVAE``). A single
+#: weights file is read with this config, so nothing is fetched from the Hub.
+# fmt: off
+WAN21_VAE_CONFIG: dict[str, Any] = {
+    "_class_name": "AutoencoderKLWan",
+    "base_dim": 96,
+    "z_dim": WAN_LATENT_CHANNELS,
+    "dim_mult": [1, 2, 4, 4],
+    "num_res_blocks": 2,
+    "attn_scales": [],
+    "temperal_downsample": [False, True, True],
+    "dropout": 0.0,
+    "latents_mean": [
+        -0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
+        0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921,
+    ],
+    "latents_std": [
+        2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
+        3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160,
+    ],
+}
+# fmt: on
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from ``.safetensors`` or a torch file (``weights_only=True``)."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    while isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path} does not hold a state dict of tensors (a Wan2.1 VAE checkpoint)")
+    return state
+
+
+def _load_wan_vae(path: Path, config: str | Path | None, dtype: torch.dtype) -> Any:
+    """``AutoencoderKLWan`` from a diffusers folder or a single weights file, offline.
+
+    A single file is read with ``config`` (a diffusers ``config.json`` or the folder holding
+    it; default :data:`WAN21_VAE_CONFIG`), its keys converted by diffusers' Wan converter
+    (which leaves diffusers-format keys as they are) and loaded strictly: a file that is not
+    this VAE fails here instead of leaving random weights behind (diffusers'
+    ``from_single_file`` only warns, and without a config asks the Hub for one).
+    """
+    cls = _require("diffusers").AutoencoderKLWan
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise _missing(
+                path / "config.json",
+                "the diffusers config of the Wan2.1 VAE",
+                "give the vae/ folder of Wan-AI/Wan2.1-T2V-1.3B-Diffusers (config.json + "
+                "weights) or the single file Wan2.1_VAE.pth",
+            )
+        return cls.from_pretrained(str(path), torch_dtype=dtype, local_files_only=True)
+    if config is None:
+        cfg = dict(WAN21_VAE_CONFIG)
+    else:
+        config = Path(config)
+        cfg = json.loads((config / "config.json" if config.is_dir() else config).read_text())
+    convert = importlib.import_module("diffusers.loaders.single_file_utils")
+    state = convert.convert_wan_vae_to_diffusers(_read_weights(path))
+    hint = "give Wan2.1_VAE.pth, or the diffusers config of these weights as config="
+    with torch.device("meta"):  # no random init: every weight comes from the file
+        model = cls.from_config(cfg)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    except RuntimeError as err:  # shapes that do not fit the config
+        raise ValueError(f"{path} does not fit the Wan VAE config: {err}; {hint}") from err
+    if missing or unexpected:
+        raise ValueError(
+            f"{path} is not a Wan VAE checkpoint for this config: {len(missing)} weights "
+            f"missing (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. "
+            f"{unexpected[:3]}); {hint}"
+        )
+    return model.to(dtype)
+
+
 class WanVideoEncoder(nn.Module):
     """The Wan2.1 VAE encoder as the released video conditioner, from a local path.
 
     ``path`` is a diffusers-format folder (``config.json`` + weights, e.g. the ``vae/``
     folder of ``Wan-AI/Wan2.1-T2V-1.3B-Diffusers``) or a single weights file such as the
-    original ``Wan2.1_VAE.pth`` (read with ``AutoencoderKLWan.from_single_file``).
+    original ``Wan2.1_VAE.pth`` (read with ``config``, default :data:`WAN21_VAE_CONFIG`).
+    ``resize_factor`` defaults to ``grid.stride / 8`` (the released 4 at stride 32), so that
+    the VAE's latent grid is the token grid.
     """
 
     # Buffers registered in __init__ (nn.Module.__getattr__ would type them Tensor | Module).
@@ -320,7 +435,8 @@ class WanVideoEncoder(nn.Module):
         path: str | Path,
         *,
         grid: GridSpec = GridSpec(),
-        resize_factor: int = 4,
+        resize_factor: int | None = None,
+        config: str | Path | None = None,
         dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
@@ -332,19 +448,24 @@ class WanVideoEncoder(nn.Module):
                 "pass wan_vae_path= the vae/ folder of Wan-AI/Wan2.1-T2V-1.3B-Diffusers or the "
                 "file Wan2.1_VAE.pth, or leave it None to sample without video context",
             )
-        if grid.stride != 8 * resize_factor:
+        if resize_factor is None:
+            resize_factor = wan_resize_factor(grid)
+        if grid.stride != WAN_SPATIAL_FACTOR * resize_factor:
             raise ValueError(
-                f"the Wan VAE downsamples by 8, so resize_factor * 8 must equal the grid "
-                f"stride {grid.stride}; got resize_factor={resize_factor}"
+                f"the Wan VAE downsamples by {WAN_SPATIAL_FACTOR}, so resize_factor * "
+                f"{WAN_SPATIAL_FACTOR} must equal the grid stride {grid.stride}; got "
+                f"resize_factor={resize_factor} (use a grid stride that is a multiple of 8)"
             )
-        diffusers = _require("diffusers")
-        cls = diffusers.AutoencoderKLWan
-        if path.is_dir():
-            self.vae = cls.from_pretrained(str(path), torch_dtype=dtype, local_files_only=True)
-        else:
-            self.vae = cls.from_single_file(str(path), torch_dtype=dtype, local_files_only=True)
+        self.path = str(path)
+        self.resize_factor = resize_factor
+        self.vae = _load_wan_vae(path, config, dtype)
         self.vae.eval().requires_grad_(False)
         cfg = self.vae.config
+        if cfg.z_dim != WAN_LATENT_CHANNELS:
+            raise ValueError(
+                f"{path}: a VAE with {cfg.z_dim} latent channels; the released video "
+                f"conditioner is the Wan2.1 VAE ({WAN_LATENT_CHANNELS} channels)"
+            )
         self.register_buffer(
             "latents_mean", torch.tensor(cfg.latents_mean).float(), persistent=False
         )
@@ -353,7 +474,12 @@ class WanVideoEncoder(nn.Module):
 
     @torch.no_grad()
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        """``"b t h w 3"`` -> ``"b t' n 16"`` normalized Wan latents (``t' = 1 + (t - 1) / 4``)."""
+        """``"b t h w 3"`` -> ``"b t' n 16"`` normalized Wan latents (``t' = 1 + (t - 1) / 4``).
+
+        Tokens in the row-major order of the grid (y outer, x inner), float32.
+        """
+        _check_frames(frames)
+        latent_frames(frames.shape[1], 4)  # the Wan VAE's causal 1 + 4k layout
         dtype = next(self.vae.parameters()).dtype
         x = frames_to_unit(frames.to(self.latents_mean.device), self.size).to(dtype)
         mu = self.vae.encode(x).latent_dist.mean.float()
@@ -367,15 +493,55 @@ class WanVideoEncoder(nn.Module):
 # -----------------------------------------------------------------------------
 
 
+def umt5_width(path: str | Path) -> int:
+    """Width ``dt`` of the umT5 encoder in ``path`` (``d_model`` of its ``config.json``)."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        raise _missing(
+            config,
+            "the config of the umT5 encoder",
+            "give the text_encoder/ folder of Wan-AI/Wan2.1-T2V-1.3B-Diffusers (config.json + "
+            "weights)",
+        )
+    return int(json.loads(config.read_text())["d_model"])
+
+
+def clean_caption(caption: str) -> str:
+    """The Wan tokenizer's cleaning: HTML entities unescaped (twice), whitespace runs
+    collapsed to one space, ends stripped (its ``ftfy`` mojibake repair is not applied)."""
+    return " ".join(html.unescape(html.unescape(str(caption))).split())
+
+
+def _fill_device_constructors() -> None:
+    """Fill torch's cached table of factory functions before transformers loads a model.
+
+    transformers 5 swaps ``torch.linspace`` for a wrapper while it builds a model on the meta
+    device; if ``with torch.device(...)`` first fills its (cached) table of factory
+    functions then, the table keeps the wrapper, and from then on in this process
+    ``torch.linspace`` ignores every device context (a generator built under
+    ``torch.device("meta")`` got a CPU parameter). Filled now, it holds the real function.
+    """
+    from torch.utils import _device
+
+    fill = getattr(_device, "_device_constructors", None)
+    if fill is not None:
+        fill()
+
+
+#: Files of which a tokenizer folder has at least one (fast, sentencepiece, config).
+_TOKENIZER_FILES = ("tokenizer.json", "spiece.model", "tokenizer_config.json")
+
+
 class UMT5TextEncoder(nn.Module):
     """umT5 encoder through ``transformers`` from a local path; mean over caption tokens.
 
     ``path`` holds a ``UMT5EncoderModel`` (e.g. ``text_encoder/`` of
     ``Wan-AI/Wan2.1-T2V-1.3B-Diffusers``); ``tokenizer_path`` its tokenizer (default: the
-    sibling ``tokenizer/`` folder when present, else ``path``). Whitespace is collapsed
-    as the Wan tokenizer does; captions are truncated to ``max_length`` tokens (released
-    128); the mean runs over the non-padding tokens only (the released encoder trims
-    each output to its length before the mean).
+    sibling ``tokenizer/`` folder when present, else ``path``). Captions are cleaned as the
+    Wan tokenizer does (:func:`clean_caption`) and truncated to ``max_length`` tokens
+    (released 128) with the end-of-sequence token; the mean runs over those tokens (the
+    released encoder trims each output to its length before the mean), so padding never
+    changes a caption's embedding.
     """
 
     def __init__(
@@ -383,7 +549,7 @@ class UMT5TextEncoder(nn.Module):
         path: str | Path,
         *,
         tokenizer_path: str | Path | None = None,
-        max_length: int = 128,
+        max_length: int = UMT5_MAX_LENGTH,
         dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
@@ -395,32 +561,42 @@ class UMT5TextEncoder(nn.Module):
                 "pass umt5_path= the text_encoder/ folder of Wan-AI/Wan2.1-T2V-1.3B-Diffusers "
                 "(or google/umt5-xxl), or leave it None to sample without captions",
             )
+        umt5_width(path)  # a folder with the model's config.json
         if tokenizer_path is None:
             sibling = path.parent / "tokenizer"
             tokenizer_path = sibling if sibling.is_dir() else path
         tokenizer_path = Path(tokenizer_path)
-        if not tokenizer_path.exists():
-            raise _missing(tokenizer_path, "umT5 tokenizer", "pass tokenizer_path=")
+        if not any((tokenizer_path / name).is_file() for name in _TOKENIZER_FILES):
+            raise _missing(
+                tokenizer_path,
+                "umT5 tokenizer",
+                "pass tokenizer_path= the tokenizer/ folder of Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
+            )
         transformers = _require("transformers")
+        _fill_device_constructors()
+        self.path, self.tokenizer_path = str(path), str(tokenizer_path)
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(
             str(tokenizer_path), local_files_only=True
         )
         self.model = transformers.UMT5EncoderModel.from_pretrained(
-            str(path), torch_dtype=dtype, local_files_only=True
+            str(path), dtype=dtype, local_files_only=True
         )
         self.model.eval().requires_grad_(False)
         self.max_length = max_length
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.d_model)
 
     @torch.no_grad()
     def forward(self, captions: Sequence[str]) -> torch.Tensor:
         """``captions`` (b strings) -> ``"b dt"`` float32."""
         if isinstance(captions, str):
             captions = [captions]
-        texts = [" ".join(str(c).split()) for c in captions]
         device = next(self.model.parameters()).device
         tok = self.tokenizer(
-            texts,
-            padding="max_length",
+            [clean_caption(c) for c in captions],
+            padding="longest",
             truncation=True,
             max_length=self.max_length,
             return_tensors="pt",

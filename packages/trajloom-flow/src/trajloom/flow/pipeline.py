@@ -21,9 +21,11 @@ A trained set is one folder (written by :meth:`TrajLoomPipeline.save_pretrained`
 
     folder/
       pipeline.json        {"format": 1, "config": PipelineConfig, "latent_stats_key": "z_all",
-                            "video_encoder": null | {"kind": "light"} | {"kind": "wan", "path": ...},
+                            "video_encoder": null | {"kind": "light"}
+                                             | {"kind": "wan", "path": ..., "resize_factor": 4},
                             "text_encoder": null | {"kind": "hashed"}
-                                            | {"kind": "umt5", "path": ..., "max_length": 128}}
+                                            | {"kind": "umt5", "path": ..., "max_length": 128,
+                                               "tokenizer_path": ...}}
       latent_stats.json    per-channel latent statistics (released schema, key "z_all")
       vae/                 trajloom.vae.save_pretrained (model.safetensors + config.json)
       generator/           trajloom.flow.io.save_pretrained
@@ -100,6 +102,8 @@ __all__ = [
     "PipelineConfig",
     "PipelineOutput",
     "TrajLoomPipeline",
+    "umt5_spec",
+    "wan_spec",
     "whn_condition",
 ]
 
@@ -596,13 +600,14 @@ class TrajLoomPipeline:
             save_light_video_encoder(self.video_encoder, folder / "video_encoder")
             video = {"kind": "light"}
         elif isinstance(self.video_encoder, WanVideoEncoder):
-            video = {"kind": "wan", "path": None}
+            video = wan_spec(self.video_encoder.path, self.video_encoder.resize_factor)
         text: dict[str, Any] | None = None
         if isinstance(self.text_encoder, HashedTextEncoder):
             save_hashed_text_encoder(self.text_encoder, folder / "text_encoder")
             text = {"kind": "hashed"}
         elif isinstance(self.text_encoder, UMT5TextEncoder):
-            text = {"kind": "umt5", "path": None, "max_length": self.text_encoder.max_length}
+            enc = self.text_encoder
+            text = umt5_spec(enc.path, enc.max_length, tokenizer_path=enc.tokenizer_path)
         meta = {
             "format": FORMAT_VERSION,
             "config": self.config.to_dict(),
@@ -721,6 +726,29 @@ class TrajLoomPipeline:
         return pipe.to(device) if device is not None else pipe
 
 
+def wan_spec(path: str | Path, resize_factor: int | None = None) -> dict[str, Any]:
+    """``pipeline.json``'s ``video_encoder`` for the Wan2.1 VAE at a local ``path``
+    (absolute, so the set loads from any working directory)."""
+    spec: dict[str, Any] = {"kind": "wan", "path": str(Path(path).resolve())}
+    if resize_factor is not None:
+        spec["resize_factor"] = int(resize_factor)
+    return spec
+
+
+def umt5_spec(
+    path: str | Path, max_length: int = 128, *, tokenizer_path: str | Path | None = None
+) -> dict[str, Any]:
+    """``pipeline.json``'s ``text_encoder`` for umT5 at a local ``path`` (absolute)."""
+    spec: dict[str, Any] = {
+        "kind": "umt5",
+        "path": str(Path(path).resolve()),
+        "max_length": int(max_length),
+    }
+    if tokenizer_path is not None:
+        spec["tokenizer_path"] = str(Path(tokenizer_path).resolve())
+    return spec
+
+
 def _load_video_encoder(
     folder: Path, spec: dict | None, wan_vae_path: str | Path | None, vae: TrajLoomVAE
 ) -> VideoEncoder | None:
@@ -731,7 +759,9 @@ def _load_video_encoder(
     if spec["kind"] == "wan":
         # Without a local path the set samples without video context (frames then raise).
         path = wan_vae_path or spec.get("path")
-        return None if path is None else WanVideoEncoder(path, grid=vae.config.grid)
+        if path is None:
+            return None
+        return WanVideoEncoder(path, grid=vae.config.grid, resize_factor=spec.get("resize_factor"))
     raise ValueError(f"unknown video encoder kind {spec['kind']!r} in pipeline.json")
 
 
@@ -747,5 +777,9 @@ def _load_text_encoder(
         path = umt5_path or spec.get("path")
         if path is None:
             return None
-        return UMT5TextEncoder(path, max_length=int(spec.get("max_length", 128)))
+        # a tokenizer recorded with the weights goes with them, not with an override
+        tokenizer = None if umt5_path else spec.get("tokenizer_path")
+        return UMT5TextEncoder(
+            path, tokenizer_path=tokenizer, max_length=int(spec.get("max_length", 128))
+        )
     raise ValueError(f"unknown text encoder kind {spec['kind']!r} in pipeline.json")
