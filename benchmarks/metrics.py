@@ -165,11 +165,35 @@ def compare_sources(root: Path, cmd_opts: list[str], baseline_src: Path, repeats
         for name, e in (("baseline", env), ("this tree", None)):
             wall, cpu, result = _timed(cmd, e)
             times[name].append((wall, cpu))
-            values[name] = {k: result[k] for k in ("fvmd", "fvmd_velocity", "flow_tv", "vepe")}
+            values[name] = {
+                k: result[k] for k in (*FVMD_KEYS, "flow_tv", "div_curl_energy", "vepe")
+            }
     print(f"\nside by side with {baseline_src} (interleaved, min of {repeats}):")
     for name, runs in times.items():
         wall, cpu = min(w for w, _ in runs), min(c for _, c in runs)
         print(f"  {name:<10} wall {wall:6.2f} s   CPU {cpu:6.2f} s   {values[name]}")
+    check_equal(values["baseline"], values["this tree"])
+
+
+# FVMD's covariances may be rounded differently by a faster exact route; the rest is
+# bit-identical (float32 sums in the released order).
+FVMD_KEYS = ("fvmd", "fvmd_velocity", "fvmd_acceleration")
+FVMD_RTOL = 1e-12
+
+
+def check_equal(before: dict, after: dict) -> None:
+    """Fail unless `after` equals `before`: FVMD to FVMD_RTOL relative, the rest exactly."""
+    for key, old in before.items():
+        new = after[key]
+        if key in FVMD_KEYS:
+            rel = abs(new - old) / abs(old)
+            ok = rel <= FVMD_RTOL
+            print(f"  {key}: {old!r} -> {new!r} (relative difference {rel:.1e})")
+        else:
+            ok = new == old
+            print(f"  {key}: {old!r} -> {new!r} ({'bit-identical' if ok else 'DIFFERENT'})")
+        if not ok:
+            raise SystemExit(f"{key} changed beyond the allowed difference: {old!r} -> {new!r}")
 
 
 def score_cli(folders: int, top: int, repeats: int, baseline_src: Path | None = None) -> None:

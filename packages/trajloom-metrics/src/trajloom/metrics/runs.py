@@ -30,7 +30,11 @@ from typing import Any
 
 import numpy as np
 
-from trajloom.metrics.flowfield import DEFAULT_GRID_STRIDE, div_curl_energy, flow_tv, video_mean
+from trajloom.metrics.flowfield import (
+    DEFAULT_GRID_STRIDE,
+    flow_tv_and_div_curl_energy,
+    video_mean,
+)
 from trajloom.metrics.forecast import ForecastAccumulator
 from trajloom.metrics.fvmd import FVMDAccumulator, FVMDConfig
 from trajloom.metrics.grid import infer_grid
@@ -117,12 +121,15 @@ def load_run(run_dir: str | Path, *, visibility_name: str = GT_VISIBILITY) -> Ru
     d = Path(run_dir)
     query = np.load(str(d / QUERY_XY)) if (d / QUERY_XY).exists() else None
     meta = json.loads((d / META).read_text()) if (d / META).exists() else {}
+    gt_vis = load_visibility(d / GT_VISIBILITY)
     return RunVideo(
         path=d,
         pred_tracks=load_tracks(d / PRED_TRACKS),
         gt_tracks=load_tracks(d / GT_TRACKS) if (d / GT_TRACKS).exists() else None,
-        visibility=load_visibility(d / visibility_name),
-        gt_visibility=load_visibility(d / GT_VISIBILITY),
+        visibility=gt_vis
+        if visibility_name == GT_VISIBILITY
+        else load_visibility(d / visibility_name),
+        gt_visibility=gt_vis,
         query_xy=query,
         meta=meta,
     )
@@ -397,10 +404,8 @@ def _flow_entry(
         return out
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        out["flow_tv"] = float(flow_tv(pred, vis, grid_hw=hw, grid_stride=grid_stride))
-        out["div_curl_energy"] = float(
-            div_curl_energy(pred, vis, grid_hw=hw, grid_stride=grid_stride)
-        )
+        tv, dc = flow_tv_and_div_curl_energy(pred, vis, grid_hw=hw, grid_stride=grid_stride)
+        out["flow_tv"], out["div_curl_energy"] = float(tv), float(dc)
     return out
 
 
