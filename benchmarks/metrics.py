@@ -72,6 +72,10 @@ from trajloom.metrics import (  # noqa: E402
 GRID_HW = (15, 26)
 FRAMES = 81
 STRIDE = 32.0
+# --baseline-src: FVMD may be rounded differently by a faster exact route (its
+# covariances are exact integers rounded once); the rest must stay bit-identical.
+FVMD_KEYS = ("fvmd", "fvmd_velocity", "fvmd_acceleration")
+FVMD_RTOL = 1e-12
 
 
 def chunks(num_clips: int, chunk: int, seed: int = 0) -> Iterator[tuple[np.ndarray, ...]]:
@@ -151,18 +155,41 @@ def _timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, fl
     return wall, cpu, json.loads(Path(cmd[cmd.index("--json") + 1]).read_text())
 
 
-def compare_sources(root: Path, cmd_opts: list[str], baseline_src: Path, repeats: int) -> None:
+def child_env(tmp: Path, bytecode: str) -> dict[str, str]:
+    """Environment of the timed commands.
+
+    "cached": Python's bytecode cache in a private folder, filled by an untimed first run
+    of each command: a start as after `pip install` (which compiles bytecode) or any
+    second run. "none": every start compiles the sources of numpy, typer and the package
+    (an empty cache folder, writing disabled): a `uv sync`ed venv (uv writes no bytecode)
+    with PYTHONDONTWRITEBYTECODE=1, as on the shared dev box.
+    """
+    env = dict(os.environ)
+    if bytecode == "cached":
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(tmp / "pycache")
+    else:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        env["PYTHONPYCACHEPREFIX"] = str(tmp / "empty-pycache")
+    return env
+
+
+def compare_sources(
+    root: Path, cmd_opts: list[str], baseline_src: Path, repeats: int, env: dict[str, str]
+) -> None:
     """This tree's `score` against the same command run from another source tree of
     trajloom-metrics (e.g. `git archive OLD packages/trajloom-metrics/src`), interleaved
     run by run so both see the same load; minimum wall and CPU seconds, and the values."""
     out = root.parent / "compare.json"
     cmd = [sys.executable, "-m", "trajloom.metrics.cli", "score", str(root), *cmd_opts]
     cmd += ["--json", str(out)]
-    env = {**os.environ, "PYTHONPATH": str(baseline_src)}
+    base_env = {**env, "PYTHONPATH": str(baseline_src)}
+    for e in (base_env, env):  # untimed: fills the bytecode cache where there is one
+        _timed(cmd, e)
     times: dict[str, list[tuple[float, float]]] = {"this tree": [], "baseline": []}
     values = {}
     for _ in range(repeats):
-        for name, e in (("baseline", env), ("this tree", None)):
+        for name, e in (("baseline", base_env), ("this tree", env)):
             wall, cpu, result = _timed(cmd, e)
             times[name].append((wall, cpu))
             values[name] = {
@@ -173,12 +200,6 @@ def compare_sources(root: Path, cmd_opts: list[str], baseline_src: Path, repeats
         wall, cpu = min(w for w, _ in runs), min(c for _, c in runs)
         print(f"  {name:<10} wall {wall:6.2f} s   CPU {cpu:6.2f} s   {values[name]}")
     check_equal(values["baseline"], values["this tree"])
-
-
-# FVMD's covariances may be rounded differently by a faster exact route; the rest is
-# bit-identical (float32 sums in the released order).
-FVMD_KEYS = ("fvmd", "fvmd_velocity", "fvmd_acceleration")
-FVMD_RTOL = 1e-12
 
 
 def check_equal(before: dict, after: dict) -> None:
@@ -196,7 +217,9 @@ def check_equal(before: dict, after: dict) -> None:
             raise SystemExit(f"{key} changed beyond the allowed difference: {old!r} -> {new!r}")
 
 
-def score_cli(folders: int, top: int, repeats: int, baseline_src: Path | None = None) -> None:
+def score_cli(
+    folders: int, top: int, repeats: int, baseline_src: Path | None, bytecode: str
+) -> None:
     """Time `trajloom-metrics score` on `folders` run folders; profile where time goes."""
     exe = Path(sys.executable).with_name("trajloom-metrics")
     cmd_opts = ["--clip-len", "24", "--clip-stride", "1", "--use-gt-visibility"]
@@ -211,21 +234,27 @@ def score_cli(folders: int, top: int, repeats: int, baseline_src: Path | None = 
         startups, walls, cpus = [], [], []
         out = Path(tmp) / "result.json"
         cmd = [str(exe), "score", str(root), *cmd_opts, "--json", str(out)]
+        env = child_env(Path(tmp), bytecode)
         print("$ trajloom-metrics score RUNS " + " ".join(cmd_opts) + " --json OUT")
+        print(f"bytecode: {bytecode}; BLAS threads {os.environ['OPENBLAS_NUM_THREADS']}")
+        _timed(cmd, env)  # untimed: fills the bytecode cache where there is one
         for _ in range(repeats):
             # start-up: the same command on a folder without runs (imports, then exit 2)
-            t0 = time.perf_counter()
-            subprocess.run([str(exe), "score", str(empty)], check=False, capture_output=True)
-            startups.append(time.perf_counter() - t0)
             t0, c0 = time.perf_counter(), _children_cpu()
-            res = subprocess.run(cmd, check=False, capture_output=True, text=True)
+            subprocess.run(
+                [str(exe), "score", str(empty)], check=False, capture_output=True, env=env
+            )
+            startups.append((time.perf_counter() - t0, _children_cpu() - c0))
+            t0, c0 = time.perf_counter(), _children_cpu()
+            res = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env)
             walls.append(time.perf_counter() - t0)
             cpus.append(_children_cpu() - c0)
             if res.returncode != 0:
                 raise SystemExit(f"score failed (exit {res.returncode}):\n{res.stdout}{res.stderr}")
         result = json.loads(out.read_text())
         print(
-            f"process start-up (score of an empty folder), min of {repeats}: {min(startups):6.2f} s"
+            f"process start-up (score of an empty folder), min of {repeats}: "
+            f"{min(w for w, _ in startups):6.2f} s wall, {min(c for _, c in startups):6.2f} s CPU"
         )
         print(f"score, whole command, min of {repeats}:                        {min(walls):6.2f} s")
         print(
@@ -235,9 +264,11 @@ def score_cli(folders: int, top: int, repeats: int, baseline_src: Path | None = 
         keys = ("fvmd", "flow_tv", "div_curl_energy", "vepe", "num_windows")
         print("values: " + ", ".join(f"{k} {result[k]}" for k in keys))
         if baseline_src is not None:
-            compare_sources(root, cmd_opts, baseline_src, repeats)
-        prof = cProfile.Profile()
-        t0 = time.perf_counter()
+            compare_sources(root, cmd_opts, baseline_src, repeats, env)
+        # CPU-time profile of the calling thread (the second thread's half of FVMD and the
+        # flow metrics is not in it)
+        prof = cProfile.Profile(time.process_time)
+        t0, c0 = time.perf_counter(), time.process_time()
         prof.enable()
         score_runs(
             root,
@@ -246,7 +277,8 @@ def score_cli(folders: int, top: int, repeats: int, baseline_src: Path | None = 
             use_visibility=True,
         )
         prof.disable()
-        print(f"score_runs in-process (profiled): {time.perf_counter() - t0:6.2f} s")
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        print(f"score_runs in-process (profiled): {wall:6.2f} s wall, {cpu:6.2f} s CPU")
         pstats.Stats(prof).sort_stats("tottime").print_stats(top)
 
 
@@ -298,6 +330,13 @@ def main() -> None:
         help="--score-cli: also time the command from this trajloom-metrics source tree",
     )
     parser.add_argument(
+        "--bytecode",
+        choices=("cached", "none"),
+        default="cached",
+        help="--score-cli: start as after pip install (cached, the default) or compile "
+        "every start (none: a uv-synced venv with PYTHONDONTWRITEBYTECODE=1)",
+    )
+    parser.add_argument(
         "--frechet", action="store_true", help="time the two Tr sqrt(S1 S2) routes (CPU s)"
     )
     args = parser.parse_args()
@@ -305,7 +344,7 @@ def main() -> None:
         frechet_routes(args.repeats)
         return
     if args.score_cli:
-        score_cli(args.folders, args.top, args.repeats, args.baseline_src)
+        score_cli(args.folders, args.top, args.repeats, args.baseline_src, args.bytecode)
         return
     n = args.clips or (40 if args.quick else 1000)
     print(f"{n} clips x {FRAMES} frames x {GRID_HW[0] * GRID_HW[1]} tracks, chunks of {args.chunk}")

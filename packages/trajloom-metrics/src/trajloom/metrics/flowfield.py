@@ -230,18 +230,23 @@ def flow_tv_and_div_curl_energy(
     The same numbers, bit for bit, as the two calls; the flow and its validity are formed
     once instead of twice. Args and returns: as `flow_tv` and `div_curl_energy`.
     """
-    shape = as_tracks("tracks", tracks).shape
-    hg, wg = grid_hw_of(grid_hw, shape[-2])
-    u, v, valid = _grid_flow(tracks, visibility, grid_hw)
-    s = float(grid_stride)
-    tv = _nanmean_last(_tv_of_flow(u, v, valid, s))
-    if hg < 2 or wg < 2:
-        dc = _nanmean_last(np.full((*shape[:-3], shape[-3] - 1), np.nan))
-    else:
-        dc = _nanmean_last(_energy(*_div_curl_of_flow(u, v, valid, s)))
+    tv, dc = _tv_and_energy(tracks, visibility, grid_hw, float(grid_stride))
     _warn_nan("flow_tv", tv)
     _warn_nan("div_curl_energy", dc)
     return (float(tv) if tv.ndim == 0 else tv), (float(dc) if dc.ndim == 0 else dc)
+
+
+def _tv_and_energy(
+    tracks: np.ndarray, visibility: np.ndarray | None, grid_hw: tuple[int, int], s: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-video FlowTV and DivCurlE arrays (NaN where undefined), without warnings."""
+    shape = as_tracks("tracks", tracks).shape
+    hg, wg = grid_hw_of(grid_hw, shape[-2])
+    u, v, valid = _grid_flow(tracks, visibility, grid_hw)
+    tv = _nanmean_last(_tv_of_flow(u, v, valid, s))
+    if hg < 2 or wg < 2:
+        return tv, np.full(tv.shape, np.nan)
+    return tv, _nanmean_last(_energy(*_div_curl_of_flow(u, v, valid, s)))
 
 
 def div_curl_energy(

@@ -249,6 +249,10 @@ class IntegerGaussianAccumulator:
                 "levels must hold integer values (histogram levels before scaling); use "
                 "GaussianAccumulator for other features"
             )
+        self._append(x)
+
+    def _append(self, x: np.ndarray) -> None:
+        """`update` of rows known to be integers `[b, d]` (FVMD's levels), unchecked."""
         self._pending.append(
             x.astype(np.float32 if np.abs(x).max() < _FLOAT32_EXACT else np.float64)
         )

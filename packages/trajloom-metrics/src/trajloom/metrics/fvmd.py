@@ -491,8 +491,9 @@ class FVMDAccumulator:
                 "(check T against clip_len)"
             )
         self._dim_v = fv_gt.shape[1]
-        self._gt.update(np.concatenate([fv_gt, fa_gt], axis=1))
-        self._pred.update(np.concatenate([fv_pr, fa_pr], axis=1))
+        # histogram levels: integers by construction (bincount of integer weights)
+        self._gt._append(np.concatenate([fv_gt, fa_gt], axis=1))
+        self._pred._append(np.concatenate([fv_pr, fa_pr], axis=1))
         self.num_videos += 1 if gt.ndim == 3 else gt.shape[0]
         return fv_gt.shape[0]
 

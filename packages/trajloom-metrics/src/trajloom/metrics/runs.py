@@ -30,11 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from trajloom.metrics.flowfield import (
-    DEFAULT_GRID_STRIDE,
-    flow_tv_and_div_curl_energy,
-    video_mean,
-)
+from trajloom.metrics._threads import side_by_side
+from trajloom.metrics.flowfield import DEFAULT_GRID_STRIDE, _tv_and_energy, video_mean
 from trajloom.metrics.forecast import ForecastAccumulator
 from trajloom.metrics.fvmd import FVMDAccumulator, FVMDConfig
 from trajloom.metrics.grid import infer_grid
@@ -57,6 +54,9 @@ GT_TRACKS = "gt_tracks.npy"
 GT_VISIBILITY = "gt_visibility.npy"
 QUERY_XY = "query_xy.npy"
 META = "meta.json"
+
+
+_Grid = tuple[tuple[int, int], np.ndarray | None]  # infer_grid: (Hg, Wg), track order
 
 
 class RunFolderError(ValueError):
@@ -197,6 +197,17 @@ class _Scores:
     num_paired: int = 0
     missing_vis: int = 0
     cropped: int = 0
+    grids: dict[tuple[Any, ...], _Grid] = field(default_factory=dict)
+
+    def _grid(self, query: np.ndarray | None, n: int) -> _Grid:
+        """`infer_grid(query, n)`, once per distinct `query_xy` (the folders of a benchmark
+        usually share one)."""
+        key = (n,) if query is None else (n, query.dtype.str, query.shape, query.tobytes())
+        if key not in self.grids:
+            if len(self.grids) >= 64:
+                self.grids.clear()
+            self.grids[key] = infer_grid(query, n)
+        return self.grids[key]
 
     def add(self, d: Path) -> None:
         """Score one run folder, or record why it cannot be."""
@@ -212,18 +223,32 @@ class _Scores:
         if vis is None and (self.use_visibility or self.use_gt_visibility):
             self.missing_vis += 1
         flow_vis = vis if self.use_visibility else None
-        entry.update(_flow_entry(run, pred, flow_vis, self.grid_stride))
+        grid = self._grid(run.query_xy, pred.shape[1])  # every file has these n points
+        paired: dict[str, Any] = {}
+        # FlowTV / DivCurlE (pure numpy, no warnings) beside VEPE and FVMD
+        flow, _ = side_by_side(
+            lambda: _flow_entry(pred, flow_vis, grid, self.grid_stride),
+            lambda: self._add_paired(run, vis, grid, name, paired),
+            self.fvmd_acc.workers,
+        )
+        entry.update(flow)
+        entry.update(paired)
         self.tv_values.append(entry["flow_tv"])
         self.dc_values.append(entry["div_curl_energy"])
-        if run.gt_tracks is not None:
-            self._add_paired(run, vis, name, entry)
         self.per_video.append(entry)
 
     def _add_paired(
-        self, run: RunVideo, vis: np.ndarray | None, name: str, entry: dict[str, Any]
+        self,
+        run: RunVideo,
+        vis: np.ndarray | None,
+        grid: _Grid,
+        name: str,
+        entry: dict[str, Any],
     ) -> None:
-        """VEPE and FVMD of a folder with ground truth (cropped to the common frames)."""
-        assert run.gt_tracks is not None
+        """VEPE and FVMD of a folder with ground truth (cropped to the common frames);
+        nothing for a folder without."""
+        if run.gt_tracks is None:
+            return
         self.num_paired += 1
         gt = run.gt_tracks
         t, n = (
@@ -244,7 +269,7 @@ class _Scores:
         if self.fvmd_error is not None:
             return
         try:
-            hw, order = infer_grid(run.query_xy, n)
+            hw, order = grid
             if order is not None:
                 gt_c, pred_c = gt_c[:, order], pred_c[:, order]
                 vis_c = None if vis_c is None else vis_c[:, order]
@@ -384,14 +409,14 @@ def score_runs(
 
 
 def _flow_entry(
-    run: RunVideo, pred: np.ndarray, vis: np.ndarray | None, grid_stride: float
+    pred: np.ndarray, vis: np.ndarray | None, grid: _Grid, grid_stride: float
 ) -> dict[str, Any]:
-    """FlowTV and DivCurlE of one run, cropping and grid handling as released."""
+    """FlowTV and DivCurlE of one run (`grid`: its `infer_grid`), cropped as released."""
     if vis is not None:
-        t, n = min(pred.shape[0], vis.shape[0]), min(pred.shape[1], vis.shape[1])
-        pred, vis = pred[:t, :n], vis[:t, :n]
-    t, n = pred.shape[:2]
-    hw, order = infer_grid(run.query_xy, n)
+        t = min(pred.shape[0], vis.shape[0])
+        pred, vis = pred[:t], vis[:t]
+    t = pred.shape[0]
+    hw, order = grid
     if order is not None:
         pred = pred[:, order]
         vis = None if vis is None else vis[:, order]
@@ -402,10 +427,11 @@ def _flow_entry(
     }
     if t < 2:
         return out
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        tv, dc = flow_tv_and_div_curl_energy(pred, vis, grid_hw=hw, grid_stride=grid_stride)
-        out["flow_tv"], out["div_curl_energy"] = float(tv), float(dc)
+    # Without warnings (a video without a valid pair is NaN, as when its warning was
+    # silenced here), numpy's too (errstate is per thread): this runs beside FVMD.
+    with np.errstate(all="ignore"):
+        tv, dc = _tv_and_energy(pred, vis, hw, float(grid_stride))
+    out["flow_tv"], out["div_curl_energy"] = float(tv), float(dc)
     return out
 
 
