@@ -30,7 +30,6 @@ from typing import Any
 
 import numpy as np
 
-from trajloom.metrics._threads import side_by_side
 from trajloom.metrics.flowfield import DEFAULT_GRID_STRIDE, _tv_and_energy, video_mean
 from trajloom.metrics.forecast import ForecastAccumulator
 from trajloom.metrics.fvmd import FVMDAccumulator, FVMDConfig
@@ -224,15 +223,8 @@ class _Scores:
             self.missing_vis += 1
         flow_vis = vis if self.use_visibility else None
         grid = self._grid(run.query_xy, pred.shape[1])  # every file has these n points
-        paired: dict[str, Any] = {}
-        # FlowTV / DivCurlE (pure numpy, no warnings) beside VEPE and FVMD
-        flow, _ = side_by_side(
-            lambda: _flow_entry(pred, flow_vis, grid, self.grid_stride),
-            lambda: self._add_paired(run, vis, grid, name, paired),
-            self.fvmd_acc.workers,
-        )
-        entry.update(flow)
-        entry.update(paired)
+        entry.update(_flow_entry(pred, flow_vis, grid, self.grid_stride))
+        self._add_paired(run, vis, grid, name, entry)
         self.tv_values.append(entry["flow_tv"])
         self.dc_values.append(entry["div_curl_energy"])
         self.per_video.append(entry)
@@ -351,6 +343,7 @@ def score_runs(
     grid_stride: float = DEFAULT_GRID_STRIDE,
     vepe_use_visibility: bool = True,
     exclude_first_frame: bool = False,
+    workers: int = 2,
 ) -> dict[str, Any]:
     """Score every run folder under `runs_root`, streaming (one video in memory at a time).
 
@@ -363,6 +356,9 @@ def score_runs(
         grid_stride: grid spacing in pixels for FlowTV / DivCurlE.
         vepe_use_visibility: mask VEPE by `gt_visibility.npy` (released default).
         exclude_first_frame: leave frame 0 out of VEPE.
+        workers: 2 computes FVMD's ground-truth and predicted halves side by side in two
+            threads (`FVMDAccumulator`); 1 one after the other. The numbers are
+            bit-identical.
 
     Returns:
         JSON-ready dict: `fvmd`, `fvmd_velocity`, `fvmd_acceleration`, `flow_tv`,
@@ -380,7 +376,7 @@ def score_runs(
         raise ValueError(f"runs_root {str(root)!r} holds no run folder with {PRED_TRACKS}")
     scores = _Scores(
         root,
-        FVMDAccumulator(cfg),
+        FVMDAccumulator(cfg, workers=workers),
         VEPEAccumulator(exclude_first_frame=exclude_first_frame),
         use_gt_visibility=use_gt_visibility,
         use_visibility=use_visibility,
@@ -427,8 +423,7 @@ def _flow_entry(
     }
     if t < 2:
         return out
-    # Without warnings (a video without a valid pair is NaN, as when its warning was
-    # silenced here), numpy's too (errstate is per thread): this runs beside FVMD.
+    # Without warnings: a video without a valid pair is NaN (noted if no video has one).
     with np.errstate(all="ignore"):
         tv, dc = _tv_and_energy(pred, vis, hw, float(grid_stride))
     out["flow_tv"], out["div_curl_energy"] = float(tv), float(dc)
