@@ -155,10 +155,10 @@ def score(
         int,
         typer.Option(
             min=1,
-            help="Threads: 2 runs independent parts side by side (same numbers); 1 on a "
-            "busy or single-core machine.",
+            help="Threads: 2 computes FVMD's two halves side by side (same numbers), for "
+            "a machine with an idle core.",
         ),
-    ] = 2,
+    ] = 1,
 ) -> None:
     """Score every run folder under RUNS_ROOT and print a table.
 

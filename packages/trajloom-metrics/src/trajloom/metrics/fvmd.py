@@ -428,9 +428,10 @@ class FVMDAccumulator:
         grid_hw: `(Hg, Wg)` of every video; None takes it from the first update
             (or factors n there, as the released script does without `query_xy`).
         buffer_rows: clip rows buffered before each covariance product.
-        workers: 2 computes ground truth and prediction (features, covariances, the
-            Fréchet distances) side by side in two threads; 1 one after the other. The
-            results are bit-identical.
+        workers: 1 (default) computes ground truth and prediction one after the other; 2
+            side by side in two threads (features, covariances, Fréchet distances), for
+            a machine with an idle core: on a shared 2-core box at load >= 2.5 it was
+            slower (BENCHMARKS.md). The results are bit-identical.
     """
 
     def __init__(
@@ -439,7 +440,7 @@ class FVMDAccumulator:
         grid_hw: tuple[int, int] | None = None,
         *,
         buffer_rows: int = 4096,
-        workers: int = 2,
+        workers: int = 1,
     ) -> None:
         self.config = config or FVMDConfig()
         self.workers = int(workers)

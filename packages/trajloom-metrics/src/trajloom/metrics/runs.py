@@ -343,7 +343,7 @@ def score_runs(
     grid_stride: float = DEFAULT_GRID_STRIDE,
     vepe_use_visibility: bool = True,
     exclude_first_frame: bool = False,
-    workers: int = 2,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Score every run folder under `runs_root`, streaming (one video in memory at a time).
 
@@ -357,8 +357,8 @@ def score_runs(
         vepe_use_visibility: mask VEPE by `gt_visibility.npy` (released default).
         exclude_first_frame: leave frame 0 out of VEPE.
         workers: 2 computes FVMD's ground-truth and predicted halves side by side in two
-            threads (`FVMDAccumulator`); 1 one after the other. The numbers are
-            bit-identical.
+            threads (`FVMDAccumulator`), for a machine with an idle core; 1 (default)
+            one after the other. The numbers are bit-identical.
 
     Returns:
         JSON-ready dict: `fvmd`, `fvmd_velocity`, `fvmd_acceleration`, `flow_tv`,
