@@ -3,29 +3,29 @@
     .venv/bin/python benchmarks/metrics.py            # full run (1000 clips)
     .venv/bin/python benchmarks/metrics.py --quick    # smoke run (40 clips)
     .venv/bin/python benchmarks/metrics.py --score-cli [--folders 60] [--baseline-src SRC]
-    .venv/bin/python benchmarks/metrics.py --frechet    # the Fréchet trace-sqrt routes
+    .venv/bin/python benchmarks/metrics.py --frechet    # trace-sqrt and covariance routes
 
 `--score-cli` times the `trajloom-metrics score` command instead: it writes `--folders`
 run folders (81 frames x 390 tracks, released layout) to a temporary folder, runs the
 command as a user would (FVMD clip 24 stride 1 with GT-visibility gating, FlowTV and
 DivCurlE with visibility, VEPE), times the process start-up alone (the command on a
 folder without runs), each the minimum of `--repeats` runs, and then
-profiles `score_runs` in-process (cProfile, top functions by own time). It reports CPU
-seconds (user + sys) beside wall seconds: on a shared machine the load stretches wall
-time far more than CPU time. `--baseline-src SRC` runs the same command from another
-source tree of the package, interleaved with this one, e.g. the code before a change:
+profiles `score_runs` in-process (cProfile on CPU time, top functions by own time). It
+reports CPU seconds (user + sys) beside wall seconds: on a shared machine the load
+stretches wall time far more than CPU time. `--bytecode cached` (default) times starts
+with Python's bytecode cached, as after `pip install`; `--bytecode none` makes every
+start compile numpy's, typer's and the package's sources, as a `uv sync`ed venv does
+under PYTHONDONTWRITEBYTECODE=1 (0.6 s more start-up on the 2-core dev box).
+`--baseline-src SRC` runs the same command from another source tree of the package,
+interleaved with this one, e.g. the code before a change, and fails unless FVMD agrees
+to 1e-12 relative and FlowTV, DivCurlE and VEPE bit for bit:
 
     git archive COMMIT packages/trajloom-metrics/src | tar -x -C /tmp/old
     .venv/bin/python benchmarks/metrics.py --score-cli --baseline-src \
         /tmp/old/packages/trajloom-metrics/src
 
-Measured on 60 folders (2 shared cores, load average ~1.5-2, BLAS threads 1; values
-fvmd 896.048282048, flow_tv 0.41085020, div_curl_energy 0.06636081, vepe 1.87876561
-before and after): the command took 3.75 s, of which 0.66 s is process start-up and,
-in-process, 1.44 s of 2.9 s is the three Fréchet distances (eigh + eigvalsh of the
-720/720/1440-dim covariances) and 0.44 s the streaming covariance merges. Importing
-scipy.linalg at start-up cost another 0.4 s (module import 0.75 s -> 0.34 s, min of 7);
-it is now imported only by the sqrtm route, so every number is unchanged.
+Figures, loads and commands: BENCHMARKS.md, "trajloom-metrics" (the last subsection:
+1.65-1.72 s for 60 folders with bytecode cached at load 2.5-4.4, 2.27-2.39 s without).
 
 Synthetic random-walk tracks on the TrajLoom grid (15 x 26 at 832 x 480, stride 32),
 predictions = ground truth + noise, 90 % visible. Data are generated in chunks
