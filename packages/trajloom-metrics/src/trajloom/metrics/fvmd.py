@@ -146,12 +146,12 @@ def velocity_acceleration(
     Returns:
         `(v, a)`, each float32 `[..., t, n, 2]` in pixels per frame (per frame^2).
     """
-    x = as_tracks("tracks", tracks).astype(np.float32)
+    x = as_tracks("tracks", tracks).astype(np.float32, copy=False)
     v = np.zeros_like(x)
-    v[..., 1:, :, :] = x[..., 1:, :, :] - x[..., :-1, :, :]
+    np.subtract(x[..., 1:, :, :], x[..., :-1, :, :], out=v[..., 1:, :, :])
     a = np.zeros_like(x)
     if acceleration == "second_difference":
-        a[..., 2:, :, :] = v[..., 2:, :, :] - v[..., 1:-1, :, :]
+        np.subtract(v[..., 2:, :, :], v[..., 1:-1, :, :], out=a[..., 2:, :, :])
     elif acceleration == "position_difference":
         a[..., 2:, :, :] = v[..., 2:, :, :]
     else:
@@ -164,8 +164,10 @@ def velocity_acceleration(
         vmask[..., 1:, :] = vis[..., 1:, :] & vis[..., :-1, :]
         amask = np.zeros(vis.shape, dtype=bool)
         amask[..., 2:, :] = vmask[..., 2:, :] & vis[..., :-2, :]
-        v *= vmask[..., None]
-        a *= amask[..., None]
+        # times 1 or 0 as the released float32 masks do (a masked negative is -0.0);
+        # float32 masks: a bool operand would be cast element by element (5x slower)
+        v *= vmask.astype(np.float32)[..., None]
+        a *= amask.astype(np.float32)[..., None]
     return v, a
 
 
