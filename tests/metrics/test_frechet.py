@@ -212,3 +212,26 @@ def test_lower_congruence_equals_the_full_product(rng, dim):
     np.testing.assert_allclose(
         np.linalg.eigvalsh(got, UPLO="L"), np.linalg.eigvalsh(full), rtol=1e-12, atol=1e-12
     )
+
+
+def test_integer_accumulator_beyond_int64_uses_exact_python_integers(rng):
+    from fractions import Fraction
+
+    from trajloom.metrics.frechet import IntegerGaussianAccumulator
+
+    # 120 rows of levels up to 4.5e7 (a few rows per float64 product stay below 2^53):
+    # n * G reaches ~1e19 > 2^62, past int64.
+    n = 120
+    x = rng.integers(0, 45_000_000, size=(n, 3)).astype(np.float64)
+    acc = IntegerGaussianAccumulator(buffer_rows=1)
+    for row in x:
+        acc.update(row[None])
+    got = acc.stats()
+    assert n * max(sum(int(v) ** 2 for v in x[:, j]) for j in range(3)) > 2**62
+    cols = [[int(v) for v in x[:, j]] for j in range(3)]
+    for i in range(3):
+        for j in range(3):
+            centred = n * sum(a * b for a, b in zip(cols[i], cols[j], strict=True))
+            centred -= sum(cols[i]) * sum(cols[j])
+            exact = Fraction(centred, n * (n - 1))
+            assert got.cov[i, j] == pytest.approx(float(exact), rel=5e-16)  # two roundings

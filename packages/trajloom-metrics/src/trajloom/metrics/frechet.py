@@ -196,7 +196,7 @@ class IntegerGaussianAccumulator:
     every partial sum of G by those, so each is an exact float32 integer; about twice
     the speed of float64), else a float64 one (exact below 2^53); G and s add up in int64.
     The covariance `(n G - s s^T) / (n (n - 1) scale^2)` is formed in exact integers and
-    rounded once, where the released two-pass float64 covariance (`x - mean`, then
+    rounded once (twice where `n G` passes 2^53), where the released two-pass float64 covariance (`x - mean`, then
     `xc^T xc`) carries rounding of ~1e-16 relative per term; the two agree to that.
 
     While there are no more rows than dimensions the rows are kept and `stats` gives the
