@@ -3,29 +3,29 @@
     .venv/bin/python benchmarks/metrics.py            # full run (1000 clips)
     .venv/bin/python benchmarks/metrics.py --quick    # smoke run (40 clips)
     .venv/bin/python benchmarks/metrics.py --score-cli [--folders 60] [--baseline-src SRC]
-    .venv/bin/python benchmarks/metrics.py --frechet    # the Fréchet trace-sqrt routes
+    .venv/bin/python benchmarks/metrics.py --frechet    # trace-sqrt and covariance routes
 
 `--score-cli` times the `trajloom-metrics score` command instead: it writes `--folders`
 run folders (81 frames x 390 tracks, released layout) to a temporary folder, runs the
 command as a user would (FVMD clip 24 stride 1 with GT-visibility gating, FlowTV and
 DivCurlE with visibility, VEPE), times the process start-up alone (the command on a
 folder without runs), each the minimum of `--repeats` runs, and then
-profiles `score_runs` in-process (cProfile, top functions by own time). It reports CPU
-seconds (user + sys) beside wall seconds: on a shared machine the load stretches wall
-time far more than CPU time. `--baseline-src SRC` runs the same command from another
-source tree of the package, interleaved with this one, e.g. the code before a change:
+profiles `score_runs` in-process (cProfile on CPU time, top functions by own time). It
+reports CPU seconds (user + sys) beside wall seconds: on a shared machine the load
+stretches wall time far more than CPU time. `--bytecode cached` (default) times starts
+with Python's bytecode cached, as after `pip install`; `--bytecode none` makes every
+start compile numpy's, typer's and the package's sources, as a `uv sync`ed venv does
+under PYTHONDONTWRITEBYTECODE=1 (0.6 s more start-up on the 2-core dev box).
+`--baseline-src SRC` runs the same command from another source tree of the package,
+interleaved with this one, e.g. the code before a change, and fails unless FVMD agrees
+to 1e-12 relative and FlowTV, DivCurlE and VEPE bit for bit:
 
     git archive COMMIT packages/trajloom-metrics/src | tar -x -C /tmp/old
     .venv/bin/python benchmarks/metrics.py --score-cli --baseline-src \
         /tmp/old/packages/trajloom-metrics/src
 
-Measured on 60 folders (2 shared cores, load average ~1.5-2, BLAS threads 1; values
-fvmd 896.048282048, flow_tv 0.41085020, div_curl_energy 0.06636081, vepe 1.87876561
-before and after): the command took 3.75 s, of which 0.66 s is process start-up and,
-in-process, 1.44 s of 2.9 s is the three Fréchet distances (eigh + eigvalsh of the
-720/720/1440-dim covariances) and 0.44 s the streaming covariance merges. Importing
-scipy.linalg at start-up cost another 0.4 s (module import 0.75 s -> 0.34 s, min of 7);
-it is now imported only by the sqrtm route, so every number is unchanged.
+Figures, loads and commands: BENCHMARKS.md, "trajloom-metrics" (the last subsection:
+1.65-1.72 s for 60 folders with bytecode cached at load 2.5-4.4, 2.27-2.39 s without).
 
 Synthetic random-walk tracks on the TrajLoom grid (15 x 26 at 832 x 480, stride 32),
 predictions = ground truth + noise, 90 % visible. Data are generated in chunks
@@ -65,6 +65,7 @@ from trajloom.metrics import (  # noqa: E402
     VEPEAccumulator,
     div_curl_energy,
     flow_tv,
+    gaussian_stats,
     score_runs,
     video_mean,
 )
@@ -72,6 +73,10 @@ from trajloom.metrics import (  # noqa: E402
 GRID_HW = (15, 26)
 FRAMES = 81
 STRIDE = 32.0
+# --baseline-src: FVMD may be rounded differently by a faster exact route (its
+# covariances are exact integers rounded once); the rest must stay bit-identical.
+FVMD_KEYS = ("fvmd", "fvmd_velocity", "fvmd_acceleration")
+FVMD_RTOL = 1e-12
 
 
 def chunks(num_clips: int, chunk: int, seed: int = 0) -> Iterator[tuple[np.ndarray, ...]]:
@@ -151,28 +156,71 @@ def _timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, fl
     return wall, cpu, json.loads(Path(cmd[cmd.index("--json") + 1]).read_text())
 
 
-def compare_sources(root: Path, cmd_opts: list[str], baseline_src: Path, repeats: int) -> None:
+def child_env(tmp: Path, bytecode: str) -> dict[str, str]:
+    """Environment of the timed commands.
+
+    "cached": Python's bytecode cache in a private folder, filled by an untimed first run
+    of each command: a start as after `pip install` (which compiles bytecode) or any
+    second run. "none": every start compiles the sources of numpy, typer and the package
+    (an empty cache folder, writing disabled): a `uv sync`ed venv (uv writes no bytecode)
+    with PYTHONDONTWRITEBYTECODE=1, as on the shared dev box.
+    """
+    env = dict(os.environ)
+    if bytecode == "cached":
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(tmp / "pycache")
+    else:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        env["PYTHONPYCACHEPREFIX"] = str(tmp / "empty-pycache")
+    return env
+
+
+def compare_sources(
+    root: Path, cmd_opts: list[str], baseline_src: Path, repeats: int, env: dict[str, str]
+) -> None:
     """This tree's `score` against the same command run from another source tree of
     trajloom-metrics (e.g. `git archive OLD packages/trajloom-metrics/src`), interleaved
     run by run so both see the same load; minimum wall and CPU seconds, and the values."""
     out = root.parent / "compare.json"
     cmd = [sys.executable, "-m", "trajloom.metrics.cli", "score", str(root), *cmd_opts]
     cmd += ["--json", str(out)]
-    env = {**os.environ, "PYTHONPATH": str(baseline_src)}
+    base_env = {**env, "PYTHONPATH": str(baseline_src)}
+    for e in (base_env, env):  # untimed: fills the bytecode cache where there is one
+        _timed(cmd, e)
     times: dict[str, list[tuple[float, float]]] = {"this tree": [], "baseline": []}
     values = {}
     for _ in range(repeats):
-        for name, e in (("baseline", env), ("this tree", None)):
+        for name, e in (("baseline", base_env), ("this tree", env)):
             wall, cpu, result = _timed(cmd, e)
             times[name].append((wall, cpu))
-            values[name] = {k: result[k] for k in ("fvmd", "fvmd_velocity", "flow_tv", "vepe")}
+            values[name] = {
+                k: result[k] for k in (*FVMD_KEYS, "flow_tv", "div_curl_energy", "vepe")
+            }
     print(f"\nside by side with {baseline_src} (interleaved, min of {repeats}):")
     for name, runs in times.items():
         wall, cpu = min(w for w, _ in runs), min(c for _, c in runs)
         print(f"  {name:<10} wall {wall:6.2f} s   CPU {cpu:6.2f} s   {values[name]}")
+    check_equal(values["baseline"], values["this tree"])
 
 
-def score_cli(folders: int, top: int, repeats: int, baseline_src: Path | None = None) -> None:
+def check_equal(before: dict, after: dict) -> None:
+    """Fail unless `after` equals `before`: FVMD to FVMD_RTOL relative, the rest exactly."""
+    for key, old in before.items():
+        new = after[key]
+        if key in FVMD_KEYS:
+            rel = abs(new - old) / abs(old)
+            ok = rel <= FVMD_RTOL
+            print(f"  {key}: {old!r} -> {new!r} (relative difference {rel:.1e})")
+        else:
+            ok = new == old
+            print(f"  {key}: {old!r} -> {new!r} ({'bit-identical' if ok else 'DIFFERENT'})")
+        if not ok:
+            raise SystemExit(f"{key} changed beyond the allowed difference: {old!r} -> {new!r}")
+
+
+def score_cli(
+    folders: int, top: int, repeats: int, baseline_src: Path | None, bytecode: str
+) -> None:
     """Time `trajloom-metrics score` on `folders` run folders; profile where time goes."""
     exe = Path(sys.executable).with_name("trajloom-metrics")
     cmd_opts = ["--clip-len", "24", "--clip-stride", "1", "--use-gt-visibility"]
@@ -187,21 +235,27 @@ def score_cli(folders: int, top: int, repeats: int, baseline_src: Path | None = 
         startups, walls, cpus = [], [], []
         out = Path(tmp) / "result.json"
         cmd = [str(exe), "score", str(root), *cmd_opts, "--json", str(out)]
+        env = child_env(Path(tmp), bytecode)
         print("$ trajloom-metrics score RUNS " + " ".join(cmd_opts) + " --json OUT")
+        print(f"bytecode: {bytecode}; BLAS threads {os.environ['OPENBLAS_NUM_THREADS']}")
+        _timed(cmd, env)  # untimed: fills the bytecode cache where there is one
         for _ in range(repeats):
             # start-up: the same command on a folder without runs (imports, then exit 2)
-            t0 = time.perf_counter()
-            subprocess.run([str(exe), "score", str(empty)], check=False, capture_output=True)
-            startups.append(time.perf_counter() - t0)
             t0, c0 = time.perf_counter(), _children_cpu()
-            res = subprocess.run(cmd, check=False, capture_output=True, text=True)
+            subprocess.run(
+                [str(exe), "score", str(empty)], check=False, capture_output=True, env=env
+            )
+            startups.append((time.perf_counter() - t0, _children_cpu() - c0))
+            t0, c0 = time.perf_counter(), _children_cpu()
+            res = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env)
             walls.append(time.perf_counter() - t0)
             cpus.append(_children_cpu() - c0)
             if res.returncode != 0:
                 raise SystemExit(f"score failed (exit {res.returncode}):\n{res.stdout}{res.stderr}")
         result = json.loads(out.read_text())
         print(
-            f"process start-up (score of an empty folder), min of {repeats}: {min(startups):6.2f} s"
+            f"process start-up (score of an empty folder), min of {repeats}: "
+            f"{min(w for w, _ in startups):6.2f} s wall, {min(c for _, c in startups):6.2f} s CPU"
         )
         print(f"score, whole command, min of {repeats}:                        {min(walls):6.2f} s")
         print(
@@ -211,9 +265,11 @@ def score_cli(folders: int, top: int, repeats: int, baseline_src: Path | None = 
         keys = ("fvmd", "flow_tv", "div_curl_energy", "vepe", "num_windows")
         print("values: " + ", ".join(f"{k} {result[k]}" for k in keys))
         if baseline_src is not None:
-            compare_sources(root, cmd_opts, baseline_src, repeats)
-        prof = cProfile.Profile()
-        t0 = time.perf_counter()
+            compare_sources(root, cmd_opts, baseline_src, repeats, env)
+        # CPU-time profile of the calling thread (the second thread's half of FVMD and the
+        # flow metrics is not in it)
+        prof = cProfile.Profile(time.process_time)
+        t0, c0 = time.perf_counter(), time.process_time()
         prof.enable()
         score_runs(
             root,
@@ -222,7 +278,8 @@ def score_cli(folders: int, top: int, repeats: int, baseline_src: Path | None = 
             use_visibility=True,
         )
         prof.disable()
-        print(f"score_runs in-process (profiled): {time.perf_counter() - t0:6.2f} s")
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        print(f"score_runs in-process (profiled): {wall:6.2f} s wall, {cpu:6.2f} s CPU")
         pstats.Stats(prof).sort_stats("tottime").print_stats(top)
 
 
@@ -252,6 +309,35 @@ def frechet_routes(repeats: int) -> None:
                 times.append(time.process_time() - t0)
             row.append(f"{name} {min(times):.3f} s ({value:.10g})")
         print(f"d = {d}: " + ", ".join(row))
+    covariance_routes(rng, repeats)
+
+
+def covariance_routes(rng: np.random.Generator, repeats: int) -> None:
+    """CPU seconds of the covariance of 3480 x 1440 FVMD-like levels (60 videos x 58
+    clips): the released two-pass float64 route against the exact integer one."""
+    from trajloom.metrics.frechet import IntegerGaussianAccumulator
+
+    levels = rng.integers(0, 60, size=(3480, 1440)) * (rng.random((3480, 1440)) < 0.5)
+
+    def exact() -> np.ndarray:
+        acc = IntegerGaussianAccumulator(scale=8.0)
+        acc.update(levels)
+        cov = acc.stats().cov
+        assert cov is not None
+        return cov
+
+    routes = {"released two-pass": lambda: gaussian_stats(levels / 8.0).cov, "exact": exact}
+    covs, row = [], []
+    for name, fn in routes.items():
+        times = []
+        for _ in range(repeats):
+            t0 = time.process_time()
+            cov = fn()
+            times.append(time.process_time() - t0)
+        covs.append(cov)
+        row.append(f"{name} {min(times):.3f} s")
+    rel = float(np.max(np.abs(covs[0] - covs[1])) / np.max(np.abs(covs[1])))
+    print(f"covariance 3480 x 1440: {', '.join(row)} (largest difference {rel:.1e} relative)")
 
 
 def main() -> None:
@@ -274,6 +360,13 @@ def main() -> None:
         help="--score-cli: also time the command from this trajloom-metrics source tree",
     )
     parser.add_argument(
+        "--bytecode",
+        choices=("cached", "none"),
+        default="cached",
+        help="--score-cli: start as after pip install (cached, the default) or compile "
+        "every start (none: a uv-synced venv with PYTHONDONTWRITEBYTECODE=1)",
+    )
+    parser.add_argument(
         "--frechet", action="store_true", help="time the two Tr sqrt(S1 S2) routes (CPU s)"
     )
     args = parser.parse_args()
@@ -281,7 +374,7 @@ def main() -> None:
         frechet_routes(args.repeats)
         return
     if args.score_cli:
-        score_cli(args.folders, args.top, args.repeats, args.baseline_src)
+        score_cli(args.folders, args.top, args.repeats, args.baseline_src, args.bytecode)
         return
     n = args.clips or (40 if args.quick else 1000)
     print(f"{n} clips x {FRAMES} frames x {GRID_HW[0] * GRID_HW[1]} tracks, chunks of {args.chunk}")

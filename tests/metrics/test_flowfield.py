@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -128,3 +130,20 @@ def test_bad_inputs_raise_value_error():
         flow_tv(tracks[:1], grid_hw=HW)
     with pytest.raises(ValueError, match=r"\[..., T, N, 2\]"):
         div_curl_energy(np.zeros((4, 42)), grid_hw=HW)
+
+
+@pytest.mark.parametrize(("batch", "hw"), [((), (6, 7)), ((3,), (6, 7)), ((2,), (1, 12))])
+def test_tv_and_div_curl_from_one_flow_equal_the_two_calls(rng, batch, hw):
+    from trajloom.metrics import flow_tv_and_div_curl_energy
+
+    n = hw[0] * hw[1]
+    tracks = np.cumsum(rng.normal(size=(*batch, 9, n, 2)) * 3, axis=-3).astype(np.float32)
+    vis = rng.random((*batch, 9, n)) > 0.3
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the 1-row grid has no DivCurlE
+        tv, dc = flow_tv_and_div_curl_energy(tracks, vis, grid_hw=hw)
+        ref_tv = flow_tv(tracks, vis, grid_hw=hw)
+        ref_dc = div_curl_energy(tracks, vis, grid_hw=hw)
+    np.testing.assert_array_equal(tv, ref_tv)  # bit for bit (NaN where undefined)
+    np.testing.assert_array_equal(dc, ref_dc)
+    assert type(tv) is type(ref_tv) and type(dc) is type(ref_dc)

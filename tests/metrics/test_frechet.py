@@ -109,3 +109,129 @@ def test_singular_covariance_without_eps_falls_back_to_the_released_route():
     s1 = np.diag([4.0, 0.0, 1.0])  # singular: no Cholesky factor
     s2 = np.diag([1.0, 9.0, 16.0])
     assert _trace_sqrt_product_eigh(s1, s2) == pytest.approx(2.0 + 0.0 + 4.0, rel=1e-12)
+
+
+def _levels(rng, rows: int, dim: int, top: int = 40) -> np.ndarray:
+    """Integer histogram levels like FVMD's (before the division by 8), some columns empty."""
+    x = rng.integers(0, top, size=(rows, dim)) * (rng.random((rows, dim)) < 0.6)
+    x[:, rng.random(dim) < 0.2] = 0
+    return x.astype(np.float64)
+
+
+def test_integer_accumulator_is_the_correctly_rounded_covariance(rng):
+    from fractions import Fraction
+
+    from trajloom.metrics.frechet import IntegerGaussianAccumulator
+
+    x = _levels(rng, 23, 5)
+    acc = IntegerGaussianAccumulator(scale=8.0, buffer_rows=4)
+    for chunk in np.array_split(x, 6):
+        acc.update(chunk)
+    got = acc.stats()
+    n = x.shape[0]
+    cols = [[Fraction(int(v)) / 8 for v in x[:, j]] for j in range(5)]
+    means = [sum(c) / n for c in cols]
+    for i in range(5):
+        assert got.mean[i] == float(means[i])
+        for j in range(5):
+            exact = sum(
+                (a - means[i]) * (b - means[j]) for a, b in zip(cols[i], cols[j], strict=True)
+            ) / (n - 1)
+            assert got.cov[i, j] == float(exact)  # float(Fraction) rounds to nearest
+
+
+def test_integer_accumulator_equals_two_pass_and_ignores_chunking(rng):
+    from trajloom.metrics.frechet import IntegerGaussianAccumulator
+
+    x = _levels(rng, 700, 60)
+    ref = gaussian_stats(x / 8.0)
+    results = []
+    for buffer_rows, parts in ((4096, 1), (64, 7), (1, 50)):
+        acc = IntegerGaussianAccumulator(scale=8.0, buffer_rows=buffer_rows)
+        for chunk in np.array_split(x, parts):
+            acc.update(chunk)
+        results.append(acc.stats())
+    for got in results:  # exact sums: every chunking gives the same bits
+        assert got.count == 700
+        np.testing.assert_array_equal(got.cov, results[0].cov)
+        np.testing.assert_array_equal(got.mean, results[0].mean)
+    np.testing.assert_allclose(results[0].mean, ref.mean, rtol=1e-14)
+    np.testing.assert_allclose(results[0].cov, ref.cov, rtol=1e-12, atol=1e-14)
+
+
+def test_integer_accumulator_large_levels_take_the_float64_product(rng):
+    from trajloom.metrics.frechet import IntegerGaussianAccumulator
+
+    # 5000^2 * 700 rows is far above 2^24: float32 would round, float64 does not.
+    x = _levels(rng, 700, 20, top=5000)
+    acc = IntegerGaussianAccumulator()
+    acc.update(x)
+    got = acc.stats()
+    gram = x.T @ x  # exact: every sum is below 2^53
+    s = x.sum(axis=0)
+    expect = (700 * gram - np.outer(s, s)) / (700.0 * 699.0)
+    np.testing.assert_array_equal(got.cov, expect)
+
+
+def test_integer_accumulator_keeps_rows_while_low_rank(rng):
+    from trajloom.metrics.frechet import IntegerGaussianAccumulator
+
+    x = _levels(rng, 30, 80)  # fewer rows than dimensions: the low-rank factor, as before
+    acc = IntegerGaussianAccumulator(scale=8.0, buffer_rows=4)
+    for chunk in np.array_split(x, 5):
+        acc.update(chunk)
+    got, ref = acc.stats(), gaussian_stats(x / 8.0)
+    assert got.cov is None and got.factor is not None
+    np.testing.assert_array_equal(got.factor, ref.factor)
+    np.testing.assert_array_equal(got.mean, ref.mean)
+
+
+def test_integer_accumulator_refuses_fractions():
+    from trajloom.metrics.frechet import IntegerGaussianAccumulator
+
+    acc = IntegerGaussianAccumulator()
+    with pytest.raises(ValueError, match="integer values"):
+        acc.update(np.array([[0.5, 1.0]]))
+    with pytest.raises(ValueError, match=r"shape \[b, d\]"):
+        acc.update(np.zeros(3))
+
+
+@pytest.mark.parametrize("dim", [1, 2, 7, 64])
+def test_lower_congruence_equals_the_full_product(rng, dim):
+    from trajloom.metrics.frechet import _lower_congruence
+
+    s = np.cov(rng.normal(size=(3 * dim + 2, dim)), rowvar=False).reshape(dim, dim)
+    low = np.linalg.cholesky(
+        np.cov(rng.normal(size=(3 * dim + 2, dim)), rowvar=False).reshape(dim, dim)
+    )
+    full = low.T @ s @ low
+    got = _lower_congruence(low, s)
+    np.testing.assert_allclose(np.tril(got), np.tril(full), rtol=1e-12, atol=1e-12)
+    h = dim // 2
+    assert not got[:h, h:].any()  # the upper-right block is never formed
+    np.testing.assert_allclose(
+        np.linalg.eigvalsh(got, UPLO="L"), np.linalg.eigvalsh(full), rtol=1e-12, atol=1e-12
+    )
+
+
+def test_integer_accumulator_beyond_int64_uses_exact_python_integers(rng):
+    from fractions import Fraction
+
+    from trajloom.metrics.frechet import IntegerGaussianAccumulator
+
+    # 120 rows of levels up to 4.5e7 (a few rows per float64 product stay below 2^53):
+    # n * G reaches ~1e19 > 2^62, past int64.
+    n = 120
+    x = rng.integers(0, 45_000_000, size=(n, 3)).astype(np.float64)
+    acc = IntegerGaussianAccumulator(buffer_rows=1)
+    for row in x:
+        acc.update(row[None])
+    got = acc.stats()
+    assert n * max(sum(int(v) ** 2 for v in x[:, j]) for j in range(3)) > 2**62
+    cols = [[int(v) for v in x[:, j]] for j in range(3)]
+    for i in range(3):
+        for j in range(3):
+            centred = n * sum(a * b for a, b in zip(cols[i], cols[j], strict=True))
+            centred -= sum(cols[i]) * sum(cols[j])
+            exact = Fraction(centred, n * (n - 1))
+            assert got.cov[i, j] == pytest.approx(float(exact), rel=5e-16)  # two roundings

@@ -245,3 +245,70 @@ def test_nothing_visible_warns_and_gives_zero_features(rng):
             tracks, np.zeros((2, 12, 100)), grid_hw=(10, 10), config=FVMDConfig(clip_len=8)
         )
     assert not fv.any() and not fa.any()
+
+
+def _released_cell_levels(vectors: np.ndarray, bins: int = 8, magnitude_bins: int = 256):
+    """One cube's histogram levels as the released script writes them (np.linalg.norm)."""
+    v = vectors.reshape(-1, 2).astype(np.float32)
+    angle = np.arctan2(v[:, 0], v[:, 1])
+    b = np.clip(np.floor((angle + np.pi) / (2.0 * np.pi / bins)).astype(np.int64), 0, bins - 1)
+    mag = np.clip(np.linalg.norm(v, axis=1), 0.0, float(magnitude_bins - 1)) + 1.0
+    level = np.ceil(np.clip(np.log2(mag), 0.0, float(np.log2(magnitude_bins))))
+    return np.bincount(b, weights=level, minlength=bins)
+
+
+def test_histogram_magnitudes_equal_the_released_norm(rng):
+    # magnitudes over many decades and exactly at level edges (|v| + 1 = 2^k)
+    v = rng.normal(size=(8, 25, 2)) * np.logspace(-3, 3, 8)[:, None, None]
+    edges = 2.0 ** rng.integers(0, 9, size=25) - 1.0
+    v[3] = np.stack([edges * 0.6, edges * 0.8], axis=-1)  # |(0.6, 0.8)| = 1
+    got = motion_histograms(v, (5, 5), FVMDConfig(cube_frames=1)) * 8.0
+    for t in range(8):
+        np.testing.assert_array_equal(got[t].reshape(8), _released_cell_levels(v[t]))
+
+
+def test_two_workers_give_the_same_bits_as_one(rng):
+    gt, pred = _random_set(rng, videos=6, frames=20)
+    vis = rng.random(gt.shape[:-1]) > 0.2
+    cfg = FVMDConfig(clip_len=8, clip_stride=1)
+    results = []
+    for workers in (1, 2):
+        acc = FVMDAccumulator(cfg, (10, 10), buffer_rows=16, workers=workers)
+        for i in range(gt.shape[0]):
+            acc.update(gt[i], pred[i], vis[i])
+        results.append(acc.result())
+    assert results[0] == results[1]  # dataclass equality: every float bit-identical
+
+
+def test_side_by_side_runs_both_and_raises_after_both_end():
+    import threading
+
+    from trajloom.metrics._threads import side_by_side
+
+    names = []
+    a, b = side_by_side(
+        lambda: names.append(threading.current_thread().name) or 1,
+        lambda: names.append(threading.current_thread().name) or 2,
+        workers=2,
+    )
+    assert (a, b) == (1, 2) and len(set(names)) == 2  # two threads did the two halves
+    finished = threading.Event()
+
+    def slow_then_done():
+        finished.wait(0.05)
+        finished.set()
+        return 0
+
+    def fail():
+        raise KeyError("second half")
+
+    with pytest.raises(KeyError, match="second half"):
+        side_by_side(slow_then_done, fail, workers=2)
+    assert finished.is_set()  # the first half had ended before the error was raised
+
+    def fail_first():
+        raise ValueError("first half")
+
+    with pytest.raises(ValueError, match="first half"):
+        side_by_side(fail_first, lambda: 2, workers=2)
+    assert side_by_side(lambda: 1, lambda: 2, workers=1) == (1, 2)

@@ -168,3 +168,16 @@ def test_sqrtm_route_still_works(rng):
     assert frechet_distance(a, b, method="sqrtm") == pytest.approx(
         frechet_distance(a, b, method="eigh"), rel=1e-6
     )
+
+
+def test_one_worker_and_two_give_the_same_result(tmp_path, grid_points, rng):
+    _write_runs(tmp_path, grid_points, rng, videos=5, frames=20)
+    kwargs = {
+        "fvmd_config": FVMDConfig(clip_len=8, clip_stride=1),
+        "use_gt_visibility": True,
+        "use_visibility": True,
+    }
+    one = score_runs(tmp_path, workers=1, **kwargs)
+    two = score_runs(tmp_path, workers=2, **kwargs)
+    assert json.dumps(one, default=str) == json.dumps(two, default=str)  # every bit
+    assert one["fvmd"] is not None and one["flow_tv"] is not None

@@ -20,6 +20,7 @@ from trajloom.metrics.flowfield import (
     div_curl_energy_per_frame,
     flow_div_curl,
     flow_tv,
+    flow_tv_and_div_curl_energy,
     flow_tv_per_frame,
     video_mean,
 )
@@ -90,6 +91,7 @@ __all__ = [
     "factor_grid",
     "flow_div_curl",
     "flow_tv",
+    "flow_tv_and_div_curl_energy",
     "flow_tv_per_frame",
     "forecast_metrics",
     "forecast_summary",

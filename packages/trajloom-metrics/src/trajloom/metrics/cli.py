@@ -151,6 +151,14 @@ def score(
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Write the full result here.")
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Threads: 2 computes FVMD's two halves side by side (same numbers), for "
+            "a machine with an idle core.",
+        ),
+    ] = 1,
 ) -> None:
     """Score every run folder under RUNS_ROOT and print a table.
 
@@ -173,6 +181,7 @@ def score(
             grid_stride=grid_stride,
             vepe_use_visibility=not ignore_gt_visibility,
             exclude_first_frame=exclude_t0,
+            workers=workers,
         )
     except ValueError as err:
         typer.echo(f"error: {err}", err=True)

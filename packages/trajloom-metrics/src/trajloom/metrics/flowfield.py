@@ -36,6 +36,7 @@ __all__ = [
     "div_curl_energy_per_frame",
     "flow_div_curl",
     "flow_tv",
+    "flow_tv_and_div_curl_energy",
     "flow_tv_per_frame",
     "video_mean",
 ]
@@ -111,8 +112,11 @@ def flow_tv_per_frame(
     Returns:
         `[..., t - 1]` float64, NaN in frames without a valid pair.
     """
-    u, v, valid = _grid_flow(tracks, visibility, grid_hw)
-    s = float(grid_stride)
+    return _tv_of_flow(*_grid_flow(tracks, visibility, grid_hw), float(grid_stride))
+
+
+def _tv_of_flow(u: np.ndarray, v: np.ndarray, valid: np.ndarray, s: float) -> np.ndarray:
+    """FlowTV per frame from `_grid_flow`'s output and the grid spacing `s`."""
     frames = valid.shape[:-2]
     if valid.shape[-1] >= 2:
         term_x = np.abs((u[..., 1:] - u[..., :-1]) / s) + np.abs((v[..., 1:] - v[..., :-1]) / s)
@@ -172,7 +176,13 @@ def flow_div_curl(
     u, v, valid = _grid_flow(tracks, visibility, grid_hw)
     if valid.shape[-2] < 2 or valid.shape[-1] < 2:
         raise ValueError(f"grid_hw must be at least (2, 2) for divergence and curl; got {grid_hw}")
-    s = float(grid_stride)
+    return _div_curl_of_flow(u, v, valid, float(grid_stride))
+
+
+def _div_curl_of_flow(
+    u: np.ndarray, v: np.ndarray, valid: np.ndarray, s: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`flow_div_curl` from `_grid_flow`'s output (grid at least 2 x 2) and the spacing."""
     du_dx = (u[..., :-1, 1:] - u[..., :-1, :-1]) / s
     dv_dx = (v[..., :-1, 1:] - v[..., :-1, :-1]) / s
     du_dy = (u[..., 1:, :-1] - u[..., :-1, :-1]) / s
@@ -200,8 +210,43 @@ def div_curl_energy_per_frame(
     if hg < 2 or wg < 2:
         return np.full((*shape[:-3], max(shape[-3] - 1, 0)), np.nan)
     div, curl, cell = flow_div_curl(tracks, visibility, grid_hw=grid_hw, grid_stride=grid_stride)
+    return _energy(div, curl, cell)
+
+
+def _energy(div: np.ndarray, curl: np.ndarray, cell: np.ndarray) -> np.ndarray:
     div64, curl64 = div.astype(np.float64), curl.astype(np.float64)
     return _masked_mean(div64**2 + curl64**2, cell)
+
+
+def flow_tv_and_div_curl_energy(
+    tracks: np.ndarray,
+    visibility: np.ndarray | None = None,
+    *,
+    grid_hw: tuple[int, int],
+    grid_stride: float = DEFAULT_GRID_STRIDE,
+) -> tuple[np.ndarray | float, np.ndarray | float]:
+    """`(flow_tv(...), div_curl_energy(...))` of the same tracks from one flow field.
+
+    The same numbers, bit for bit, as the two calls; the flow and its validity are formed
+    once instead of twice. Args and returns: as `flow_tv` and `div_curl_energy`.
+    """
+    tv, dc = _tv_and_energy(tracks, visibility, grid_hw, float(grid_stride))
+    _warn_nan("flow_tv", tv)
+    _warn_nan("div_curl_energy", dc)
+    return (float(tv) if tv.ndim == 0 else tv), (float(dc) if dc.ndim == 0 else dc)
+
+
+def _tv_and_energy(
+    tracks: np.ndarray, visibility: np.ndarray | None, grid_hw: tuple[int, int], s: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-video FlowTV and DivCurlE arrays (NaN where undefined), without warnings."""
+    shape = as_tracks("tracks", tracks).shape
+    hg, wg = grid_hw_of(grid_hw, shape[-2])
+    u, v, valid = _grid_flow(tracks, visibility, grid_hw)
+    tv = _nanmean_last(_tv_of_flow(u, v, valid, s))
+    if hg < 2 or wg < 2:
+        return tv, np.full(tv.shape, np.nan)
+    return tv, _nanmean_last(_energy(*_div_curl_of_flow(u, v, valid, s)))
 
 
 def div_curl_energy(

@@ -19,7 +19,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["GaussianAccumulator", "GaussianStats", "frechet_distance", "gaussian_stats"]
+__all__ = [
+    "GaussianAccumulator",
+    "GaussianStats",
+    "IntegerGaussianAccumulator",
+    "frechet_distance",
+    "gaussian_stats",
+]
 
 DEFAULT_EPS = 1e-5  # added to both covariance diagonals (released FVMD and PyPI fvmd)
 
@@ -175,6 +181,132 @@ class GaussianAccumulator:
         return GaussianStats(self._mean.copy(), self._m2 / float(self._count - 1), self._count)
 
 
+# float32 holds every integer below 2^24 exactly; float64 every one below 2^53.
+_FLOAT32_EXACT = float(2**24)
+_FLOAT64_EXACT = float(2**53)
+
+
+class IntegerGaussianAccumulator:
+    """Streaming mean and covariance of integer-valued rows, exact up to one rounding.
+
+    FVMD's clip features are histogram levels (integers) over a fixed scale, so their raw
+    moments -- the count n, the column sums s and the Gram matrix G = X^T X -- can be
+    summed exactly, in any order and chunking. A chunk's G is a float32 matrix product
+    when every column's sum of squares in the chunk is below 2^24 (Cauchy-Schwarz bounds
+    every partial sum of G by those, so each is an exact float32 integer; about twice
+    the speed of float64), else a float64 one (exact below 2^53); G and s add up in int64.
+    The covariance `(n G - s s^T) / (n (n - 1) scale^2)` is formed in exact integers and
+    rounded once (twice where `n G` passes 2^53), where the released two-pass float64 covariance (`x - mean`, then
+    `xc^T xc`) carries rounding of ~1e-16 relative per term; the two agree to that.
+
+    While there are no more rows than dimensions the rows are kept and `stats` gives the
+    low-rank factor of :func:`gaussian_stats` (FVMD-Long), exactly as
+    :class:`GaussianAccumulator` does. Memory: O(d^2 + buffer_rows * d).
+
+    Args:
+        scale: the rows' values are `levels / scale` (FVMD: log2(magnitude_bins) = 8).
+        buffer_rows: rows buffered before each product.
+    """
+
+    def __init__(self, scale: float = 1.0, buffer_rows: int = 4096) -> None:
+        if buffer_rows < 1:
+            raise ValueError(f"buffer_rows must be >= 1; got {buffer_rows}")
+        if not scale > 0:
+            raise ValueError(f"scale must be > 0; got {scale!r}")
+        self.scale = float(scale)
+        self.buffer_rows = int(buffer_rows)
+        self._count = 0
+        self._sum: np.ndarray | None = None  # [d] int64
+        self._gram: np.ndarray | None = None  # [d, d] int64
+        self._pending: list[np.ndarray] = []
+        self._pending_rows = 0
+
+    @property
+    def dim(self) -> int | None:
+        """Feature dimension, None before the first update."""
+        if self._sum is not None:
+            return int(self._sum.shape[0])
+        return int(self._pending[0].shape[1]) if self._pending else None
+
+    @property
+    def count(self) -> int:
+        """Number of rows seen."""
+        return self._count + self._pending_rows
+
+    def update(self, levels: np.ndarray) -> None:
+        """Add rows `levels: [b, d]` of integer values (any float or int dtype)."""
+        x = np.asarray(levels)
+        if x.ndim != 2:
+            raise ValueError(f"levels must have shape [b, d]; got {x.shape}")
+        if self.dim is not None and x.shape[1] != self.dim:
+            raise ValueError(
+                f"levels must have dimension {self.dim} like the earlier rows; got {x.shape[1]}"
+            )
+        if x.shape[0] == 0:
+            return
+        if not np.array_equal(x, np.round(x)):
+            raise ValueError(
+                "levels must hold integer values (histogram levels before scaling); use "
+                "GaussianAccumulator for other features"
+            )
+        self._append(x)
+
+    def _append(self, x: np.ndarray) -> None:
+        """`update` of rows known to be integers `[b, d]` (FVMD's levels), unchecked."""
+        self._pending.append(
+            x.astype(np.float32 if np.abs(x).max() < _FLOAT32_EXACT else np.float64)
+        )
+        self._pending_rows += x.shape[0]
+        if self._pending_rows >= self.buffer_rows and self.count > x.shape[1]:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        x = np.concatenate(self._pending, axis=0)
+        self._pending, self._pending_rows = [], 0
+        top = float(np.max(np.einsum("ij,ij->j", x, x, dtype=np.float64)))
+        if top < _FLOAT32_EXACT:
+            x = x.astype(np.float32, copy=False)
+        elif top < _FLOAT64_EXACT:
+            x = x.astype(np.float64, copy=False)
+        else:
+            raise ValueError(
+                f"levels too large for exact sums (a column's sum of squares is {top:.3g} >= "
+                "2^53); pass fewer rows per update"
+            )
+        gram = (x.T @ x).astype(np.int64)
+        col_sum = x.sum(axis=0, dtype=np.float64).astype(np.int64)
+        if self._gram is None or self._sum is None:
+            self._gram, self._sum = gram, col_sum
+        else:
+            self._gram += gram
+            self._sum += col_sum
+        self._count += x.shape[0]
+
+    def stats(self) -> GaussianStats:
+        """Mean and covariance (of `levels / scale`) so far; `ValueError` with < 2 rows."""
+        if self.count < 2:
+            raise ValueError(
+                f"need at least 2 feature rows to estimate a covariance; got {self.count}"
+            )
+        if self._gram is None and self.count <= (self.dim or 0):
+            rows = np.concatenate(self._pending, axis=0).astype(np.float64)
+            return gaussian_stats(rows / self.scale)
+        self._flush()
+        assert self._gram is not None and self._sum is not None
+        n = self._count
+        s = self._sum
+        # n G - s s^T in exact integers: int64 while it fits, Python ints beyond.
+        if n * int(np.max(np.diagonal(self._gram))) < 2**62:
+            centred = n * self._gram - np.outer(s, s)
+        else:
+            centred = n * self._gram.astype(object) - np.outer(s.astype(object), s.astype(object))
+        cov = centred.astype(np.float64) / (float(n) * float(n - 1) * self.scale * self.scale)
+        mean = s.astype(np.float64) / (float(n) * self.scale)
+        return GaussianStats(mean, cov, n)
+
+
 def _trace_sqrt_product_released(s1: np.ndarray, s2: np.ndarray) -> float:
     """`Tr sqrt(s1 s2)` for symmetric PSD `s1, s2` as the released script writes it: the
     eigenvalues of `sqrt(s1) s2 sqrt(s1)`, `sqrt(s1)` from a full eigendecomposition."""
@@ -199,10 +331,30 @@ def _trace_sqrt_product_eigh(s1: np.ndarray, s2: np.ndarray) -> float:
         low = np.linalg.cholesky(s1)
     except np.linalg.LinAlgError:
         return _trace_sqrt_product_released(s1, s2)
-    a = low.T @ (s2 @ low)
-    a = 0.5 * (a + a.T)
-    wa = np.clip(np.linalg.eigvalsh(a), 0.0, None)
+    wa = np.clip(np.linalg.eigvalsh(_lower_congruence(low, s2), UPLO="L"), 0.0, None)
     return float(np.sum(np.sqrt(wa)))
+
+
+def _lower_congruence(low: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """`low^T s low` (`low` lower triangular, `s` symmetric) where `eigvalsh(...,
+    UPLO="L")` reads it: its lower triangle is right, its upper-right block is zero.
+
+    In 2 x 2 blocks (`h = d // 2`), `low = [[L11, 0], [L21, L22]]`; only
+    `B = s low` without its upper-right block and `A = low^T B` without its upper-right
+    block are formed: 2.25 d^3 flops instead of 4 d^3 for the two full products.
+    """
+    d = low.shape[0]
+    h = d // 2
+    if h == 0:
+        return low.T @ (s @ low)
+    l11, l21, l22 = low[:h, :h], low[h:, :h], low[h:, h:]
+    b_left = s[:, :h] @ l11 + s[:, h:] @ l21  # (s low)[:, :h]
+    b22 = s[h:, h:] @ l22  # (s low)[h:, h:]
+    out = np.zeros_like(s)
+    out[:h, :h] = l11.T @ b_left[:h] + l21.T @ b_left[h:]
+    out[h:, :h] = l22.T @ b_left[h:]
+    out[h:, h:] = l22.T @ b22
+    return out
 
 
 def _trace_sqrt_product_sqrtm(s1: np.ndarray, s2: np.ndarray) -> float:

@@ -39,10 +39,11 @@ from typing import Literal
 import numpy as np
 
 from trajloom.metrics._checks import as_tracks, as_visibility, grid_hw_of, same_shape
+from trajloom.metrics._threads import side_by_side
 from trajloom.metrics.frechet import (
     DEFAULT_EPS,
-    GaussianAccumulator,
     GaussianStats,
+    IntegerGaussianAccumulator,
     frechet_distance,
     gaussian_stats,
 )
@@ -145,12 +146,12 @@ def velocity_acceleration(
     Returns:
         `(v, a)`, each float32 `[..., t, n, 2]` in pixels per frame (per frame^2).
     """
-    x = as_tracks("tracks", tracks).astype(np.float32)
+    x = as_tracks("tracks", tracks).astype(np.float32, copy=False)
     v = np.zeros_like(x)
-    v[..., 1:, :, :] = x[..., 1:, :, :] - x[..., :-1, :, :]
+    np.subtract(x[..., 1:, :, :], x[..., :-1, :, :], out=v[..., 1:, :, :])
     a = np.zeros_like(x)
     if acceleration == "second_difference":
-        a[..., 2:, :, :] = v[..., 2:, :, :] - v[..., 1:-1, :, :]
+        np.subtract(v[..., 2:, :, :], v[..., 1:-1, :, :], out=a[..., 2:, :, :])
     elif acceleration == "position_difference":
         a[..., 2:, :, :] = v[..., 2:, :, :]
     else:
@@ -163,8 +164,10 @@ def velocity_acceleration(
         vmask[..., 1:, :] = vis[..., 1:, :] & vis[..., :-1, :]
         amask = np.zeros(vis.shape, dtype=bool)
         amask[..., 2:, :] = vmask[..., 2:, :] & vis[..., :-2, :]
-        v *= vmask[..., None]
-        a *= amask[..., None]
+        # times 1 or 0 as the released float32 masks do (a masked negative is -0.0);
+        # float32 masks: a bool operand would be cast element by element (5x slower)
+        v *= vmask.astype(np.float32)[..., None]
+        a *= amask.astype(np.float32)[..., None]
     return v, a
 
 
@@ -195,7 +198,8 @@ def _frame_histograms(vectors: np.ndarray, grid_hw: tuple[int, int], cfg: FVMDCo
     else:
         bins = (angle + np.pi) // width
     bins = np.clip(bins, 0, cfg.angle_bins - 1).astype(np.int64)
-    mag = np.linalg.norm(v, axis=-1)
+    # |v| as np.linalg.norm(v, axis=-1) computes it in float32 (same bits, 10x faster)
+    mag = np.sqrt(v[..., 0] * v[..., 0] + v[..., 1] * v[..., 1])
     mag = np.clip(mag, 0.0, float(cfg.magnitude_bins - 1)) + 1.0
     level = np.ceil(np.clip(np.log2(mag), 0.0, float(np.log2(cfg.magnitude_bins))))
     cell = (np.arange(mh * cs) // cs)[:, None] * mw + (np.arange(mw * cs) // cs)[None, :]
@@ -298,56 +302,93 @@ def fvmd_features(
         rows ordered by video then clip start.
     """
     cfg = config or FVMDConfig()
-    x = as_tracks("tracks", tracks)
-    if x.ndim == 3:
-        x = x[None]
-        if visibility is not None:
-            visibility = np.asarray(visibility)[None]
-    if x.ndim != 4:
-        raise ValueError(f"tracks must have shape [T, N, 2] or [B, T, N, 2]; got {x.shape}")
-    if not np.isfinite(x).all():
-        raise ValueError(
-            f"tracks has {int((~np.isfinite(x)).sum())} non-finite values; FVMD needs finite "
-            "positions (set invisible points to any finite value and pass visibility)"
-        )
-    hw = grid_hw_of(grid_hw if grid_hw is not None else factor_grid(x.shape[2]), x.shape[2])
-    t = x.shape[1]
-    starts, length = clip_windows(t, cfg.clip_len, cfg.clip_stride)
-    if length < cfg.cube_frames:
-        raise ValueError(
-            f"tracks must have at least cube_frames = {cfg.cube_frames} frames per clip; "
-            f"got clips of {length} frames"
-        )
-    if visibility is not None:
-        vis = as_visibility("visibility", visibility, x.shape)
-        if not (vis[:, 1:] & vis[:, :-1]).any():
-            warnings.warn(
-                "fvmd_features: no track is visible in two consecutive frames; every motion "
-                "vector is gated to zero and the features are all zero",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-        visibility = vis
-    v, a = velocity_acceleration(x, visibility, acceleration=cfg.acceleration)
     scale = float(np.log2(cfg.magnitude_bins))
+    v, a = _clip_levels(_ClipInput.check(tracks, visibility, grid_hw, cfg), cfg)
+    return v / scale, a / scale
+
+
+@dataclass(frozen=True)
+class _ClipInput:
+    """Checked input of the features: tracks `[b, t, n, 2]`, visibility `[b, t, n]` bool
+    or None, the grid and the clip windows (`clip_windows`)."""
+
+    tracks: np.ndarray
+    visibility: np.ndarray | None
+    grid_hw: tuple[int, int]
+    starts: np.ndarray
+    length: int
+
+    @classmethod
+    def check(
+        cls,
+        tracks: np.ndarray,
+        visibility: np.ndarray | None,
+        grid_hw: tuple[int, int] | None,
+        cfg: FVMDConfig,
+    ) -> _ClipInput:
+        """Validate (errors and warnings name the input) and batch a `[t, n, 2]` video."""
+        x = as_tracks("tracks", tracks)
+        if x.ndim == 3:
+            x = x[None]
+            if visibility is not None:
+                visibility = np.asarray(visibility)[None]
+        if x.ndim != 4:
+            raise ValueError(f"tracks must have shape [T, N, 2] or [B, T, N, 2]; got {x.shape}")
+        if not np.isfinite(x).all():
+            raise ValueError(
+                f"tracks has {int((~np.isfinite(x)).sum())} non-finite values; FVMD needs "
+                "finite positions (set invisible points to any finite value and pass visibility)"
+            )
+        hw = grid_hw_of(grid_hw if grid_hw is not None else factor_grid(x.shape[2]), x.shape[2])
+        starts, length = clip_windows(x.shape[1], cfg.clip_len, cfg.clip_stride)
+        if length < cfg.cube_frames:
+            raise ValueError(
+                f"tracks must have at least cube_frames = {cfg.cube_frames} frames per clip; "
+                f"got clips of {length} frames"
+            )
+        vis = None
+        if visibility is not None:
+            vis = as_visibility("visibility", visibility, x.shape)
+            if not (vis[:, 1:] & vis[:, :-1]).any():
+                warnings.warn(
+                    "fvmd_features: no track is visible in two consecutive frames; every "
+                    "motion vector is gated to zero and the features are all zero",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+        return cls(x, vis, hw, starts, length)
+
+
+def _clip_levels(clips: _ClipInput, cfg: FVMDConfig) -> tuple[np.ndarray, np.ndarray]:
+    """`fvmd_features` times log2(magnitude_bins): the integer histogram levels (float64)
+    of checked input; no warnings, so it may run in a worker thread."""
+    v, a = velocity_acceleration(clips.tracks, clips.visibility, acceleration=cfg.acceleration)
     out = []
     for vectors, zeroed in ((v, 1), (a, 2)):
-        per_frame = _frame_histograms(vectors, hw, cfg)
-        cubes = _window_cubes(per_frame, starts, length, zeroed, cfg.cube_frames)
-        out.append(cubes.reshape(cubes.shape[0] * cubes.shape[1], -1) / scale)
+        per_frame = _frame_histograms(vectors, clips.grid_hw, cfg)
+        cubes = _window_cubes(per_frame, clips.starts, clips.length, zeroed, cfg.cube_frames)
+        out.append(cubes.reshape(cubes.shape[0] * cubes.shape[1], -1))
     return out[0], out[1]
 
 
 def _distances(
-    gt: GaussianStats, pred: GaussianStats, dim_v: int, cfg: FVMDConfig
+    gt: GaussianStats, pred: GaussianStats, dim_v: int, cfg: FVMDConfig, workers: int = 1
 ) -> tuple[float, float, float]:
+    """Velocity, acceleration and combined Fréchet distances; with `workers >= 2` the
+    combined one (the largest) runs beside the other two."""
     eps, method = cfg.eps, cfg.sqrt_method
     d = gt.mean.shape[0]
-    return (
-        frechet_distance(gt.block(0, dim_v), pred.block(0, dim_v), eps=eps, method=method),
-        frechet_distance(gt.block(dim_v, d), pred.block(dim_v, d), eps=eps, method=method),
-        frechet_distance(gt, pred, eps=eps, method=method),
+
+    def blocks() -> tuple[float, float]:
+        return (
+            frechet_distance(gt.block(0, dim_v), pred.block(0, dim_v), eps=eps, method=method),
+            frechet_distance(gt.block(dim_v, d), pred.block(dim_v, d), eps=eps, method=method),
+        )
+
+    combined, (vel, acc) = side_by_side(
+        lambda: frechet_distance(gt, pred, eps=eps, method=method), blocks, workers
     )
+    return vel, acc, combined
 
 
 def fvmd_from_features(
@@ -388,7 +429,11 @@ class FVMDAccumulator:
         config: `FVMDConfig`.
         grid_hw: `(Hg, Wg)` of every video; None takes it from the first update
             (or factors n there, as the released script does without `query_xy`).
-        buffer_rows: clip rows buffered before each covariance merge.
+        buffer_rows: clip rows buffered before each covariance product.
+        workers: 1 (default) computes ground truth and prediction one after the other; 2
+            side by side in two threads (features, covariances, Fréchet distances), for
+            a machine with an idle core: on a shared 2-core box at load >= 2.5 it was
+            slower (BENCHMARKS.md). The results are bit-identical.
     """
 
     def __init__(
@@ -396,12 +441,15 @@ class FVMDAccumulator:
         config: FVMDConfig | None = None,
         grid_hw: tuple[int, int] | None = None,
         *,
-        buffer_rows: int = 2048,
+        buffer_rows: int = 4096,
+        workers: int = 1,
     ) -> None:
         self.config = config or FVMDConfig()
+        self.workers = int(workers)
         self.grid_hw = None if grid_hw is None else (int(grid_hw[0]), int(grid_hw[1]))
-        self._gt = GaussianAccumulator(buffer_rows)
-        self._pred = GaussianAccumulator(buffer_rows)
+        scale = float(np.log2(self.config.magnitude_bins))
+        self._gt = IntegerGaussianAccumulator(scale, buffer_rows)
+        self._pred = IntegerGaussianAccumulator(scale, buffer_rows)
         self._dim_v: int | None = None
         self.num_videos = 0
 
@@ -432,8 +480,13 @@ class FVMDAccumulator:
                 f"grid_hw {hw} differs from the grid {self.grid_hw} of earlier videos; "
                 "all videos must use the same query grid"
             )
-        fv_gt, fa_gt = fvmd_features(gt, visibility, grid_hw=hw, config=self.config)
-        fv_pr, fa_pr = fvmd_features(pred, visibility, grid_hw=hw, config=self.config)
+        gt_in = _ClipInput.check(gt, visibility, hw, self.config)
+        pred_in = _ClipInput.check(pred, visibility, hw, self.config)
+        (fv_gt, fa_gt), (fv_pr, fa_pr) = side_by_side(
+            lambda: _clip_levels(gt_in, self.config),
+            lambda: _clip_levels(pred_in, self.config),
+            self.workers,
+        )
         if self._dim_v is not None and fv_gt.shape[1] != self._dim_v:
             raise ValueError(
                 f"clips of this video give {fv_gt.shape[1]} velocity features but earlier ones "
@@ -441,8 +494,9 @@ class FVMDAccumulator:
                 "(check T against clip_len)"
             )
         self._dim_v = fv_gt.shape[1]
-        self._gt.update(np.concatenate([fv_gt, fa_gt], axis=1))
-        self._pred.update(np.concatenate([fv_pr, fa_pr], axis=1))
+        # histogram levels: integers by construction (bincount of integer weights)
+        self._gt._append(np.concatenate([fv_gt, fa_gt], axis=1))
+        self._pred._append(np.concatenate([fv_pr, fa_pr], axis=1))
         self.num_videos += 1 if gt.ndim == 3 else gt.shape[0]
         return fv_gt.shape[0]
 
@@ -458,8 +512,8 @@ class FVMDAccumulator:
                 f"FVMD needs at least 2 clips to estimate covariances; got {self._gt.count} "
                 "(add more videos, or lower clip_stride / clip_len)"
             )
-        gt, pred = self._gt.stats(), self._pred.stats()
-        vel, acc, comb = _distances(gt, pred, self._dim_v, self.config)
+        gt, pred = side_by_side(self._gt.stats, self._pred.stats, self.workers)
+        vel, acc, comb = _distances(gt, pred, self._dim_v, self.config, self.workers)
         d = gt.mean.shape[0]
         return FVMDResult(vel, acc, comb, gt.count, self.num_videos, self._dim_v, d - self._dim_v)
 
