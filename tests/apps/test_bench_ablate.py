@@ -20,6 +20,7 @@ from trajloom_bench.ablate import (
     Study,
     StudyError,
     Variant,
+    _load_flow_weights,
     format_tables,
     run_study,
     variant_overrides,
@@ -233,6 +234,8 @@ def test_tiny_study_end_to_end_and_resume(tmp_path):
     ema = load_file(Path(note["generator_checkpoint"]) / "ema.safetensors")
     early = TrajLoomPipeline.from_pretrained(runs / "early" / "trained").generator.state_dict()
     final = TrajLoomPipeline.from_pretrained(runs / "full" / "trained").generator.state_dict()
+    ema = {k.removeprefix("generator."): v for k, v in ema.items() if k.startswith("generator.")}
+    assert ema.keys() == early.keys()
     assert all(torch.equal(early[k], v) for k, v in ema.items())
     assert any(not torch.equal(early[k], final[k]) for k in ema)
 
@@ -311,3 +314,38 @@ def test_variants_of_a_failed_base_are_blocked_counted_and_reported(tmp_path):
     assert "0 of 3 variants done; failed: ['full', 'no_fusion', 'early']" in lines[-1]
     results["full"] = {"status": "done", "generator": {}, "vae": {}}
     assert _report(study, recipe, ctx, results, lines.append) == 1  # some failed
+
+
+class _Pipe:
+    """What _load_flow_weights reads of a pipeline: its generator and context encoders."""
+
+    def __init__(self, video: bool) -> None:
+        self.generator = torch.nn.Linear(2, 2)
+        self.video_encoder = torch.nn.Linear(2, 3) if video else None
+        self.text_encoder = None
+
+
+def test_early_checkpoint_loads_generator_and_trained_context():
+    """The flow stage saves generator.* and the jointly trained video_encoder.* /
+    text_encoder.*; runs from before the context saved the generator's keys bare."""
+    pipe = _Pipe(video=True)
+    weights = {
+        f"generator.{k}": torch.full_like(v, 1.0) for k, v in pipe.generator.state_dict().items()
+    }
+    weights |= {
+        f"video_encoder.{k}": torch.full_like(v, 2.0)
+        for k, v in pipe.video_encoder.state_dict().items()
+    }
+    _load_flow_weights(pipe, weights, Path("ckpt"))
+    assert all(bool((p == 1).all()) for p in pipe.generator.parameters())
+    assert all(bool((p == 2).all()) for p in pipe.video_encoder.parameters())
+    bare = _Pipe(video=False)
+    _load_flow_weights(
+        bare, {k: torch.zeros_like(v) for k, v in bare.generator.state_dict().items()}, Path("c")
+    )
+    assert all(bool((p == 0).all()) for p in bare.generator.parameters())
+    with pytest.raises(RuntimeError, match="has none"):
+        _load_flow_weights(_Pipe(video=False), weights, Path("ckpt"))
+    partial = {k: v for k, v in weights.items() if k != "video_encoder.bias"}
+    with pytest.raises(RuntimeError, match=r"video_encoder\.bias"):
+        _load_flow_weights(_Pipe(video=True), partial, Path("ckpt"))

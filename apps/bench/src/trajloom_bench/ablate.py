@@ -326,6 +326,30 @@ def train_variant(variant: Variant, study: Study, recipe: dict[str, Any]) -> Non
         raise RuntimeError(f"trajloom-train exited {code} ({log}): {_log_tail(log)}")
 
 
+def _load_flow_weights(
+    pipe: TrajLoomPipeline, weights: dict[str, torch.Tensor], ckpt: Path
+) -> None:
+    """Load a flow-stage checkpoint into ``pipe`` in place, strictly.
+
+    The flow stage saves what it trains: ``generator.*`` and, with the built-in context,
+    ``video_encoder.*`` / ``text_encoder.*`` (trained jointly); runs from before the
+    context saved the generator's keys bare.
+    """
+    parts = {
+        name
+        for name in ("generator", "video_encoder", "text_encoder")
+        if any(k.startswith(f"{name}.") for k in weights)
+    }
+    if not parts:
+        pipe.generator.load_state_dict(weights, strict=True)
+        return
+    modules = {name: getattr(pipe, name) for name in parts}
+    missing = [name for name, module in modules.items() if module is None]
+    if missing:
+        raise RuntimeError(f"{ckpt} holds {missing} weights but the base's trained set has none")
+    torch.nn.ModuleDict(modules).load_state_dict(weights, strict=True)
+
+
 def _assemble_early(variant: Variant, study: Study, recipe: dict[str, Any]) -> None:
     """The early variant's trained set: the base's, with the generator of its flow
     checkpoint at the early step (EMA weights where the stage keeps them)."""
@@ -341,7 +365,7 @@ def _assemble_early(variant: Variant, study: Study, recipe: dict[str, Any]) -> N
     weights = load_file(str(ckpt / "model.safetensors"))
     if (ckpt / "ema.safetensors").is_file():
         weights.update(load_file(str(ckpt / "ema.safetensors")))
-    pipe.generator.load_state_dict(weights, strict=True)
+    _load_flow_weights(pipe, weights, ckpt)
     pipe.save_pretrained(study.out / "runs" / variant.name / "trained")
     note = {"base": str(base / "trained"), "generator_checkpoint": str(ckpt), "flow_step": step}
     atomic_write_text(
