@@ -6,13 +6,17 @@ import json
 import math
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+from trajloom.data.formats import iter_shard_samples, read_manifest
+from trajloom.data.synthetic import make_scene, scene_seed
 from trajloom.flow.pipeline import TrajLoomPipeline
 from trajloom_bench.ablate import (
     TABLES,
@@ -20,19 +24,24 @@ from trajloom_bench.ablate import (
     Study,
     StudyError,
     Variant,
+    _bench_config,
     _load_flow_weights,
     format_tables,
+    prepare_bench,
     run_study,
     variant_overrides,
 )
 from trajloom_bench.ablate import BenchSpec as AblateBench
+from trajloom_bench.build import build_synthetic_source
 from trajloom_bench.cli import app
 from trajloom_train.config import (
     RUNTIME_KEYS,
+    DataConfig,
     apply_overrides,
     config_diff,
     recipe_to_dict,
 )
+from trajloom_train.data import scene_config
 from trajloom_train.recipes import get_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -349,3 +358,50 @@ def test_early_checkpoint_loads_generator_and_trained_context():
     partial = {k: v for k, v in weights.items() if k != "video_encoder.bias"}
     with pytest.raises(RuntimeError, match=r"video_encoder\.bias"):
         _load_flow_weights(_Pipe(video=True), partial, Path("ckpt"))
+
+
+def test_bench_is_built_in_the_recipes_world_with_the_frames_its_sets_read(tmp_path):
+    """Held-out synthetic scenes come from the world the recipe trains on (quick: lively,
+    its object counts), and the bench keeps the video when the trained sets read it."""
+    recipe = recipe_to_dict(get_recipe("quick"))
+    cfg = _bench_config(recipe, AblateBench())
+    data = recipe["data"]
+    assert (cfg.dynamics, cfg.min_objects, cfg.max_objects) == (
+        data["dynamics"],
+        data["min_objects"],
+        data["max_objects"],
+    )
+    assert cfg.store_video is (recipe["conditioning"]["video"] != "none")
+    blind = {**recipe, "conditioning": {**recipe["conditioning"], "video": "none"}}
+    assert _bench_config(blind, AblateBench()).store_video is False
+    # The bench's scene i is the training world's scene of the bench seed.
+    bench_cfg = replace(cfg, store_video=False, width=64, height=64, stride=16, history=5, future=5)
+    build_synthetic_source("synthetic", 2, tmp_path / "syn", bench_cfg)
+    urls, _ = read_manifest(tmp_path / "syn")
+    samples = [s for u in urls for s in iter_shard_samples(Path(u))]
+    train_data = DataConfig(
+        width=64,
+        height=64,
+        stride=16,
+        history=5,
+        future=5,
+        dynamics="lively",
+        min_objects=data["min_objects"],
+        max_objects=data["max_objects"],
+    )
+    for i, sample in enumerate(samples):
+        scene = make_scene(scene_seed(cfg.seed, i), scene_config(train_data))
+        np.testing.assert_array_equal(sample.tracks, scene.tracks)
+    with pytest.raises(ValueError, match="dynamics"):
+        replace(cfg, dynamics="wobbly")
+
+
+def test_a_given_bench_without_frames_is_refused_for_sets_that_read_video(tmp_path):
+    folder = tmp_path / "bench"
+    folder.mkdir()
+    (folder / "bench.json").write_text(
+        json.dumps({"config": {"store_video": False}, "sources": {}})
+    )
+    study = Study(out=tmp_path / "out", bench=AblateBench(folder=folder))
+    with pytest.raises(StudyError, match="holds no video frames"):
+        prepare_bench(study, recipe_to_dict(get_recipe("quick")), print)

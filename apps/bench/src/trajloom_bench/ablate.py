@@ -386,15 +386,31 @@ def _bench_config(recipe: dict[str, Any], spec: BenchSpec) -> BenchConfig:
         future=data["future"],
         windows_per_video=spec.windows_per_video,
         window_stride=spec.window_stride,
-        store_video=False,
+        store_video=_reads_video(recipe),
         seed=spec.seed,
+        dynamics=data["dynamics"],
+        min_objects=data["min_objects"],
+        max_objects=data["max_objects"],
     )
+
+
+def _reads_video(recipe: dict[str, Any]) -> bool:
+    """Whether the recipe's trained sets read the history video (their context)."""
+    return recipe["conditioning"]["video"] != "none"
 
 
 def prepare_bench(study: Study, recipe: dict[str, Any], progress: Progress) -> Path:
     """The bench folder: ``--bench`` as given, else ``OUT/bench`` (built once, then reused)."""
     spec = study.bench
     if spec.folder is not None:
+        config = read_bench(spec.folder).get("config", {})
+        if _reads_video(recipe) and not config.get("store_video", True):
+            raise StudyError(
+                f"--bench {spec.folder} holds no video frames, but the recipe's trained sets "
+                "read the history video (conditioning.video="
+                f"{recipe['conditioning']['video']}); build the bench with its video (`bench "
+                "build` keeps it by default) or leave --bench out"
+            )
         return spec.folder
     if spec.seed == recipe["seed"] and spec.synthetic:
         raise StudyError(

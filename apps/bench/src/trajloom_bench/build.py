@@ -94,9 +94,13 @@ class BenchConfig:
     store_video: bool = True  # keep the window's frames (H.264) in the shard
     maxcount: int = 256  # samples per shard
     seed: int = 0  # synthetic scenes
+    dynamics: str = "rigid"  # synthetic scenes' world (trajloom.data.synthetic.DYNAMICS)
+    min_objects: int | None = None  # synthetic objects per scene; None: SceneConfig's
+    max_objects: int | None = None
 
     def __post_init__(self) -> None:
         GridSpec(self.width, self.height, self.stride)  # validates the grid
+        SceneConfig.preset(self.dynamics)  # validates the world's name
         for name in ("history", "future", "windows_per_video", "maxcount"):
             if getattr(self, name) < 1:
                 raise ValueError(f"BenchConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -352,13 +356,20 @@ def build_synthetic_source(
     """``count`` synthetic scenes (exact tracks) at the bench resolution and window length."""
     if count < 1:
         raise ValueError(f"source {name}: the number of synthetic clips must be >= 1, got {count}")
-    scene_cfg = SceneConfig(
+    objects = {
+        key: value
+        for key, value in (("min_objects", cfg.min_objects), ("max_objects", cfg.max_objects))
+        if value is not None
+    }
+    scene_cfg = SceneConfig.preset(
+        cfg.dynamics,
         width=cfg.width,
         height=cfg.height,
         stride=cfg.stride,
         num_frames=cfg.window,
         fps=float(cfg.fps or 16.0),
         render_frames=cfg.store_video,
+        **objects,
     )
 
     def samples() -> Iterator[ShardSample]:

@@ -139,6 +139,9 @@ def build(
     ] = True,
     maxcount: int = 256,
     seed: int = 0,
+    dynamics: Annotated[
+        str, typer.Option(help="World of the synthetic scenes: rigid or lively.")
+    ] = "rigid",
     quiet: bool = False,
 ) -> None:
     """Build TrajLoomBench sources into shards + manifests, and OUT/bench.json."""
@@ -164,6 +167,7 @@ def build(
             store_video=store_video,
             maxcount=maxcount,
             seed=seed,
+            dynamics=dynamics,
         )
     except ValueError as err:
         raise _fail(str(err)) from None
