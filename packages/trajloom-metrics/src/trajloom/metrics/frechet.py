@@ -102,30 +102,31 @@ def gaussian_stats(features: np.ndarray) -> GaussianStats:
     return GaussianStats(mu, (xc.T @ xc) / float(n - 1), n)
 
 
-class GaussianAccumulator:
-    """Streaming mean and covariance of feature rows (Chan et al. pairwise merge).
+class _RowBuffer:
+    """Rows of a streaming statistic, buffered up to `buffer_rows` before `_flush` merges
+    them; while there are no more rows than dimensions the rows themselves are kept (no
+    larger than a covariance would be). Subclasses merge and say their merged dimension."""
 
-    While there are no more rows than dimensions the rows themselves are kept (no
-    larger than the covariance would be); beyond that, rows are buffered up to
-    `buffer_rows` and merged as one batch (two-pass within the batch), so memory is
-    O(d^2 + buffer_rows * d) whatever the number of rows.
-    """
-
-    def __init__(self, buffer_rows: int = 2048) -> None:
+    def __init__(self, buffer_rows: int) -> None:
         if buffer_rows < 1:
             raise ValueError(f"buffer_rows must be >= 1; got {buffer_rows}")
         self.buffer_rows = int(buffer_rows)
-        self._count = 0
-        self._mean: np.ndarray | None = None
-        self._m2: np.ndarray | None = None
+        self._count = 0  # rows merged
         self._pending: list[np.ndarray] = []
         self._pending_rows = 0
+
+    def _merged_dim(self) -> int | None:
+        raise NotImplementedError
+
+    def _flush(self) -> None:
+        raise NotImplementedError
 
     @property
     def dim(self) -> int | None:
         """Feature dimension, None before the first update."""
-        if self._mean is not None:
-            return int(self._mean.shape[0])
+        merged = self._merged_dim()
+        if merged is not None:
+            return merged
         return int(self._pending[0].shape[1]) if self._pending else None
 
     @property
@@ -133,19 +134,42 @@ class GaussianAccumulator:
         """Number of rows seen."""
         return self._count + self._pending_rows
 
-    def update(self, features: np.ndarray) -> None:
-        """Add rows `features: [b, ...]` (flattened to `[b, d]`)."""
-        x = _as_features("features", features)
+    def _check_dim(self, x: np.ndarray, what: str) -> None:
         if self.dim is not None and x.shape[1] != self.dim:
             raise ValueError(
-                f"features must have dimension {self.dim} like the earlier rows; got {x.shape[1]}"
+                f"{what} must have dimension {self.dim} like the earlier rows; got {x.shape[1]}"
             )
-        if x.shape[0] == 0:
-            return
+
+    def _push(self, x: np.ndarray) -> None:
         self._pending.append(x)
         self._pending_rows += x.shape[0]
         if self._pending_rows >= self.buffer_rows and self.count > x.shape[1]:
             self._flush()
+
+
+class GaussianAccumulator(_RowBuffer):
+    """Streaming mean and covariance of feature rows (Chan et al. pairwise merge).
+
+    While there are no more rows than dimensions the rows themselves are kept; beyond
+    that, rows are buffered up to `buffer_rows` and merged as one batch (two-pass within
+    the batch), so memory is O(d^2 + buffer_rows * d) whatever the number of rows.
+    """
+
+    def __init__(self, buffer_rows: int = 2048) -> None:
+        super().__init__(buffer_rows)
+        self._mean: np.ndarray | None = None
+        self._m2: np.ndarray | None = None
+
+    def _merged_dim(self) -> int | None:
+        return None if self._mean is None else int(self._mean.shape[0])
+
+    def update(self, features: np.ndarray) -> None:
+        """Add rows `features: [b, ...]` (flattened to `[b, d]`)."""
+        x = _as_features("features", features)
+        self._check_dim(x, "features")
+        if x.shape[0] == 0:
+            return
+        self._push(x)
 
     def _flush(self) -> None:
         if not self._pending:
@@ -186,7 +210,7 @@ _FLOAT32_EXACT = float(2**24)
 _FLOAT64_EXACT = float(2**53)
 
 
-class IntegerGaussianAccumulator:
+class IntegerGaussianAccumulator(_RowBuffer):
     """Streaming mean and covariance of integer-valued rows, exact up to one rounding.
 
     FVMD's clip features are histogram levels (integers) over a fixed scale, so their raw
@@ -209,39 +233,22 @@ class IntegerGaussianAccumulator:
     """
 
     def __init__(self, scale: float = 1.0, buffer_rows: int = 4096) -> None:
-        if buffer_rows < 1:
-            raise ValueError(f"buffer_rows must be >= 1; got {buffer_rows}")
+        super().__init__(buffer_rows)
         if not scale > 0:
             raise ValueError(f"scale must be > 0; got {scale!r}")
         self.scale = float(scale)
-        self.buffer_rows = int(buffer_rows)
-        self._count = 0
         self._sum: np.ndarray | None = None  # [d] int64
         self._gram: np.ndarray | None = None  # [d, d] int64
-        self._pending: list[np.ndarray] = []
-        self._pending_rows = 0
 
-    @property
-    def dim(self) -> int | None:
-        """Feature dimension, None before the first update."""
-        if self._sum is not None:
-            return int(self._sum.shape[0])
-        return int(self._pending[0].shape[1]) if self._pending else None
-
-    @property
-    def count(self) -> int:
-        """Number of rows seen."""
-        return self._count + self._pending_rows
+    def _merged_dim(self) -> int | None:
+        return None if self._sum is None else int(self._sum.shape[0])
 
     def update(self, levels: np.ndarray) -> None:
         """Add rows `levels: [b, d]` of integer values (any float or int dtype)."""
         x = np.asarray(levels)
         if x.ndim != 2:
             raise ValueError(f"levels must have shape [b, d]; got {x.shape}")
-        if self.dim is not None and x.shape[1] != self.dim:
-            raise ValueError(
-                f"levels must have dimension {self.dim} like the earlier rows; got {x.shape[1]}"
-            )
+        self._check_dim(x, "levels")
         if x.shape[0] == 0:
             return
         if not np.array_equal(x, np.round(x)):
@@ -253,12 +260,7 @@ class IntegerGaussianAccumulator:
 
     def _append(self, x: np.ndarray) -> None:
         """`update` of rows known to be integers `[b, d]` (FVMD's levels), unchecked."""
-        self._pending.append(
-            x.astype(np.float32 if np.abs(x).max() < _FLOAT32_EXACT else np.float64)
-        )
-        self._pending_rows += x.shape[0]
-        if self._pending_rows >= self.buffer_rows and self.count > x.shape[1]:
-            self._flush()
+        self._push(x.astype(np.float32 if np.abs(x).max() < _FLOAT32_EXACT else np.float64))
 
     def _flush(self) -> None:
         if not self._pending:
