@@ -221,14 +221,12 @@ def pin_loss(
     """
     if not bool((~pins.hidden).any()):
         return None
-    hi = torch.tensor([grid.width - 1, grid.height - 1], dtype=torch.float32)
 
     def loss(x1: torch.Tensor) -> torch.Tensor:
         tracks = decode_points(x1)
         p = tracks[pins.row, pins.frame, pins.point].float()  # "k 2"
         at = (p - pins.target).pow(2).sum(-1)
-        to_edge = torch.cat([p, hi.to(p.device) - p], dim=-1).min(dim=-1).values
-        out = torch.relu(to_edge + margin).pow(2)
+        out = torch.relu(_to_edge(p, grid) + margin).pow(2)
         per_pin = 0.5 * pins.weight * torch.where(pins.outside, out, at)
         per_pin = torch.where(pins.hidden, torch.zeros_like(per_pin), per_pin)
         return torch.zeros(x1.shape[0], device=x1.device).index_add(0, pins.row, per_pin)
@@ -236,11 +234,15 @@ def pin_loss(
     return loss
 
 
+def _to_edge(p: torch.Tensor, grid: GridSpec) -> torch.Tensor:
+    """``p: "k 2"`` px -> ``"k"``: distance to the nearest image edge (negative outside)."""
+    hi = torch.tensor([grid.width - 1, grid.height - 1], dtype=p.dtype, device=p.device)
+    return torch.cat([p, hi - p], dim=-1).min(dim=-1).values
+
+
 def _inside_gap(p: torch.Tensor, grid: GridSpec, margin: float) -> torch.Tensor:
     """``p: "k 2"`` px -> ``"k"``: how far each point is from being ``margin`` px inside."""
-    hi = torch.tensor([grid.width - 1, grid.height - 1], dtype=p.dtype, device=p.device)
-    to_edge = torch.cat([p, hi - p], dim=-1).min(dim=-1).values
-    return torch.relu(margin - to_edge)
+    return torch.relu(margin - _to_edge(p, grid))
 
 
 def hidden_loss(
