@@ -261,6 +261,7 @@ def test_forecast_summary_plain_values_analytic():
         "min_ade": 5.0,
         "min_fde": 5.0,
         "diversity": 5.0,
+        "energy_score": 5.0,  # 7.5 mean error - (5 + 5) / (2 * 2 * 1)
     }
     # nothing visible: None (empty in a report), not NaN, and no warning
     hidden = forecast_summary(samples[:1], gt, np.zeros((5, 3), bool))
@@ -270,4 +271,5 @@ def test_forecast_summary_plain_values_analytic():
         "min_ade": None,
         "min_fde": None,
         "diversity": None,
+        "energy_score": None,
     }

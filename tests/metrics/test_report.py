@@ -93,11 +93,11 @@ PAPER_TABLE = """\
 |  | cv | 0.76 | - |"""
 
 TABLE_CSV = """\
-method,source,fvmd,fvmd_long,flow_tv,div_curl_energy,vepe,min_ade,min_fde,diversity,fvmd_velocity,fvmd_acceleration,num_videos,num_windows,num_samples
-static,kubric,1234.5678,,0.0,0.0,4.9321,,,,600.1,634.4678,3,27,
-static,robotap,,,0.0123,1.29e-05,0.005,,,,,,1,0,
-cv,kubric,99.0,101.25,0.03,0.000244,0.76,,,,,,3,27,
-cv,robotap,,,,,,,,,,,,,
+method,source,fvmd,fvmd_long,flow_tv,div_curl_energy,vepe,min_ade,min_fde,energy_score,diversity,fvmd_velocity,fvmd_acceleration,num_videos,num_windows,num_samples
+static,kubric,1234.5678,,0.0,0.0,4.9321,,,,,600.1,634.4678,3,27,
+static,robotap,,,0.0123,1.29e-05,0.005,,,,,,,1,0,
+cv,kubric,99.0,101.25,0.03,0.000244,0.76,,,,,,,3,27,
+cv,robotap,,,,,,,,,,,,,,
 """
 
 PER_VIDEO_CSV = """\
@@ -125,6 +125,21 @@ def test_method_table_layout() -> None:
         "| trajloom | 3.142 | 1235 | 0.0001235 | - |\n"
         "| ground_truth | 0 | 0 | 0.01 | 2e-07 |"
     )
+
+
+def test_method_table_marks_the_strongest_baseline_per_column() -> None:
+    results = {
+        "model": {"vepe": 1.0, "min_ade": 9.0, "diversity": 4.0},
+        "static": {"vepe": 3.0, "min_ade": 2.0, "diversity": 0.0},
+        "constvel": {"vepe": 2.0, "min_ade": 5.0, "diversity": 0.0},
+    }
+    columns = [("vepe", "VEPE"), ("min_ade", "minADE"), ("diversity", "div")]
+    rows = format_method_table(results, columns, baselines=["static", "constvel"]).splitlines()
+    assert rows[2:] == [
+        "| model | 1 | 9 | 4 |",  # the model is never marked, even where it is lowest
+        "| static | 3 | **2** | 0 |",
+        "| constvel | **2** | 5 | 0 |",  # diversity describes the samples: not marked
+    ]
 
 
 def test_json_ready() -> None:

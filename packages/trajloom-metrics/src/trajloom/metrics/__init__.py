@@ -6,7 +6,7 @@ Numbers equal those printed by the released benchmark scripts of zewei-Zhang/Tra
     from trajloom.metrics import fvmd, flow_tv, div_curl_energy, vepe, FVMDConfig
 
 Multi-sample forecasts: :func:`best_of_k` (minADE_K / minFDE_K), :func:`sample_diversity`,
-:func:`forecast_summary` (all of one video's, JSON-ready)
+:func:`energy_score` (a proper score of the K futures), :func:`forecast_summary` (all of one video's, JSON-ready)
 and the streaming :class:`ForecastAccumulator` (:mod:`trajloom.metrics.forecast`).
 
 Run folders (the released layout) are scored with :func:`score_runs` (K sample folders
@@ -28,6 +28,7 @@ from trajloom.metrics.forecast import (
     ForecastAccumulator,
     ForecastResult,
     best_of_k,
+    energy_score,
     forecast_summary,
     sample_diversity,
     sample_errors,
@@ -107,6 +108,7 @@ __all__ = [
     "load_run",
     "motion_histograms",
     "result_texts",
+    "energy_score",
     "sample_diversity",
     "sample_errors",
     "score_method",

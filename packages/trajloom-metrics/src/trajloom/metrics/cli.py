@@ -1,7 +1,7 @@
 """`trajloom-metrics score RUNS_ROOT...`: every metric of a runs root, as a table and JSON.
 
 Several roots are K sample folders of one method (`runs/sample_000 runs/sample_001 ...`,
-or a shell glob `runs/sample_*`): best-of-K minADE / minFDE and the sample diversity are
+or a shell glob `runs/sample_*`): best-of-K minADE / minFDE, the energy score and the sample diversity are
 added, the other metrics are of the first folder. One root scores exactly as before.
 
 Needs the `cli` extra (`pip install trajloom-metrics[cli]`) for typer; the library
@@ -50,6 +50,7 @@ TABLE_ROWS = (
 FORECAST_ROWS = (
     ("min_ade", "minADE_{k} (px)"),
     ("min_fde", "minFDE_{k} (px)"),
+    ("energy_score", "energy score (px)"),
     ("diversity", "diversity (px)"),
     ("num_videos_forecast", "videos in all {k} samples"),
 )
@@ -122,7 +123,7 @@ def score(
         list[Path],
         typer.Argument(
             help="A run folder or a folder of run folders; several: one per sample "
-            "(e.g. runs/sample_*), adding minADE_K, minFDE_K and diversity.",
+            "(e.g. runs/sample_*), adding minADE_K, minFDE_K, the energy score and diversity.",
             metavar="RUNS_ROOT",
         ),
     ],
@@ -163,7 +164,8 @@ def score(
     """Score every run folder under RUNS_ROOT and print a table.
 
     With several RUNS_ROOTs (K sample folders of one method), also minADE_K, minFDE_K
-    (best of K, px) and the mean pairwise distance of the samples (diversity, px); a video
+    (best of K, px), the energy score (px) and the mean pairwise distance of the samples
+    (diversity, px); a video
     missing from any sample folder is named and counted as failed.
 
     A run folder that cannot be scored (unreadable or empty file, NaN prediction, files

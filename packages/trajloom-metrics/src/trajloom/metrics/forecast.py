@@ -1,4 +1,4 @@
-"""Multi-sample forecasting metrics: best-of-K ADE / FDE and sample diversity, in pixels.
+"""Multi-sample forecasting metrics: best-of-K ADE / FDE, diversity, energy score (pixels).
 
 A generator draws K futures of the same video. With `samples [K, t, n, 2]` and the truth
 `gt [t, n, 2]` (x, y pixels), `visibility [t, n]` the ground-truth visibility of the
@@ -15,6 +15,13 @@ future frames (None: every frame visible):
   the minimum is over whole sampled trajectory sets of a video, not per point).
 - Diversity: the mean over the `K (K - 1) / 2` pairs `k < l` of the mean over visible
   `(t, i)` of `||samples[k, t, i] - samples[l, t, i]||_2`; it needs K >= 2.
+- Energy score (Gneiting & Raftery 2007), a proper score of the K futures as a
+  distribution, where minADE_K rewards mere spread: per visible `(t, i)`,
+  `ES = 1/K sum_k ||x_k - y|| - 1/(2 K (K - 1)) sum_{k != l} ||x_k - x_l||` (the fair,
+  unbiased estimator; the second term is 0 for K = 1), averaged like ADE (per point over
+  its visible frames, then over points). One sample gives its ADE; K copies of one future
+  give that future's ADE; lower is better. It scores each point's 2-D marginal, not the
+  joint distribution of the whole field.
 
 Over a dataset (:class:`ForecastAccumulator`) each value is a mean of per-video values,
 every video weighted equally; a video with no visible future point is left out (counted).
@@ -35,6 +42,7 @@ __all__ = [
     "ForecastAccumulator",
     "ForecastResult",
     "best_of_k",
+    "energy_score",
     "forecast_summary",
     "sample_diversity",
     "sample_errors",
@@ -127,13 +135,15 @@ def forecast_summary(
     """The errors of K futures of one video, as plain JSON-ready values (pixels).
 
     ``ade`` and ``fde``: lists of K (:func:`sample_errors`); ``min_ade`` and ``min_fde``
-    (:func:`best_of_k`); ``diversity`` (:func:`sample_diversity`, None for K = 1). NaN
+    (:func:`best_of_k`); ``diversity`` (:func:`sample_diversity`, None for K = 1);
+    ``energy_score`` (:func:`energy_score`). NaN
     (nothing visible) becomes None, without a warning: a report shows it as empty.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         ade, fde = sample_errors(samples, gt_tracks, visibility)
         diversity = sample_diversity(samples, visibility) if len(samples) > 1 else None
+        energy = energy_score(samples, gt_tracks, visibility)
 
     def plain(value: float | None) -> float | None:
         return None if value is None or np.isnan(value) else float(value)
@@ -145,6 +155,7 @@ def forecast_summary(
         "min_ade": plain(float(np.nanmin(ade))) if seen else None,
         "min_fde": plain(float(np.nanmin(fde))) if seen else None,
         "diversity": plain(diversity),
+        "energy_score": plain(energy),
     }
 
 
@@ -184,6 +195,52 @@ def sample_diversity(samples: np.ndarray, visibility: np.ndarray | None = None) 
     return total / (k * (k - 1) / 2)
 
 
+def energy_score(
+    samples: np.ndarray, gt_tracks: np.ndarray, visibility: np.ndarray | None = None
+) -> float:
+    """The energy score of K futures of one video against the truth, in pixels.
+
+    Args:
+        samples: `[K, t, n, 2]` predicted `(x, y)` pixels, K >= 1.
+        gt_tracks: `[t, n, 2]` true pixels.
+        visibility: `[t, n]` ground-truth visibility; None: every frame visible.
+
+    Returns:
+        The fair energy score of the module docstring, averaged per point over its visible
+        frames and then over points; NaN (with a `RuntimeWarning`) when nothing is visible.
+
+    Raises:
+        ValueError: shapes that disagree, or non-finite coordinates.
+    """
+    s = _samples(samples)
+    gt = as_tracks("gt_tracks", gt_tracks).astype(np.float64)
+    if gt.shape != s.shape[1:]:
+        raise ValueError(
+            f"gt_tracks must have the shape of one sample {s.shape[1:]} (samples "
+            f"{s.shape}); got {gt.shape}"
+        )
+    if not np.isfinite(gt).all():
+        raise ValueError("gt_tracks hold NaN or infinite coordinates; the truth must be finite")
+    vis = _mask(visibility, gt.shape)
+    seen = vis.any(axis=0)
+    if not seen.any():
+        warnings.warn(
+            "energy score: no point is visible in any future frame; it is NaN",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return float("nan")
+    k = s.shape[0]
+    score = np.sqrt(np.sum((s - gt[None]) ** 2, axis=-1)).mean(axis=0)  # [t, n]
+    if k > 1:
+        spread = np.zeros(gt.shape[:-1])
+        for a in range(k - 1):  # pairs k < l, one block at a time: memory stays [K, t, n]
+            spread += np.sqrt(np.sum((s[a + 1 :] - s[a][None]) ** 2, axis=-1)).sum(axis=0)
+        score = score - spread / (k * (k - 1))  # sum over k != l is twice the k < l sum
+    per_point = np.where(vis, score, 0.0).sum(axis=0)[seen] / vis.sum(axis=0)[seen]
+    return float(per_point.mean())
+
+
 @dataclass(frozen=True)
 class ForecastResult:
     """Dataset values in pixels (means of per-video values; None where none was defined)."""
@@ -191,6 +248,7 @@ class ForecastResult:
     min_ade: float | None
     min_fde: float | None
     diversity: float | None
+    energy_score: float | None
     num_samples: int
     num_videos: int
     num_videos_scored: int
@@ -208,6 +266,7 @@ class ForecastAccumulator:
     ade_values: list[float] = field(default_factory=list)
     fde_values: list[float] = field(default_factory=list)
     diversity_values: list[float] = field(default_factory=list)
+    energy_values: list[float] = field(default_factory=list)
     per_video: list[dict[str, Any]] = field(default_factory=list)
 
     def update(
@@ -218,7 +277,7 @@ class ForecastAccumulator:
     ) -> dict[str, Any]:
         """Add one video: `samples [K, t, n, 2]`, `gt_tracks [t, n, 2]` or None, and
         `visibility [t, n]` or None. Returns its `min_ade`, `min_fde`, `best_sample`
-        (index of the lowest ADE) and `diversity` (NaN where undefined).
+        (index of the lowest ADE), `diversity` and `energy_score` (NaN where undefined).
 
         Raises:
             ValueError: bad shapes, non-finite coordinates, or a K that differs from the
@@ -236,6 +295,7 @@ class ForecastAccumulator:
             "min_fde": float("nan"),
             "best_sample": None,
             "diversity": float("nan"),
+            "energy_score": float("nan"),
         }
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -246,6 +306,7 @@ class ForecastAccumulator:
                         min_ade=float(ade.min()),
                         min_fde=float(fde.min()),
                         best_sample=int(np.argmin(ade)),
+                        energy_score=energy_score(s, gt_tracks, visibility),
                     )
             else:
                 _samples(s)
@@ -255,6 +316,7 @@ class ForecastAccumulator:
         if gt_tracks is not None and np.isfinite(out["min_ade"]):
             self.ade_values.append(out["min_ade"])
             self.fde_values.append(out["min_fde"])
+            self.energy_values.append(out["energy_score"])
         if np.isfinite(out["diversity"]):
             self.diversity_values.append(out["diversity"])
         self.per_video.append(out)
@@ -270,6 +332,7 @@ class ForecastAccumulator:
             min_ade=mean(self.ade_values),
             min_fde=mean(self.fde_values),
             diversity=mean(self.diversity_values),
+            energy_score=mean(self.energy_values),
             num_samples=self.num_samples or 0,
             num_videos=len(self.per_video),
             num_videos_scored=len(self.ade_values),

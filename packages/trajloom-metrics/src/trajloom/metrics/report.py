@@ -52,6 +52,7 @@ PAPER_ROWS = (
     ("vepe", "VEPE (px)"),
     ("min_ade", "minADE_K (px)"),
     ("min_fde", "minFDE_K (px)"),
+    ("energy_score", "Energy score (px)"),
     ("diversity", "Diversity (px)"),
 )
 """Rows of the paper-style table: result key, label (lower is better for all but the
@@ -108,7 +109,7 @@ def score_method(
     over clips of these lengths too (stride and the rest of ``fvmd_config`` kept), as
     :func:`fvmd_key` ``(L)``. ``samples``: the method's K >= 1 sample folders (``runs``
     usually the first): adds ``min_ade``, ``min_fde`` (pixels over the visible future),
-    ``diversity`` (pixels, None for K = 1) and ``num_samples`` (K) of
+    ``diversity`` (pixels, None for K = 1), ``energy_score`` (pixels) and ``num_samples`` (K) of
     :func:`~trajloom.metrics.runs.forecast_metrics`; without it those are None.
 
     Returns ``fvmd``, ``fvmd_velocity``, ``fvmd_acceleration``, ``fvmd_long``, ``flow_tv``,
@@ -146,6 +147,7 @@ def score_method(
         "min_ade": None,
         "min_fde": None,
         "diversity": None,
+        "energy_score": None,
         "num_samples": None,
         "num_videos": main["num_videos"],
         "num_windows": main["num_windows"],
@@ -160,7 +162,8 @@ def score_method(
         result["failed"] = main["failed"] + multi["failed"]
         result["num_failed"] = len(result["failed"])
         result["notes"] += multi["notes"]
-        for key in ("min_ade", "min_fde", "diversity", "num_samples", "per_video_forecast"):
+        keys = ("min_ade", "min_fde", "diversity", "energy_score", "num_samples")
+        for key in (*keys, "per_video_forecast"):
             result[key] = multi[key]
     return result
 
@@ -195,16 +198,35 @@ def format_paper_table(results: dict[str, dict[str, dict[str, Any]]], sources: l
 def format_method_table(
     results: dict[str, dict[str, Any]],
     columns: Sequence[tuple[str, str]] = METHOD_COLUMNS,
+    *,
+    baselines: Sequence[str] = (),
 ) -> str:
     """Markdown table of ``results`` (method -> metrics): one row per method, one column
     per ``(key, label)`` of ``columns`` (default VEPE / FVMD / FlowTV / DivCurlE), to four
-    significant digits (``-`` when None)."""
+    significant digits (``-`` when None).
+
+    ``baselines``: the rows that are baselines; in each column the strongest of them (the
+    lowest value; ``diversity`` describes the samples and is not marked) is in bold, so a
+    reader compares the model with the best baseline of that column, not the weakest.
+    """
+    best: dict[str, float] = {}
+    for key, _ in columns:
+        values = [results[m].get(key) for m in baselines if m in results]
+        values = [v for v in values if v is not None and math.isfinite(v)]
+        if values and not key.startswith("diversity"):
+            best[key] = min(values)
     lines = [
         "| method | " + " | ".join(label for _, label in columns) + " |",
         "|---|" + "---|" * len(columns),
     ]
     for method, r in results.items():
-        cells = ["-" if r.get(k) is None else f"{r[k]:.4g}" for k, _ in columns]
+        cells = []
+        for k, _ in columns:
+            value = r.get(k)
+            cell = "-" if value is None else f"{value:.4g}"
+            if method in baselines and value is not None and best.get(k) == value:
+                cell = f"**{cell}**"
+            cells.append(cell)
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -498,7 +498,8 @@ def score_samples(sample_roots: Sequence[str | Path], **kwargs: Any) -> dict[str
     where absent) of the L2 error, FDE the error at its last visible frame; per sample,
     the mean over points; `min_ade` / `min_fde` of a video are the minima over its K
     samples, and the reported values are means over videos. `diversity` is the mean over
-    sample pairs of the mean L2 distance between them over visible points and frames.
+    sample pairs of the mean L2 distance between them over visible points and frames;
+    `energy_score` the fair energy score of the K samples (a proper score; one sample: ADE).
 
     Bad folders follow :func:`score_runs`: a video missing from some sample folder, or
     one whose sample folders cannot be read, disagree on points or truth, is left out of
@@ -510,7 +511,7 @@ def score_samples(sample_roots: Sequence[str | Path], **kwargs: Any) -> dict[str
 
     Returns:
         :func:`score_runs`'s dict for the first folder; with K >= 2 also `min_ade`,
-        `min_fde`, `diversity` (px; None where undefined), `num_samples` (K),
+        `min_fde`, `diversity`, `energy_score` (px; None where undefined), `num_samples` (K),
         `num_videos_forecast` (videos scored with all K samples), `sample_roots` and
         `per_video_forecast`.
 
@@ -554,8 +555,8 @@ def forecast_metrics(
     be unreadable: they are skipped without a second entry in `failed`.
 
     Returns:
-        `min_ade`, `min_fde`, `diversity` (None where undefined), `num_samples`,
-        `num_videos_forecast`, `sample_roots`, `per_video_forecast`, `notes` and `failed`
+        `min_ade`, `min_fde`, `diversity`, `energy_score` (None where undefined),
+        `num_samples`, `num_videos_forecast`, `sample_roots`, `per_video_forecast`, `notes` and `failed`
         (videos left out, with the reason).
 
     Raises:
@@ -617,6 +618,7 @@ def forecast_metrics(
         "min_ade": r.min_ade,
         "min_fde": r.min_fde,
         "diversity": r.diversity,
+        "energy_score": r.energy_score,
         "num_samples": len(roots),
         "num_videos_forecast": len(per_video),
         "sample_roots": [str(x) for x in roots],
