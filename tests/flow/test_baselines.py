@@ -70,3 +70,63 @@ def test_bad_inputs_raise():
         constant_velocity_future(torch.zeros(2, 8, 2), None, 3, window=2)
     with pytest.raises(ValueError, match="boolean"):
         static_future(torch.zeros(2, 8, 2), torch.ones(2, 8), 3)
+
+
+def test_linear_fit_is_exact_on_linear_motion():
+    from trajloom.flow.baselines import linear_future
+
+    tracks, vel = _linear_tracks()
+    out = linear_future(tracks, None, 5, window=6, num_samples=3)
+    steps = torch.arange(9, 14, dtype=torch.float32).view(1, 5, 1, 1)
+    expected = tracks[:, :1] + steps * vel
+    assert out.tracks.shape == (2, 3, 5, 8, 2)
+    for k in range(3):
+        torch.testing.assert_close(out.tracks[:, k], expected, rtol=1e-5, atol=1e-4)
+
+
+def test_linear_fit_of_two_frames_is_constant_velocity_and_it_averages_out_jitter():
+    from trajloom.flow.baselines import linear_future
+
+    tracks, vel = _linear_tracks(t=12)
+    two = linear_future(tracks, None, 4, window=2)
+    torch.testing.assert_close(two.tracks, constant_velocity_future(tracks, None, 4).tracks)
+    # zero-mean alternating jitter of +-1 px: the two-frame velocity turns it into 2 px per
+    # frame of drift (8.5 px mean error here), the line through 8 frames stays within ~1 px
+    jitter = torch.tensor([1.0, -1.0] * 6).view(1, 12, 1, 1)
+    shaken = tracks + jitter
+    truth = tracks[:, -1:] + torch.arange(1, 5, dtype=torch.float32).view(1, 4, 1, 1) * vel
+    line = linear_future(shaken, None, 4, window=8).tracks[:, 0]
+    velocity = constant_velocity_future(shaken, None, 4).tracks[:, 0]
+    line_err = (line - truth).norm(dim=-1).mean()
+    velocity_err = (velocity - truth).norm(dim=-1).mean()
+    assert line_err < 1.0 and line_err < 0.15 * velocity_err
+
+
+def test_linear_window_is_checked():
+    from trajloom.flow.baselines import linear_future
+
+    tracks, _ = _linear_tracks(t=4)
+    with pytest.raises(ValueError, match="window"):
+        linear_future(tracks, None, 3, window=1)
+    with pytest.raises(ValueError, match="history frames"):
+        linear_future(tracks, None, 3, window=5)
+
+
+def test_baseline_specs_parse_with_windows():
+    from trajloom.flow.forecast import ForecastError, load_method, parse_method
+    from trajloom.flow.forecast.methods import parse_baseline
+
+    assert parse_baseline("static") == ("static", None)
+    assert parse_baseline("constvel") == ("constvel", 1)
+    assert parse_baseline("constvel:8") == ("constvel", 8)
+    assert parse_baseline("linear") == ("linear", 8)
+    assert parse_baseline("linear:4") == ("linear", 4)
+    for bad in ("static:3", "constvel:0", "constvel:x", "linear:-2", "constvel:²", "nope"):
+        with pytest.raises(ForecastError, match="baseline"):
+            parse_method(f"baseline:{bad}")
+    method = load_method(parse_method("baseline:linear:4"), torch.device("cpu"), grid=SPEC,
+                         history=6, future=3)  # fmt: skip
+    assert method.describe()["method"] == "baseline:linear:4"
+    with pytest.raises(ForecastError, match="1..5"):
+        load_method(parse_method("baseline:constvel:6"), torch.device("cpu"), grid=SPEC,
+                    history=6, future=3)  # fmt: skip

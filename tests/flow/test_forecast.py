@@ -97,7 +97,7 @@ def test_parse_prefixed_and_bare_specs(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "words"),
     [
-        ("baseline:nope", "baseline:nope: unknown baseline 'nope'; use baseline:static or"),
+        ("baseline:nope", "baseline:nope: unknown baseline 'nope'; use baseline:static, baseline:constvel"),
         ("baseline:whn", "trained configuration"),
         ("released:/no/such/dir", "/no/such/dir does not exist"),
         ("vae:/no/such/dir", "/no/such/dir does not exist"),
@@ -140,7 +140,7 @@ def test_baselines_take_the_window_they_are_given() -> None:
     assert out.tracks.shape == (3, 7, 12, 2) and out.visibility.shape == (3, 7, 12)
     assert out.probability is None
     np.testing.assert_allclose(out.tracks[2, -1], np.minimum(hist[-1], [127 - 1e-3, 95 - 1e-3]))
-    assert static.describe() == {"method": "baseline:static", "H": 96, "W": 128}
+    assert static.describe() == {"method": "baseline:static", "window": None, "H": 96, "W": 128}
 
 
 def test_constvel_leaves_the_image_invisible_and_clipped() -> None:

@@ -10,7 +10,7 @@ objectives, samplers, visibility head, conditioners, baselines and the sampling 
 * visibility head: :class:`VisibilityPredictor`
 * conditioners: :class:`LightVideoEncoder`, :class:`WanVideoEncoder`, :class:`UMT5TextEncoder`
 * pipeline: :class:`TrajLoomPipeline`; baselines: :func:`static_future`,
-  :func:`constant_velocity_future`, ``PipelineConfig.whn()``
+  :func:`constant_velocity_future`, :func:`linear_future`, ``PipelineConfig.whn()``
 * forecasters of every kind behind one protocol, method specs, checkpoint discovery:
   :mod:`trajloom.flow.forecast`
 """
@@ -19,6 +19,7 @@ from trajloom.flow.baselines import (
     BaselineOutput,
     clip_to_image,
     constant_velocity_future,
+    linear_future,
     static_future,
 )
 from trajloom.flow.conditioners import (
@@ -135,6 +136,7 @@ __all__ = [
     "hidden_loss",
     "interpolate",
     "latent_visibility",
+    "linear_future",
     "load_generator",
     "load_light_video_encoder",
     "load_visibility",

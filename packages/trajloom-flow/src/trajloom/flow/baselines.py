@@ -1,4 +1,4 @@
-"""Non-learned baselines for future trajectories: static and constant velocity.
+"""Non-learned baselines for future trajectories: static, constant velocity, a fitted line.
 
 Both read only the history tracks and return futures in the pipeline's layout, so that
 evaluation (``apps/train``, ``apps/bench``) scores them like the generator:
@@ -6,6 +6,11 @@ evaluation (``apps/train``, ``apps/bench``) scores them like the generator:
 * :func:`static_future` — every point stays at its last history position.
 * :func:`constant_velocity_future` — every point keeps moving with its last velocity,
   ``(x[-1] - x[-1-k]) / k`` averaged over the last ``k`` frames (``window``).
+* :func:`linear_future` — a least-squares line through each point's last ``L`` history
+  positions, extrapolated (``window`` = L >= 2; L = 2 is constant velocity over 1 frame).
+
+A forecasting model is only as good as its margin over these tuned as well as it is
+(Schöller et al. 2020): evaluations choose ``window`` on a development split.
 
 Visibility holds the last history visibility; with ``spec`` given, points that leave the
 image are marked invisible and positions are clipped to it (the released rule for
@@ -26,6 +31,7 @@ __all__ = [
     "BaselineOutput",
     "clip_to_image",
     "constant_velocity_future",
+    "linear_future",
     "static_future",
 ]
 
@@ -133,4 +139,39 @@ def constant_velocity_future(
     velocity = (tracks[:, -1] - tracks[:, -1 - window]) / window  # "b n 2"
     steps = torch.arange(1, num_future + 1, device=tracks.device, dtype=tracks.dtype)
     future = tracks[:, -1, None] + steps[None, :, None, None] * velocity[:, None]
+    return _finish(future, vis[:, -1], num_samples, spec, batched)
+
+
+def linear_future(
+    hist_tracks: torch.Tensor,
+    hist_vis: torch.Tensor | None,
+    num_future: int,
+    *,
+    window: int = 8,
+    num_samples: int = 1,
+    spec: GridSpec | None = None,
+) -> BaselineOutput:
+    """Extrapolate the least-squares line through each point's last ``window`` positions.
+
+    With times ``s = 0 .. L-1`` for history frames ``T-L .. T-1`` and the fit
+    ``x(s) = a + b s``, future frame ``j = 1..num_future`` is ``a + b (L - 1 + j)``. Every
+    history position counts (a tracker's occluded positions are its best guess, as for
+    constant velocity). Shapes as in :func:`static_future`.
+    """
+    tracks, vis, batched = _prepare(hist_tracks, hist_vis)
+    if isinstance(window, bool) or not isinstance(window, int) or window < 2:
+        raise ValueError(f"window must be an int >= 2 (frames of the fit), got {window!r}")
+    if tracks.shape[1] < window:
+        raise ValueError(
+            f"window={window} needs at least {window} history frames, got {tracks.shape[1]}"
+        )
+    recent = tracks[:, -window:].double()  # "b l n 2"
+    s = torch.arange(window, device=tracks.device, dtype=torch.float64)
+    s_mean = s.mean()
+    centred = (s - s_mean)[None, :, None, None]
+    x_mean = recent.mean(dim=1)  # "b n 2"
+    slope = (centred * (recent - x_mean[:, None])).sum(dim=1) / ((s - s_mean) ** 2).sum()
+    steps = torch.arange(1, num_future + 1, device=tracks.device, dtype=torch.float64)
+    at = (window - 1 + steps - s_mean)[None, :, None, None]
+    future = (x_mean[:, None] + at * slope[:, None]).to(tracks.dtype)
     return _finish(future, vis[:, -1], num_samples, spec, batched)

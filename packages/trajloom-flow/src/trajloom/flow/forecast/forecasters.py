@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from trajloom.encoding import GridSpec
-from trajloom.flow.baselines import constant_velocity_future, static_future
+from trajloom.flow.baselines import constant_velocity_future, linear_future, static_future
 from trajloom.flow.forecast.base import Forecast, Forecaster, ForecastError
 from trajloom.flow.guidance import GuidanceConfig
 from trajloom.flow.pins import Pin, check_pins, pins_to_json
@@ -22,15 +22,28 @@ from trajloom.vae import TrajLoomVAE
 
 __all__ = [
     "BASELINES",
+    "DEFAULT_WINDOWS",
     "BaselineForecaster",
     "PipelineForecaster",
     "TrueFuture",
     "VAEReconstruction",
+    "baseline_name",
     "with_pins",
 ]
 
-BASELINES = ("static", "constvel")
+BASELINES = ("static", "constvel", "linear")
 """Non-learned baselines of ``trajloom.flow.baselines``, by their spec names."""
+
+DEFAULT_WINDOWS = {"static": None, "constvel": 1, "linear": 8}
+"""The history frames a baseline reads when its spec names none (``baseline:constvel`` is
+the two-frame velocity; evaluations choose the window on a development split)."""
+
+MIN_WINDOWS = {"constvel": 1, "linear": 2}
+
+
+def baseline_name(kind: str, window: int | None) -> str:
+    """The spec of a baseline: ``baseline:static``, ``baseline:constvel:8``, ..."""
+    return f"baseline:{kind}" if window is None else f"baseline:{kind}:{window}"
 
 
 def _tensor(array: np.ndarray, dtype: Any) -> torch.Tensor:
@@ -54,7 +67,9 @@ def _true_future(
 
 @dataclass
 class BaselineForecaster:
-    """A non-learned baseline (``static`` or ``constvel``) on a given grid and window.
+    """A non-learned baseline (``static``, ``constvel`` or ``linear``) on a given grid and
+    window; ``window`` is the history frames it reads (constant velocity: the frames its
+    velocity is averaged over; linear: the frames of the fit; None: its default).
 
     Points that leave the image turn invisible and are clipped to it (the released rule);
     the futures are deterministic, so the samples are copies.
@@ -64,6 +79,7 @@ class BaselineForecaster:
     grid: GridSpec
     history: int
     future: int
+    window: int | None = None
     wants_frames: bool = False
     needs_future: bool = False
 
@@ -72,6 +88,18 @@ class BaselineForecaster:
             raise ForecastError(
                 f"baseline:{self.kind}: unknown baseline; use "
                 + " or ".join(f"baseline:{b}" for b in BASELINES)
+            )
+        if self.kind == "static":
+            if self.window is not None:
+                raise ForecastError("baseline:static reads no window; give baseline:static")
+            return
+        if self.window is None:
+            self.window = DEFAULT_WINDOWS[self.kind]
+        low, high = MIN_WINDOWS[self.kind], self.history - (self.kind == "constvel")
+        if not low <= self.window <= high:
+            raise ForecastError(
+                f"{baseline_name(self.kind, self.window)}: the window must be {low}..{high} "
+                f"frames for {self.history} history frames; give a window in that range"
             )
 
     def forecast(
@@ -86,18 +114,24 @@ class BaselineForecaster:
         fut_tracks: np.ndarray | None = None,
         fut_vis: np.ndarray | None = None,
     ) -> Forecast:
-        fn = static_future if self.kind == "static" else constant_velocity_future
-        out = fn(
-            _tensor(hist_tracks, np.float32),
-            _tensor(hist_vis, bool),
-            self.future,
-            num_samples=num_samples,
-            spec=self.grid,
-        )
+        hist, vis = _tensor(hist_tracks, np.float32), _tensor(hist_vis, bool)
+        if self.kind == "static":
+            out = static_future(hist, vis, self.future, num_samples=num_samples, spec=self.grid)
+        else:
+            fn = constant_velocity_future if self.kind == "constvel" else linear_future
+            window = int(self.window or 1)
+            out = fn(
+                hist, vis, self.future, window=window, num_samples=num_samples, spec=self.grid
+            )
         return Forecast(out.tracks.numpy(), out.visibility.numpy())
 
     def describe(self) -> dict[str, Any]:
-        return {"method": f"baseline:{self.kind}", "H": self.grid.height, "W": self.grid.width}
+        return {
+            "method": baseline_name(self.kind, self.window),
+            "window": self.window,
+            "H": self.grid.height,
+            "W": self.grid.width,
+        }
 
 
 class PipelineForecaster:

@@ -3,9 +3,11 @@
 
 A spec is one of
 
-* ``baseline:static`` / ``baseline:constvel`` — :class:`BaselineForecaster` on the window
-  given to :func:`load_method` (``baseline:whn`` explains that the WHN-style baseline is
-  a trained configuration: give its trained-set folder);
+* ``baseline:static``, ``baseline:constvel[:W]`` (velocity averaged over the last W
+  frames; W = 1 by default), ``baseline:linear[:L]`` (a least-squares line through the
+  last L positions; L = 8 by default) — :class:`BaselineForecaster` on the window given to
+  :func:`load_method` (``baseline:whn`` explains that the WHN-style baseline is a trained
+  configuration: give its trained-set folder);
 * ``released:DIR`` — the authors' checkpoints and configs under DIR;
 * ``vae:DIR`` — VAE reconstruction of the true future (a VAE folder or a trained set);
 * ``runs:DIR``, or a folder holding ``<source>/<video>/pred_tracks.npy`` — run folders
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +34,7 @@ from trajloom.encoding import DEFAULT_FUTURE, DEFAULT_GRID, DEFAULT_HISTORY, Gri
 from trajloom.flow.forecast.base import Forecaster, ForecastError, one_line
 from trajloom.flow.forecast.forecasters import (
     BASELINES,
+    DEFAULT_WINDOWS,
     BaselineForecaster,
     PipelineForecaster,
     VAEReconstruction,
@@ -38,7 +42,7 @@ from trajloom.flow.forecast.forecasters import (
 from trajloom.flow.forecast.locate import find_released_files, find_trained_set, find_vae_folder
 from trajloom.flow.pipeline import TrajLoomPipeline
 
-__all__ = ["MethodSpec", "RunFolders", "load_method", "parse_method"]
+__all__ = ["MethodSpec", "RunFolders", "load_method", "parse_baseline", "parse_method"]
 
 _PREFIXED = ("baseline", "released", "vae", "runs")
 
@@ -80,6 +84,32 @@ class RunFolders:
         return self.root / name
 
 
+def parse_baseline(target: str) -> tuple[str, int | None]:
+    """``(kind, window)`` of a baseline spec's target: ``static``, ``constvel:8``, ``linear``
+    (its default window). Raises :class:`ForecastError` naming the spec when it is not one."""
+    name, _, window_text = target.partition(":")
+    text = f"baseline:{target}"
+    if name == "whn":
+        raise ForecastError(
+            f"{text}: the WHN-style baseline is a trained configuration "
+            "(PipelineConfig(mode='whn')); train it with apps/train and give its "
+            "trained-set folder"
+        )
+    if name not in BASELINES:
+        raise ForecastError(
+            f"{text}: unknown baseline {name!r}; use baseline:static, baseline:constvel[:W] "
+            "or baseline:linear[:L]"
+        )
+    if not window_text:
+        return name, DEFAULT_WINDOWS[name]
+    if name == "static" or not re.fullmatch("[0-9]{1,6}", window_text) or int(window_text) < 1:
+        raise ForecastError(
+            f"{text}: the window must be a positive number of frames (e.g. "
+            "baseline:constvel:8, baseline:linear:8); baseline:static takes none"
+        )
+    return name, int(window_text)
+
+
 def parse_method(text: str) -> MethodSpec:
     """The :class:`MethodSpec` of ``text`` (see the module docstring); paths must exist.
 
@@ -90,17 +120,7 @@ def parse_method(text: str) -> MethodSpec:
     kind, colon, target = text.partition(":")
     if colon and kind in _PREFIXED:
         if kind == "baseline":
-            if target == "whn":
-                raise ForecastError(
-                    f"{text}: the WHN-style baseline is a trained configuration "
-                    "(PipelineConfig(mode='whn')); train it with apps/train and give its "
-                    "trained-set folder"
-                )
-            if target not in BASELINES:
-                raise ForecastError(
-                    f"{text}: unknown baseline {target!r}; use "
-                    + " or ".join(f"baseline:{b}" for b in BASELINES)
-                )
+            parse_baseline(target)
         elif not Path(target).exists():
             raise ForecastError(f"{text}: {target} does not exist")
         return MethodSpec(kind, target)
@@ -108,7 +128,8 @@ def parse_method(text: str) -> MethodSpec:
     if not path.exists():
         raise ForecastError(
             f"{text} does not exist; give a trained-set folder, an apps/train run folder, "
-            "released:DIR, vae:DIR, runs:DIR, baseline:static or baseline:constvel"
+            "released:DIR, vae:DIR, runs:DIR, baseline:static, baseline:constvel[:W] or "
+            "baseline:linear[:L]"
         )
     kind = "runs" if any(path.glob("*/*/pred_tracks.npy")) else "trained"
     return MethodSpec(kind, text)
@@ -180,7 +201,8 @@ def load_method(
     if spec.kind == "runs":
         return RunFolders(Path(spec.target))
     if spec.kind == "baseline":
-        return BaselineForecaster(spec.target, grid, history, future)
+        kind, window = parse_baseline(spec.target)
+        return BaselineForecaster(kind, grid, history, future, window=window)
     if spec.kind == "vae":
         from trajloom.vae.io import load_pretrained
 
