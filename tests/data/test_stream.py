@@ -279,7 +279,7 @@ def test_missing_shard_is_skipped_not_fatal(shards, tmp_path):
     assert ids == ["clip0", "clip1", "clip2"] and ds.stats.skipped["corrupt_shard"] == 1
 
 
-def test_held_out_split_partitions_samples_by_key(monkeypatch, shards):
+def test_held_out_split_partitions_samples_by_source_video(monkeypatch, shards):
     from trajloom.data.stream import heldout_key
 
     def ids(**kw) -> list[str]:
@@ -297,4 +297,4 @@ def test_held_out_split_partitions_samples_by_key(monkeypatch, shards):
     with pytest.raises(ValueError, match="holdout must be in"):
         StreamConfig(urls=(str(shards),), holdout=1.0)
     with pytest.raises(ValueError, match="split must be one of"):
-        StreamConfig(urls=(str(shards),), split="test")
+        StreamConfig(urls=(str(shards),), split="validation")

@@ -288,6 +288,8 @@ def _video_samples(
                 fps,
                 caption=captions.get(path.stem, ""),
                 camera=camera_phrase(motion),
+                source_video=f"{name}/{base}",  # every window of the video: one split
+                window=k,
                 origin=str(path),
                 origin_frames=[int(idx[0]), int(idx[-1])],
                 origin_fps=float(info.fps),
@@ -382,6 +384,7 @@ def build_synthetic_source(
                 scene_cfg.fps,
                 caption=scene.caption,
                 camera=scene.camera_phrase,
+                source_video=f"{name}/{i:05d}",
                 tracker="exact",
             )
             video = (

@@ -88,8 +88,9 @@ class DataConfig:
     val_clips: int = 16  # held-out clips for periodic validation
     shuffle_buffer: int = 256  # shards: samples held for shuffling
     window_stride: int | None = None  # shards: frames between windows (None: one per clip)
-    # Shards: the fraction of samples held out of training for the final evaluation, chosen
-    # by sample key (trajloom.data.stream.heldout_key; every window of a sample goes with it).
+    # Shards: the fraction of source videos held out of training (every window of a video
+    # goes with it; trajloom.data.stream.sample_split); half of them (by another hash) are
+    # the dev videos that choose anything, the rest the test videos that are reported.
     holdout: float = 0.1
 
     def __post_init__(self) -> None:

@@ -423,6 +423,7 @@ def _released_samples(
             "source": source,
             "caption": captions.get(item.id, ""),
             "camera": phrase,
+            "source_video": f"{source}/{item.id}",
         }
         video = item.video.read_bytes() if include_video and item.video is not None else None
         yield ShardSample(id=item.id, tracks=tracks, visibility=vis, meta=meta, video=video)

@@ -22,11 +22,12 @@ Skips after a worker's last sample of an epoch are not reported this way.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tarfile
 import warnings
 from collections import Counter, deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,8 @@ __all__ = [
     "expand_shard_urls",
     "heldout_key",
     "make_loader",
+    "sample_split",
+    "source_video",
     "node_and_worker",
 ]
 
@@ -67,20 +70,48 @@ class SkippedSampleWarning(UserWarning):
     """A sample (or the rest of a shard) was skipped; the message says which and why."""
 
 
-SPLITS = ("train", "heldout")
+SPLITS = ("train", "heldout", "dev", "test")
+"""Splits of a dataset, by source video: "heldout" is "dev" and "test" together."""
 
 
 def heldout_key(key: str, fraction: float) -> bool:
-    """Whether the sample ``key`` is in the held-out ``fraction`` of a dataset.
+    """Whether ``key`` (a source video) is in the held-out ``fraction`` of a dataset.
 
     The rule depends on the key alone (its SHA-256 read as a number in [0, 1) below
-    ``fraction``), so a sample is in the same split whatever the shard order, the number
-    of processes or the other samples; every window cut from the sample goes with it.
+    ``fraction``), so a video is in the same split whatever the shard order, the number
+    of processes or the other videos.
     """
     if fraction <= 0.0:
         return False
     digest = hashlib.sha256(key.encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") / 2.0**64 < fraction
+
+
+def source_video(meta: Mapping[str, Any], key: str) -> str:
+    """The video a sample was cut from: ``meta["source_video"]`` (written by ``apps/bench
+    build`` and the converters), else the sample key (one sample per video)."""
+    value = meta.get("source_video")
+    return str(value) if value not in (None, "") else key
+
+
+def sample_split(video: str, holdout: float, dev_fraction: float = 0.5) -> str:
+    """The split of every window of ``video``: "train", or, for the held-out ``holdout``
+    fraction of videos, "dev" (a ``dev_fraction`` of them, for choosing anything) or
+    "test" (reported, never used to choose). Windows of one video never straddle splits.
+    """
+    if not heldout_key(video, holdout):
+        return "train"
+    return "dev" if heldout_key(f"dev/{video}", dev_fraction) else "test"
+
+
+def _raw_video(raw: Mapping[str, Any]) -> str:
+    """The source video of a raw shard sample (its meta.json read; the key where that fails:
+    the sample is then skipped by the decoder anyway)."""
+    try:
+        meta = json.loads(raw.get("meta.json", b"{}"))
+    except (ValueError, UnicodeDecodeError):
+        return str(raw["__key__"])
+    return source_video(meta if isinstance(meta, dict) else {}, str(raw["__key__"]))
 
 
 @dataclass(frozen=True)
@@ -103,10 +134,12 @@ class StreamConfig:
     frame_size: tuple[int, int] | None = None  # (width, height) of frames; None: working size
     strict: bool = False  # raise DataError on bad input instead of skipping it
     append_camera: bool = True  # end captions with meta "camera" (appendix E.2) if not there
-    # Held-out split by sample key (`heldout_key`): this fraction of the samples is held
-    # out; `split` "train" reads the others, "heldout" only those.
+    # Held-out split by source video (`sample_split`): this fraction of the videos is held
+    # out, and `dev_fraction` of those is the development part; `split` "train" reads the
+    # others, "heldout" all held-out videos, "dev" / "test" one part of them.
     holdout: float = 0.0
     split: str = "train"
+    dev_fraction: float = 0.5
 
     def __post_init__(self) -> None:
         if isinstance(self.urls, str):
@@ -130,10 +163,13 @@ class StreamConfig:
             raise ValueError(f"StreamConfig.holdout must be in [0, 1), got {self.holdout}")
         if self.split not in SPLITS:
             raise ValueError(f"StreamConfig.split must be one of {SPLITS}, got {self.split!r}")
+        if not 0.0 <= self.dev_fraction <= 1.0:
+            raise ValueError(f"StreamConfig.dev_fraction must be in [0, 1], got {self.dev_fraction}")
 
-    def reads(self, key: str) -> bool:
-        """Whether the sample ``key`` belongs to this stream's split."""
-        return heldout_key(key, self.holdout) == (self.split == "heldout")
+    def reads(self, video: str) -> bool:
+        """Whether the windows of source video ``video`` belong to this stream's split."""
+        split = sample_split(video, self.holdout, self.dev_fraction)
+        return split == self.split or (self.split == "heldout" and split != "train")
 
     @property
     def spec(self) -> GridSpec:
@@ -411,7 +447,7 @@ class ShardStream(IterableDataset):
         buffer: list[Clip] = []
         for url in self._shard_sequence(slot, slots):
             for raw in self._raw_samples(url):
-                if not cfg.reads(raw["__key__"]):
+                if not cfg.reads(_raw_video(raw)):
                     continue
                 for sample in self._windows(raw):
                     if cfg.shuffle_buffer <= 1:
