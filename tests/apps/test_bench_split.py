@@ -44,12 +44,13 @@ def test_heldout_real_samples_share_no_source_video_with_training(tmp_path):
 
     def videos_of(split: str) -> list[str]:
         cfg = StreamConfig(urls=tuple(urls), history=6, future=6, width=64, height=48,
-                           stride=16, holdout=0.5, split=split, shuffle_shards=False)  # fmt: skip
+                           stride=16, holdout=0.5, dev_fraction=0.5, split=split,
+                           shuffle_shards=False)  # fmt: skip
         clips = list(ShardStream(cfg))
         return [c.meta["source_video"] for c in clips]
 
     train, dev, test = videos_of("train"), videos_of("dev"), videos_of("test")
-    assert train and (dev or test)
+    assert train and dev and test
     assert not set(train) & set(dev) and not set(train) & set(test) and not set(dev) & set(test)
     assert sorted(set(train) | set(dev) | set(test)) == sorted(by_video)
     # a video's four windows are all on its side

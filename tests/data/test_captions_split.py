@@ -53,7 +53,7 @@ def test_policies():
 
 def test_split_is_by_video_and_dev_and_test_are_disjoint_parts_of_heldout():
     videos = [f"src/video-{i}" for i in range(400)]
-    splits = {v: sample_split(v, 0.3) for v in videos}
+    splits = {v: sample_split(v, 0.3, dev_fraction=0.5) for v in videos}
     counts = {s: sum(x == s for x in splits.values()) for s in ("train", "dev", "test")}
     assert sum(counts.values()) == 400 and min(counts.values()) > 30
     assert 0.2 < (counts["dev"] + counts["test"]) / 400 < 0.4
@@ -62,3 +62,5 @@ def test_split_is_by_video_and_dev_and_test_are_disjoint_parts_of_heldout():
     assert source_video(meta, "src__video-7_w03") == "src/video-7"
     assert source_video({}, "key") == "key"
     assert sample_split("anything", 0.0) == "train"
+    # without a dev fraction every held-out video is a test video
+    assert {sample_split(v, 0.3) for v in videos} == {"train", "test"}

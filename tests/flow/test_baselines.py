@@ -127,6 +127,6 @@ def test_baseline_specs_parse_with_windows():
     method = load_method(parse_method("baseline:linear:4"), torch.device("cpu"), grid=SPEC,
                          history=6, future=3)  # fmt: skip
     assert method.describe()["method"] == "baseline:linear:4"
-    with pytest.raises(ForecastError, match="1..5"):
+    with pytest.raises(ForecastError, match=r"1\.\.5"):
         load_method(parse_method("baseline:constvel:6"), torch.device("cpu"), grid=SPEC,
                     history=6, future=3)  # fmt: skip

@@ -97,7 +97,10 @@ def test_parse_prefixed_and_bare_specs(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "words"),
     [
-        ("baseline:nope", "baseline:nope: unknown baseline 'nope'; use baseline:static, baseline:constvel"),
+        (
+            "baseline:nope",
+            "baseline:nope: unknown baseline 'nope'; use baseline:static, baseline:constvel",
+        ),
         ("baseline:whn", "trained configuration"),
         ("released:/no/such/dir", "/no/such/dir does not exist"),
         ("vae:/no/such/dir", "/no/such/dir does not exist"),

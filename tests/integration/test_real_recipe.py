@@ -39,7 +39,7 @@ def test_real_recipe_trains_and_evaluates_on_held_out_windows(tmp_path):
     )  # fmt: skip
     assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]
     metrics = json.loads((tmp_path / "runs" / "real" / "eval" / "metrics.json").read_text())
-    assert "held-out shard windows" in metrics["clip_source"] and metrics["clips"] > 0
+    assert "held-out test videos" in metrics["clip_source"] and metrics["clips"] > 0
     results = metrics["results"]
     assert results["ground_truth"]["min_ade"] == 0.0
     assert results["trajloom"]["num_samples"] == 2 and results["static"]["diversity"] == 0.0

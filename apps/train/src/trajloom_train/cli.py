@@ -269,7 +269,8 @@ def _finish(ctx: RunContext) -> None:
         typer.echo(f"trained set: {folder}")
         summary = evaluate(ctx.recipe, ctx.run_dir, device=ctx.device)
         typer.echo(describe_eval(summary))
-        typer.echo(format_table(summary["results"], table_columns(ctx.recipe)))
+        columns = table_columns(ctx.recipe)
+        typer.echo(format_table(summary["results"], columns, baselines=summary["baselines"]))
         typer.echo(f"evaluation: {ctx.run_dir / 'eval' / 'metrics.json'}")
         from trajloom.flow.pipeline import TrajLoomPipeline
 

@@ -89,9 +89,11 @@ class DataConfig:
     shuffle_buffer: int = 256  # shards: samples held for shuffling
     window_stride: int | None = None  # shards: frames between windows (None: one per clip)
     # Shards: the fraction of source videos held out of training (every window of a video
-    # goes with it; trajloom.data.stream.sample_split); half of them (by another hash) are
-    # the dev videos that choose anything, the rest the test videos that are reported.
+    # goes with it; trajloom.data.stream.sample_split); `dev_fraction` of them (by another
+    # hash) are dev videos that choose anything, the rest test videos that are reported.
+    # With 0, every held-out video is a test video and dev choices read training videos.
     holdout: float = 0.1
+    dev_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
@@ -109,6 +111,8 @@ class DataConfig:
             )
         if not 0.0 <= self.holdout < 1.0:
             raise ValueError(f"data.holdout must be in [0, 1), got {self.holdout!r}")
+        if not 0.0 <= self.dev_fraction <= 1.0:
+            raise ValueError(f"data.dev_fraction must be in [0, 1], got {self.dev_fraction!r}")
         if self.width % self.stride or self.height % self.stride:
             raise ValueError(
                 f"data: {self.width}x{self.height} must be a multiple of stride {self.stride}"
@@ -296,9 +300,11 @@ class VisTrainConfig:
 class EvalConfig:
     """The final evaluation on held-out clips (TrajLoomBench's protocol) and the preview.
 
-    Held-out clips: synthetic scenes of a seed stream no training or validation clip uses;
-    with shards, the held-out split of the training shards (``data.holdout``), or every
-    window of ``shards`` when given (``--eval-data``).
+    Test clips (reported): synthetic scenes of a seed stream no other split uses; with
+    shards, the test videos of the training shards (``data.holdout``), or every window of
+    ``shards`` when given (``--eval-data``). Dev clips (anything chosen, here the baseline
+    windows): another seed stream, or the dev videos (the training videos where no
+    held-out video is a dev one).
     """
 
     clips: int = 32  # held-out clips (at most this many from shards)
@@ -312,10 +318,30 @@ class EvalConfig:
     more_fvmd_clip_lens: tuple[int, ...] = (24,)  # FVMD over windows of these lengths too
     fvmd_long: bool = True  # FVMD over one window of the whole future (FVMD-Long)
     shards: tuple[str, ...] = ()  # evaluation shards (--eval-data); empty: see above
+    # The model's caption at evaluation (trajloom.data.captions): "history" (the history
+    # window's camera phrase: nothing from the future), "clip" (the whole clip's caption,
+    # an oracle) or "none"; `oracle_row` adds the model with the clip's caption as a
+    # labelled row when the main row does not use it.
+    captions: str = "history"
+    oracle_row: bool = True
+    dev_clips: int = 32  # development clips the baseline windows are chosen on
+    constvel_windows: tuple[int, ...] = (1, 2, 4, 8, 16, 32)  # candidates (frames)
+    linear_windows: tuple[int, ...] = (2, 4, 8, 16, 32)
 
     def __post_init__(self) -> None:
         if self.solver not in ("euler", "dopri5"):
             raise ValueError(f"eval.solver must be 'euler' or 'dopri5', got {self.solver!r}")
+        if self.captions not in ("history", "clip", "none"):
+            raise ValueError(
+                f"eval.captions must be 'history', 'clip' or 'none', got {self.captions!r}"
+            )
+        _positive("eval", dev_clips=self.dev_clips)
+        for name in ("constvel_windows", "linear_windows"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+            if not getattr(self, name):
+                raise ValueError(f"eval.{name} needs at least one window")
+            for w in getattr(self, name):
+                _positive("eval", **{name: w})
         _positive("eval", clips=self.clips, steps=self.steps, fvmd_clip_len=self.fvmd_clip_len)
         _positive("eval", fvmd_clip_stride=self.fvmd_clip_stride, samples=self.samples)
         object.__setattr__(self, "shards", tuple(str(s) for s in self.shards))

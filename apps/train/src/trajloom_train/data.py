@@ -4,13 +4,13 @@ Both sources answer ``batch(indices)`` with a ``trajloom.data.clip.ClipBatch``.
 
 * Synthetic: sample ``g`` of the training split is scene ``perm_e[g mod P]`` of a pool of
   ``P`` scenes, ``e = g div P`` (a fresh permutation per pass); without a pool, scene ``g``
-  itself. Validation and evaluation splits use other seed streams, so they never share a
-  scene with training. Deterministic in ``g``: resuming and data parallelism need nothing
-  else.
+  itself. Validation, development (anything chosen) and test (reported) splits use other
+  seed streams, so no two splits share a scene. Deterministic in ``g``: resuming and data
+  parallelism need nothing else.
 * Shards: each process reads its share of the shards (``ShardStream`` splits them by
   rank) in the order the stream's seed and epoch fix; a resumed run fast-forwards to the
-  sample position of its step. The samples of the held-out split (``data.holdout``, by
-  sample key) are never trained on: :func:`heldout_clips` reads them for the evaluation.
+  sample position of its step. The held-out videos (``data.holdout``, by source video)
+  are never trained on: :func:`heldout_clips` reads their dev or test part.
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ from trajloom_train.config import DataConfig
 from trajloom_train.distributed import Dist
 
 __all__ = [
+    "DEV",
     "EVAL",
+    "TEST",
     "TRAIN",
     "VAL",
     "ShardClips",
@@ -39,9 +41,12 @@ __all__ = [
     "sample_seed",
 ]
 
-TRAIN, VAL, EVAL = 0, 1, 2
+TRAIN, VAL, DEV, TEST = 0, 1, 2, 3
+EVAL = TEST  # the reported split
 # Epoch numbers of trajloom.data.synthetic.scene_seed reserved for the held-out splits.
-_SPLIT_EPOCH = {VAL: 1_000_001, EVAL: 1_000_002}
+# DEV is the stream the evaluation read before it had a test split: the settings chosen
+# then (the lively world, step counts) were chosen on it, so it stays for choosing.
+_SPLIT_EPOCH = {VAL: 1_000_001, DEV: 1_000_002, TEST: 1_000_003}
 
 
 def sample_seed(seed: int, *keys: int) -> int:
@@ -247,16 +252,24 @@ def stream_config(data: DataConfig, seed: int, **overrides: Any) -> Any:
         "stride": data.stride,
         "seed": seed,
         "holdout": data.holdout,
+        "dev_fraction": data.dev_fraction,
     }
     return StreamConfig(**{**fields, **overrides})
 
 
 def heldout_clips(
-    data: DataConfig, seed: int, *, limit: int, shards: tuple[str, ...] = (), frames: bool = False
+    data: DataConfig,
+    seed: int,
+    *,
+    limit: int,
+    shards: tuple[str, ...] = (),
+    frames: bool = False,
+    split: str = "test",
 ) -> list[Clip]:
     """Up to ``limit`` evaluation windows, in shard order: every window of ``shards`` when
-    given, else those of the held-out split of ``data.shards``. ``frames``: decode the
-    history frames. Raises ValueError when there is none."""
+    given, else those of the ``split`` ("dev", "test", "heldout" or "train") of
+    ``data.shards``' videos. ``frames``: decode the history frames. Raises ValueError when
+    there is none."""
     from trajloom.data.stream import ShardStream
 
     config = stream_config(
@@ -267,7 +280,7 @@ def heldout_clips(
         shuffle_buffer=0,
         decode_frames=frames,
         holdout=0.0 if shards else data.holdout,
-        split="train" if shards else "heldout",
+        split="train" if shards else split,
     )
     stream = ShardStream(config, rank=0, world_size=1)
     clips = list(itertools.islice(iter(stream), limit))
@@ -275,11 +288,11 @@ def heldout_clips(
         where = (
             f"the shards {list(shards)[:3]}"
             if shards
-            else (f"the held-out split (data.holdout={data.holdout}) of {list(data.shards)[:3]}")
+            else (f"the {split} videos (data.holdout={data.holdout}) of {list(data.shards)[:3]}")
         )
         raise ValueError(
             f"no evaluation clip in {where} (loader stats: {stream.stats.as_dict()}); give "
-            "--eval-data SHARDS, or raise data.holdout so that some samples are held out"
+            "--eval-data SHARDS, or raise data.holdout so that some videos are held out"
         )
     return clips
 

@@ -1,19 +1,20 @@
-"""Export the trained set, evaluate it against the baselines, render a preview.
+"""Export the trained set, evaluate it against tuned baselines, render a preview.
 
 * :func:`export_trained_set`: ``<run>/trained/``, the folder
   ``trajloom.flow.TrajLoomPipeline.from_pretrained`` loads (VAE, generator — the
   on-policy weights when that stage ran —, visibility head, latent statistics, and the
   video and caption context the generator trained with: the built-in encoders' weights, or
   the local paths of the released ones, in ``pipeline.json``).
-* :func:`evaluate`: held-out clips (synthetic scenes of a seed stream no training or
-  validation clip uses; with shards, the held-out split of the training shards or
-  ``--eval-data``), K futures per clip from the trained set, the static and
-  constant-velocity baselines, and the ground truth itself as a reference row
-  (``trajloom.flow.forecast`` forecasters); run folders under ``<run>/eval/runs/<method>/``
-  scored by ``trajloom.metrics.score_method`` with TrajLoomBench's protocol (FVMD at two
-  window lengths, FVMD-Long, FlowTV, DivCurlE, VEPE, minADE_K / minFDE_K, diversity);
-  the table (``trajloom.metrics.format_method_table``) is printed and written to
-  ``eval/table.md`` and ``eval/metrics.json``.
+* :func:`evaluate`: the protocol a reviewer accepts. Baseline windows (constant velocity,
+  the least-squares line) are chosen on *dev* clips; the model, static, constant velocity
+  over one frame and at the chosen window, the line and the true future are reported on
+  *test* clips that chose nothing (synthetic: disjoint seed streams; shards: disjoint
+  source videos). The model's caption reads only the history (``eval.captions``); the
+  whole-clip caption is a labelled oracle row. Run folders under
+  ``<run>/eval/runs/<method>/`` are scored by ``trajloom.metrics.score_method`` with
+  TrajLoomBench's protocol plus minADE_K / minFDE_K, the energy score and diversity; the
+  table (strongest baseline per column in bold) goes to ``eval/table.md``, everything
+  (split, caption source, what dev chose) to ``eval/metrics.json``.
 * :func:`render_preview`: history tracks and predicted futures over the synthetic frames.
 """
 
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from trajloom.data.captions import with_caption_policy
 from trajloom.data.clip import Clip
 from trajloom.data.formats import RunFolder, write_run_folder
 from trajloom.data.render import RenderConfig, render_overlay
@@ -37,23 +39,27 @@ from trajloom.flow.forecast import (
     Forecaster,
     PipelineForecaster,
     TrueFuture,
+    WindowChoice,
+    baseline_rows,
+    choose_baseline_windows,
     forecast_runs,
     sample_folder,
 )
 from trajloom.flow.io import load_visibility
 from trajloom.flow.pipeline import PipelineConfig, TrajLoomPipeline, umt5_spec, wan_spec
-from trajloom.metrics import FVMDConfig, json_ready, score_method
+from trajloom.metrics import FVMDConfig, json_ready, sample_errors, score_method
 from trajloom.metrics import format_method_table as format_table
 from trajloom.metrics.report import fvmd_key
 from trajloom.vae import LatentStats, load_pretrained
 from trajloom_train.checkpoint import atomic_write_text
 from trajloom_train.config import Recipe
 from trajloom_train.context import load_conditioned
-from trajloom_train.data import EVAL, SyntheticSplit, heldout_clips
+from trajloom_train.data import DEV, EVAL, TEST, SyntheticSplit, heldout_clips
 from trajloom_train.trainer import stage_done
 
 __all__ = [
     "METHODS",
+    "choose_windows",
     "describe_eval",
     "eval_clips",
     "evaluate",
@@ -63,7 +69,10 @@ __all__ = [
     "table_columns",
 ]
 
-METHODS = ("trajloom", "static", "constant_velocity", "ground_truth")
+METHODS = ("trajloom", "static", "constvel_1", "ground_truth")
+"""Rows every evaluation has; the tuned baselines (``constvel_W``, ``linear_L``) and the
+oracle-caption row (``trajloom_clip_caption``) join them."""
+ORACLE = "trajloom_clip_caption"
 STATS_FILE = "vae_latent_stats.json"
 
 
@@ -108,18 +117,23 @@ def _record_released_context(folder: Path, recipe: Recipe) -> None:
     atomic_write_text(path, json.dumps(meta, indent=2) + "\n")
 
 
-def _forecasters(pipe: TrajLoomPipeline, recipe: Recipe, origin: str) -> dict[str, Forecaster]:
-    """The evaluated methods by name (:data:`METHODS`): the trained set ``pipe`` (from
-    ``origin``) with the recipe's sampler, the two baselines on its grid, the true future."""
+def _forecasters(
+    pipe: TrajLoomPipeline, recipe: Recipe, origin: str, choices: dict[str, WindowChoice]
+) -> dict[str, tuple[Forecaster, str]]:
+    """The evaluated rows by name, each a forecaster and the caption policy of its clips:
+    the trained set ``pipe`` (from ``origin``) with the recipe's sampler and history-only
+    captions, the same with the clip's caption (oracle, when it has a text encoder), the
+    baselines at the windows dev chose, and the true future."""
     grid, history, future = pipe.grid, recipe.data.history, recipe.data.future
-    return {
-        "trajloom": PipelineForecaster(
-            pipe, solver=recipe.eval.solver, steps=recipe.eval.steps, origin=origin
-        ),
-        "static": BaselineForecaster("static", grid, history, future),
-        "constant_velocity": BaselineForecaster("constvel", grid, history, future),
-        "ground_truth": TrueFuture(grid, history, future),
-    }
+    ev = recipe.eval
+    model = PipelineForecaster(pipe, solver=ev.solver, steps=ev.steps, origin=origin)
+    rows: dict[str, tuple[Forecaster, str]] = {"trajloom": (model, ev.captions)}
+    if ev.oracle_row and ev.captions != "clip" and pipe.text_encoder is not None:
+        rows[ORACLE] = (model, "clip")
+    for name, (kind, window) in baseline_rows(choices).items():
+        rows[name] = (BaselineForecaster(kind, grid, history, future, window=window), "none")
+    rows["ground_truth"] = (TrueFuture(grid, history, future), "none")
+    return rows
 
 
 def table_columns(recipe: Recipe) -> list[tuple[str, str]]:
@@ -132,24 +146,54 @@ def table_columns(recipe: Recipe) -> list[tuple[str, str]]:
     columns += [("flow_tv", "FlowTV"), ("div_curl_energy", "DivCurlE")]
     k = ev.samples
     columns += [("min_ade", f"minADE_{k} (px)"), ("min_fde", f"minFDE_{k} (px)")]
+    columns.append(("energy_score", f"ES_{k} (px)"))
     if k > 1:
         columns.append(("diversity", f"diversity_{k} (px)"))
     return columns
 
 
-def eval_clips(recipe: Recipe, *, frames: bool = False) -> tuple[str, list[Clip]]:
-    """The held-out clips (:class:`~trajloom_train.config.EvalConfig`) and where they are
-    from: synthetic scenes of the evaluation seed stream, or shard windows the training
-    never read (``heldout_clips``)."""
+def eval_clips(
+    recipe: Recipe, *, frames: bool = False, split: str = "test"
+) -> tuple[str, list[Clip]]:
+    """The ``split`` clips ("test": reported; "dev": for choosing) and where they are from:
+    synthetic scenes of that split's seed stream, or the shard windows of that split's
+    held-out videos (``heldout_clips``; ``--eval-data`` windows are all test)."""
     ev, data = recipe.eval, recipe.data
+    count = ev.clips if split == "test" else ev.dev_clips
     if data.source != "shards" and not ev.shards:
-        split = SyntheticSplit(data, recipe.seed, EVAL)
-        return "held-out synthetic clips", [split.sample(g, frames=frames) for g in range(ev.clips)]
-    clips = heldout_clips(data, recipe.seed, limit=ev.clips, shards=ev.shards, frames=frames)
-    where = (
-        "--eval-data windows" if ev.shards else f"held-out shard windows (holdout {data.holdout})"
+        stream = SyntheticSplit(data, recipe.seed, TEST if split == "test" else DEV)
+        where = f"held-out synthetic {split} clips"
+        return where, [stream.sample(g, frames=frames) for g in range(count)]
+    if ev.shards and split == "test":
+        clips = heldout_clips(data, recipe.seed, limit=count, shards=ev.shards, frames=frames)
+        return "--eval-data windows", clips
+    if split == "test":
+        where = f"windows of held-out test videos (holdout {data.holdout})"
+        return where, heldout_clips(data, recipe.seed, limit=count, frames=frames)
+    try:
+        clips = heldout_clips(data, recipe.seed, limit=count, frames=frames, split="dev")
+        return f"windows of held-out dev videos (holdout {data.holdout})", clips
+    except ValueError:  # no held-out video fell on the dev side: the training videos
+        clips = heldout_clips(data, recipe.seed, limit=count, frames=frames, split="train")
+        return "windows of training videos (no held-out dev video)", clips
+
+
+def _mean_ade(samples: np.ndarray, gt: np.ndarray, vis: np.ndarray) -> float:
+    with np.errstate(all="ignore"):
+        ade, _ = sample_errors(samples, gt, vis)
+    return float(np.nanmean(ade)) if np.isfinite(ade).any() else float("nan")
+
+
+def choose_windows(recipe: Recipe, grid: Any) -> tuple[str, dict[str, WindowChoice]]:
+    """Where the dev clips came from, and the constant-velocity and line windows with the
+    lowest ADE on them (``trajloom.flow.forecast.choose_baseline_windows``)."""
+    ev, data = recipe.eval, recipe.data
+    where, clips = eval_clips(recipe, split="dev")
+    candidates = {"constvel": ev.constvel_windows, "linear": ev.linear_windows}
+    choices = choose_baseline_windows(
+        clips, grid, data.history, data.future, candidates, score=_mean_ade
     )
-    return where, clips
+    return f"{len(clips)} {where}", choices
 
 
 def _run_name(clip: Clip) -> str:
@@ -157,59 +201,79 @@ def _run_name(clip: Clip) -> str:
     return clip.id if clip.start == 0 else f"{clip.id}-from{clip.start}"
 
 
-def evaluate(recipe: Recipe, run_dir: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """Score the trained set and the baselines on up to ``recipe.eval.clips`` held-out clips.
-
-    Clip ``g`` is forecast ``K = recipe.eval.samples`` times by every method, the K noises
-    drawn together from seed ``recipe.seed + g`` (``trajloom.flow.forecast.forecast_runs``);
-    the baselines and the true future are deterministic, so their K futures are copies
-    (minADE_K = their single-future ADE, diversity 0). Sample k of a method goes to
-    ``eval/runs/<method>/sample_<k>/`` (``eval/runs/<method>/`` when K = 1). Scored with
-    ``trajloom.metrics.score_method`` as ``apps/bench eval`` does (motion gated by the
-    true visibility): FVMD over ``fvmd_clip_len``-frame windows and ``more_fvmd_clip_lens``,
-    FVMD-Long, FlowTV, DivCurlE and VEPE of sample 0, minADE_K / minFDE_K / diversity
-    over the K samples.
-    """
-    trained = run_dir / "trained"
-    pipe = TrajLoomPipeline.from_pretrained(trained, device=device)
-    forecasters = _forecasters(pipe, recipe, origin=str(trained))
-    ev = recipe.eval
-    wants_frames = any(f.wants_frames for f in forecasters.values())
-    where, clips = eval_clips(recipe, frames=wants_frames)
-    out_dir = run_dir / "eval"
-    runs = out_dir / "runs"
-    if runs.exists():
-        shutil.rmtree(runs)  # a rerun must not score folders of an earlier, larger one
-    k = ev.samples
+def _write_runs(
+    rows: dict[str, tuple[Forecaster, str]], clips: list[Clip], recipe: Recipe, runs: Path
+) -> None:
+    """K futures of every clip by every row into ``runs/<row>/[sample_<k>/]<clip>/``."""
+    k = recipe.eval.samples
     for g, clip in enumerate(clips):
-        for method, forecaster in forecasters.items():
-            meta = {"method": method, "caption": clip.caption, "source": clip.source}
+        for method, (forecaster, policy) in rows.items():
+            given = with_caption_policy(clip, policy, forecaster.grid.size)
+            meta = {"method": method, "caption": given.caption, "source": clip.source}
             futures = forecast_runs(
-                forecaster, clip, num_samples=k, seed=recipe.seed + g, meta=meta
+                forecaster, given, num_samples=k, seed=recipe.seed + g, meta=meta
             )
             for i, run in enumerate(futures):
                 folder = sample_folder(runs / method, i, k) / _run_name(clip)
                 write_run_folder(folder, RunFolder(**run.as_dict()))
+
+
+def _score_rows(
+    rows: list[str], runs: Path, recipe: Recipe, stride: float
+) -> dict[str, dict[str, Any]]:
+    ev, k = recipe.eval, recipe.eval.samples
     fvmd_cfg = FVMDConfig(clip_len=ev.fvmd_clip_len, clip_stride=ev.fvmd_clip_stride)
-    results: dict[str, dict[str, Any]] = {}
     keys = [key for key, _ in table_columns(recipe)] + ["diversity", "num_samples"]
-    for method in METHODS:
+    results: dict[str, dict[str, Any]] = {}
+    for method in rows:
         samples = [sample_folder(runs / method, i, k) for i in range(k)]
         scored = score_method(
             samples[0],
             fvmd_config=fvmd_cfg,
-            grid_stride=float(pipe.grid.stride),
+            grid_stride=stride,
             use_visibility=True,
             fvmd_long=ev.fvmd_long,
             samples=samples,
             more_clip_lens=ev.more_fvmd_clip_lens,
         )
         results[method] = {key: scored[key] for key in (*keys, "num_videos", "notes")}
-    table = format_table(results, table_columns(recipe))
+    return results
+
+
+def evaluate(recipe: Recipe, run_dir: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Choose the baseline windows on dev clips, then score every row on test clips.
+
+    Clip ``g`` is forecast ``K = recipe.eval.samples`` times by every row, the K noises
+    drawn together from seed ``recipe.seed + g`` (``trajloom.flow.forecast.forecast_runs``);
+    the baselines and the true future are deterministic, so their K futures are copies
+    (minADE_K = ES_K = their single-future ADE, diversity 0). Sample k of a row goes to
+    ``eval/runs/<row>/sample_<k>/`` (``eval/runs/<row>/`` when K = 1). Scored with
+    ``trajloom.metrics.score_method`` as ``apps/bench eval`` does (motion gated by the
+    true visibility).
+    """
+    trained = run_dir / "trained"
+    pipe = TrajLoomPipeline.from_pretrained(trained, device=device)
+    dev_where, choices = choose_windows(recipe, pipe.grid)
+    rows = _forecasters(pipe, recipe, origin=str(trained), choices=choices)
+    ev = recipe.eval
+    wants_frames = any(f.wants_frames for f, _ in rows.values())
+    where, clips = eval_clips(recipe, frames=wants_frames)
+    out_dir = run_dir / "eval"
+    runs = out_dir / "runs"
+    if runs.exists():
+        shutil.rmtree(runs)  # a rerun must not score folders of an earlier, larger one
+    _write_runs(rows, clips, recipe, runs)
+    results = _score_rows(list(rows), runs, recipe, float(pipe.grid.stride))
+    baselines = [name for name in rows if name not in ("trajloom", ORACLE, "ground_truth")]
+    table = format_table(results, table_columns(recipe), baselines=baselines)
     summary = {
         "clips": len(clips),
         "clip_source": where,
-        "samples": k,
+        "split": {"dev": dev_where, "test": f"{len(clips)} {where}"},
+        "chosen_on_dev": {kind: c.to_dict() for kind, c in choices.items()},
+        "captions": {"trajloom": ev.captions, **({ORACLE: "clip"} if ORACLE in rows else {})},
+        "baselines": baselines,
+        "samples": ev.samples,
         "solver": ev.solver,
         "steps": ev.steps,
         "fvmd_clip_len": ev.fvmd_clip_len,
@@ -225,13 +289,19 @@ def evaluate(recipe: Recipe, run_dir: Path, device: torch.device | str = "cpu") 
 
 
 def describe_eval(summary: dict[str, Any]) -> str:
-    """One line saying what the evaluation table scores."""
+    """What the evaluation table scores, in a few lines."""
     lens = ", ".join(str(n) for n in [summary["fvmd_clip_len"], *summary["more_fvmd_clip_lens"]])
+    chosen = ", ".join(c["method"] for c in summary.get("chosen_on_dev", {}).values())
+    captions = summary.get("captions", {})
+    oracle = f"; {ORACLE} is an oracle with the whole clip's caption" if ORACLE in captions else ""
     return (
-        f"{summary['clips']} {summary['clip_source']}; K = {summary['samples']} futures per "
-        f"clip ({summary['solver']} {summary['steps']} steps; baselines are deterministic: K "
-        f"copies); FVMD windows of {lens} frames at stride {summary['fvmd_clip_stride']}, "
-        "motion gated by the true visibility."
+        f"Test: {summary['clips']} {summary['clip_source']}; K = {summary['samples']} futures "
+        f"per clip ({summary['solver']} {summary['steps']} steps; baselines are deterministic: "
+        f"K copies); FVMD windows of {lens} frames at stride {summary['fvmd_clip_stride']}, "
+        "motion gated by the true visibility.\n"
+        f"Dev: {summary.get('split', {}).get('dev', '-')} chose {chosen or 'nothing'} (lowest "
+        f"ADE). The model's caption: {captions.get('trajloom', 'clip')}{oracle}. "
+        "Bold: the strongest baseline per column; ES = energy score."
     )
 
 

@@ -56,9 +56,9 @@ __all__ = [
     "expand_shard_urls",
     "heldout_key",
     "make_loader",
+    "node_and_worker",
     "sample_split",
     "source_video",
-    "node_and_worker",
 ]
 
 
@@ -94,10 +94,12 @@ def source_video(meta: Mapping[str, Any], key: str) -> str:
     return str(value) if value not in (None, "") else key
 
 
-def sample_split(video: str, holdout: float, dev_fraction: float = 0.5) -> str:
+def sample_split(video: str, holdout: float, dev_fraction: float = 0.0) -> str:
     """The split of every window of ``video``: "train", or, for the held-out ``holdout``
     fraction of videos, "dev" (a ``dev_fraction`` of them, for choosing anything) or
     "test" (reported, never used to choose). Windows of one video never straddle splits.
+    With ``dev_fraction = 0`` every held-out video is a test video (an evaluation then
+    chooses on training videos, which are disjoint from them too).
     """
     if not heldout_key(video, holdout):
         return "train"
@@ -139,7 +141,7 @@ class StreamConfig:
     # others, "heldout" all held-out videos, "dev" / "test" one part of them.
     holdout: float = 0.0
     split: str = "train"
-    dev_fraction: float = 0.5
+    dev_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.urls, str):
@@ -164,7 +166,9 @@ class StreamConfig:
         if self.split not in SPLITS:
             raise ValueError(f"StreamConfig.split must be one of {SPLITS}, got {self.split!r}")
         if not 0.0 <= self.dev_fraction <= 1.0:
-            raise ValueError(f"StreamConfig.dev_fraction must be in [0, 1], got {self.dev_fraction}")
+            raise ValueError(
+                f"StreamConfig.dev_fraction must be in [0, 1], got {self.dev_fraction}"
+            )
 
     def reads(self, video: str) -> bool:
         """Whether the windows of source video ``video`` belong to this stream's split."""

@@ -10,7 +10,9 @@
   (:mod:`.locate`); the device: :func:`resolve_device` (:mod:`.device`);
 * forecasting a clip: :func:`forecast_clip` (futures, refused when not finite) and
   :func:`forecast_run` / :func:`forecast_runs`, one or K futures of a clip as
-  run-folder arrays (:mod:`.harness`).
+  run-folder arrays (:mod:`.harness`);
+* baselines tuned on development clips: :func:`choose_baseline_windows`,
+  :func:`baseline_rows` (:mod:`.tuning`).
 
     from trajloom.flow.forecast import load_method, parse_method, resolve_device
 
@@ -44,6 +46,12 @@ from trajloom.flow.forecast.locate import (
     find_vae_folder,
 )
 from trajloom.flow.forecast.methods import MethodSpec, RunFolders, load_method, parse_method
+from trajloom.flow.forecast.tuning import (
+    WindowChoice,
+    baseline_rows,
+    choose_baseline_windows,
+    window_candidates,
+)
 
 __all__ = [
     "BASELINES",
@@ -60,6 +68,9 @@ __all__ = [
     "RunFolders",
     "TrueFuture",
     "VAEReconstruction",
+    "WindowChoice",
+    "baseline_rows",
+    "choose_baseline_windows",
     "find_released_files",
     "find_trained_set",
     "find_vae_folder",
@@ -71,5 +82,6 @@ __all__ = [
     "parse_method",
     "resolve_device",
     "sample_folder",
+    "window_candidates",
     "with_pins",
 ]

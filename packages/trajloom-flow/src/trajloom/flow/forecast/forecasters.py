@@ -120,9 +120,7 @@ class BaselineForecaster:
         else:
             fn = constant_velocity_future if self.kind == "constvel" else linear_future
             window = int(self.window or 1)
-            out = fn(
-                hist, vis, self.future, window=window, num_samples=num_samples, spec=self.grid
-            )
+            out = fn(hist, vis, self.future, window=window, num_samples=num_samples, spec=self.grid)
         return Forecast(out.tracks.numpy(), out.visibility.numpy())
 
     def describe(self) -> dict[str, Any]:
