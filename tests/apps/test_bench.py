@@ -29,6 +29,11 @@ ROOT = Path(__file__).resolve().parents[2]
 VIDEOS = ROOT.parent / "shared" / "data" / "videos"
 
 
+# Tests of scoring itself: every clip scored, only the methods given (the defaults, tuned
+# baselines on dev videos, have their own test)
+FOCUS = ("--no-baselines", "--dev-fraction", "0")
+
+
 def _run(*args: str):
     """The CLI in-process (``uv run apps/bench ...`` calls the same ``main``)."""
     return CliRunner().invoke(app, [str(a) for a in args])
@@ -110,6 +115,7 @@ def test_eval_table_on_synthetic_sources(synthetic_bench, tmp_path):
         "--clip-len",
         8,
         "--quiet",
+        *FOCUS,
     )
     assert res.exit_code == 0, res.output
     results = json.loads((out / "results.json").read_text())
@@ -151,6 +157,7 @@ def test_eval_table_on_synthetic_sources(synthetic_bench, tmp_path):
         "--clip-len",
         8,
         "--quiet",
+        *FOCUS,
     )
     assert res.exit_code == 0, res.output
     assert (
@@ -159,9 +166,43 @@ def test_eval_table_on_synthetic_sources(synthetic_bench, tmp_path):
     )
 
 
+def test_eval_defaults_tune_baselines_on_dev_videos_and_score_test_videos(tmp_path):
+    """By default: dev videos (a quarter, by source video) choose the baseline windows and
+    are never scored; static, constant velocity over 1 frame and at the chosen window, and
+    the line are reported beside the given methods; the strongest baseline is in bold."""
+    from trajloom.data.stream import heldout_key
+
+    bench = tmp_path / "bench"
+    res = _run("build", bench, "--source", "synthetic=12", "--width", 160, "--height", 160,
+               "--stride", 32, "--history", 12, "--future", 8, "--quiet")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "res"
+    res = _run("eval", bench, "--method", "mine=baseline:linear:3", "--out", out, "--clip-len",
+               6, "--quiet")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    results = json.loads((out / "results.json").read_text())
+    settings = results["settings"]
+    chosen = settings["chosen_on_dev"]
+    dev = {f"synthetic_{i:05d}" for i in range(12) if heldout_key(f"dev/synthetic/{i:05d}", 0.25)}
+    assert 0 < len(dev) < 12 and chosen["dev_clips"] == len(dev)
+    for kind, candidates in (("constvel", ["1", "2", "4", "8"]), ("linear", ["2", "4", "8"])):
+        scores = chosen[kind]["dev_scores"]
+        assert sorted(scores, key=int) == candidates
+        assert scores[str(chosen[kind]["window"])] == min(scores.values())
+    rows = {"mine", "static", "constvel_1", f"linear_{chosen['linear']['window']}"}
+    rows.add(f"constvel_{chosen['constvel']['window']}")
+    assert set(results["results"]) == rows and set(settings["baselines"]) == rows
+    scored = {d.name for d in (out / "runs" / "static" / "synthetic").iterdir()}
+    assert scored == {f"synthetic_{i:05d}" for i in range(12)} - dev  # dev never scored
+    assert settings["captions"] == "history" and settings["dev_fraction"] == 0.25
+    meta = json.loads((out / "runs/mine/synthetic" / sorted(scored)[0] / "meta.json").read_text())
+    assert meta["spec"] == "baseline:linear:3"
+    assert "**" in (out / "table.md").read_text()
+
+
 def test_eval_with_several_samples_reports_best_of_k(synthetic_bench, tmp_path):
     out = tmp_path / "res"
-    args = ["eval", synthetic_bench, "--source", "synthetic", "--clip-len", 8, "--quiet"]
+    args = ["eval", synthetic_bench, "--source", "synthetic", "--clip-len", 8, "--quiet", *FOCUS]
     res = _run(*args, "--method", "cv=baseline:constvel", "--samples", 3, "--out", out)
     assert res.exit_code == 0, res.output
     runs = out / "runs" / "cv" / "synthetic"
@@ -213,7 +254,8 @@ def test_eval_vae_reconstruction_reports_vepe(tmp_path):
     torch.manual_seed(0)
     save_pretrained(TrajLoomVAE(vae_preset("tiny")), tmp_path / "vae")  # 17 frames
     out = tmp_path / "res"
-    res = _run("eval", bench, "--method", f"recon=vae:{tmp_path / 'vae'}", "--out", out, "--quiet")
+    res = _run("eval", bench, "--method", f"recon=vae:{tmp_path / 'vae'}", "--out", out, "--quiet",
+               *FOCUS)  # fmt: skip
     assert res.exit_code == 0, res.output
     r = json.loads((out / "results.json").read_text())["results"]["recon"]["synthetic"]
     assert r["vepe"] > 0 and r["num_videos"] == 2
@@ -324,7 +366,7 @@ def test_build_from_released_layout_and_score(tmp_path):
     samples = {s.id: s for u in urls for s in iter_shard_samples(Path(u))}
     assert sorted(samples) == ["0", "1", "2"] and samples["1"].meta["caption"] == "a dog"
     out = tmp_path / "res"
-    res = _run("eval", bench, "--method", "cv=baseline:constvel", "--out", out, "--quiet")
+    res = _run("eval", bench, "--method", "cv=baseline:constvel", "--out", out, "--quiet", *FOCUS)
     assert res.exit_code == 0, res.output
     run = read_run_folder(out / "runs" / "cv" / "magicdata" / "1")
     np.testing.assert_allclose(run.gt_tracks, samples["1"].tracks[12:24])
@@ -374,6 +416,7 @@ def test_eval_trained_set_from_a_run_folder_and_released_layout(
         "--clip-len",
         8,
         "--quiet",
+        *FOCUS,
     )
     assert res.exit_code == 0, res.output
     results = json.loads((out / "results.json").read_text())["results"]

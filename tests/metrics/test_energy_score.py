@@ -104,3 +104,13 @@ def test_accumulator_and_summary_report_it(rng):
         assert acc.update(samples, gt)["energy_score"] == pytest.approx(values[-1])
         assert forecast_summary(samples, gt)["energy_score"] == pytest.approx(values[-1])
     assert acc.result().energy_score == pytest.approx(float(np.mean(values)))
+
+
+def test_mean_ade_is_the_mean_of_per_sample_ade(rng):
+    from trajloom.metrics import mean_ade
+
+    gt = _truth(rng)
+    samples = gt[None] + rng.normal(size=(3, *gt.shape))
+    ade, _ = sample_errors(samples, gt)
+    assert mean_ade(samples, gt) == pytest.approx(float(ade.mean()))
+    assert np.isnan(mean_ade(samples, gt, np.zeros(gt.shape[:-1], bool)))

@@ -48,7 +48,7 @@ from trajloom_bench.build import (
     read_bench,
     write_bench_index,
 )
-from trajloom_bench.evaluate import EvalConfig, bench_sources, evaluate_method
+from trajloom_bench.evaluate import EvalConfig, bench_sources, evaluate_method, tuned_baselines
 from trajloom_bench.report import write_bench_report
 
 app = typer.Typer(
@@ -56,6 +56,10 @@ app = typer.Typer(
     no_args_is_help=True,
     help="TrajLoomBench: build the benchmark from sources, score methods on it.",
 )
+
+
+#: Windows (history frames) the tuned baselines are chosen among, on the dev videos.
+WINDOW_CANDIDATES = {"constvel": (1, 2, 4, 8, 16, 32), "linear": (2, 4, 8, 16, 32)}
 
 
 def _fail(message: str) -> typer.Exit:
@@ -96,7 +100,8 @@ def _method(text: str) -> tuple[str, MethodSpec]:
         spec = parse_method(spec_text)
     except ForecastError as err:
         raise _fail(f"method {name}: {err}" if name else str(err)) from None
-    return name or (spec.target if spec.kind == "baseline" else Path(spec.target).name), spec
+    default = spec.target.replace(":", "_") if spec.kind == "baseline" else Path(spec.target).name
+    return name or default, spec
 
 
 @app.command()
@@ -262,13 +267,13 @@ def _build_sources(
 def evaluate(
     bench: Annotated[Path, typer.Argument(help="Bench folder written by `bench build`.")],
     method: Annotated[
-        list[str],
+        list[str] | None,
         typer.Option(
-            help="NAME=SPEC, repeatable. SPEC: baseline:static|constvel, a trained-set folder "
-            "(or apps/train run folder), released:DIR, vae:DIR, runs:DIR (run folders "
-            "<source>/<video>/ made elsewhere)."
+            help="NAME=SPEC, repeatable. SPEC: baseline:static|constvel[:W]|linear[:L], a "
+            "trained-set folder (or apps/train run folder), released:DIR, vae:DIR, runs:DIR "
+            "(run folders <source>/<video>/ made elsewhere)."
         ),
-    ],
+    ] = None,
     out: Annotated[Path, typer.Option(help="Where run folders and tables go.")] = Path(
         "bench-results"
     ),
@@ -289,20 +294,49 @@ def evaluate(
     ] = "auto",
     solver: str = "euler",
     steps: int = 100,
+    baselines: Annotated[
+        bool,
+        typer.Option(
+            help="Add static, constant velocity over 1 frame and at the dev-chosen window, "
+            "and the least-squares line at its dev-chosen window."
+        ),
+    ] = True,
+    dev_fraction: Annotated[
+        float,
+        typer.Option(
+            help="Fraction of each source's videos kept for choosing (baseline windows), "
+            "never scored; every window of a video is on one side."
+        ),
+    ] = 0.25,
+    captions: Annotated[
+        str,
+        typer.Option(
+            help="Caption given to methods: history (camera phrase of the history window), "
+            "clip (the whole clip's: an oracle) or none."
+        ),
+    ] = "history",
     quiet: bool = False,
 ) -> None:
-    """Score methods per source: FVMD, FVMD-Long, FlowTV, DivCurlE (and VEPE)."""
+    """Score methods per source: FVMD, FVMD-Long, FlowTV, DivCurlE, VEPE (and best-of-K)."""
     if source is None:
         source = []
     try:
         cfg = EvalConfig(
-            clip_len=clip_len, clip_stride=clip_stride, seed=seed, limit=limit, samples=samples
+            clip_len=clip_len,
+            clip_stride=clip_stride,
+            seed=seed,
+            limit=limit,
+            samples=samples,
+            dev_fraction=dev_fraction,
+            captions=captions,
         )
         names, sources = bench_sources(bench, source or None)
         bench_cfg = read_bench(bench).get("config", {})
     except ValueError as err:
         raise _fail(str(err)) from None
-    methods = [_method(m) for m in method]
+    methods = [_method(m) for m in method or []]
+    if not methods and not baselines:
+        raise _fail("nothing to score: give --method NAME=SPEC, or keep --baselines")
     if len({n for n, _ in methods}) != len(methods):
         raise _fail(f"method names must be unique, got {[n for n, _ in methods]}")
     progress = (lambda _: None) if quiet else (lambda msg: typer.echo(msg))
@@ -320,6 +354,12 @@ def evaluate(
     future = int(bench_cfg.get("future", DEFAULT_FUTURE))
     stride = float(grid.stride)
     window = {"grid": grid, "history": history, "future": future}
+    chosen: dict[str, Any] = {}
+    if baselines:
+        rows, chosen = tuned_baselines(bench, names, sources, cfg, window, WINDOW_CANDIDATES)
+        given = {n for n, _ in methods}
+        methods = methods + [r for r in rows if r[0] not in given]
+    baseline_names = [n for n, spec in methods if spec.kind == "baseline"]
     try:
         with OutputLock(out, what="--out folder"):
             results, failures = _evaluate_methods(
@@ -339,13 +379,17 @@ def evaluate(
                 "solver": solver,
                 "steps": steps,
                 "methods": {name: str(spec) for name, spec in methods},
+                "dev_fraction": dev_fraction,
+                "captions": captions,
+                "chosen_on_dev": chosen,
+                "baselines": baseline_names,
             }
             texts = result_texts(results, names, settings, failures)
             paths = [atomic_write_text(out / RESULT_FILES[k], t) for k, t in texts.items()]
             paths.append(write_bench_report(out, texts, settings, failures))
     except OutputError as err:
         raise _fail(str(err)) from None
-    typer.echo(format_paper_table(results, names))
+    typer.echo(format_paper_table(results, names, baselines=baseline_names))
     for failure in failures:
         typer.echo(f"failed: {failure}", err=True)
     typer.echo(f"{len(failures)} failed (clips, run folders or sources); see results.json")

@@ -17,6 +17,13 @@ they are, ``<dir>/<source>/<id>/``), then scored with ``trajloom.metrics.score_m
   metrics above, which are those of sample 0. Deterministic methods (the baselines) give
   K copies: their minADE_K is their single-future ADE and their diversity 0.
 
+Dev and test: ``dev_fraction`` of each source's videos (by ``source_video``, so every
+window of a video is on one side) are development clips, never scored; on them the
+windows of the tuned baselines (constant velocity, the least-squares line) are chosen
+(:func:`tuned_baselines`). Everything in the tables is scored on the other, test videos.
+Methods get the caption of ``captions`` (``trajloom.data.captions``: by default the
+history window's camera phrase, nothing from the future).
+
 Results (``trajloom.metrics.write_results``): ``OUT/results.json`` (everything, with
 settings), ``OUT/table.csv`` (one row per method x source), ``OUT/table.md`` (the
 paper-style table: metric x method rows, source columns) and ``OUT/per_video.csv``.
@@ -32,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from trajloom.data.captions import CAPTION_POLICIES, with_caption_policy
 from trajloom.data.clip import Clip
 from trajloom.data.formats import (
     FormatError,
@@ -42,11 +50,21 @@ from trajloom.data.formats import (
     write_run_folder,
 )
 from trajloom.data.shards import iter_shard_items
-from trajloom.data.stream import caption_with_camera
+from trajloom.data.stream import caption_with_camera, heldout_key, source_video
 from trajloom.data.video import VideoReadError, read_video
 from trajloom.encoding import DEFAULT_GRID, GridSpec, rescale_tracks
-from trajloom.flow.forecast import Forecaster, RunFolders, forecast_runs, sample_folder
-from trajloom.metrics import FVMDConfig, score_method
+from trajloom.flow.forecast import (
+    BaselineForecaster,
+    Forecaster,
+    MethodSpec,
+    RunFolders,
+    baseline_rows,
+    choose_baseline_windows,
+    forecast_runs,
+    sample_folder,
+    window_candidates,
+)
+from trajloom.metrics import FVMDConfig, mean_ade, score_method
 from trajloom_bench.build import read_bench
 
 __all__ = [
@@ -54,9 +72,11 @@ __all__ = [
     "bench_sources",
     "cut_clip",
     "evaluate_method",
+    "is_dev",
     "predict_source",
     "sample_roots",
     "score_source",
+    "tuned_baselines",
 ]
 
 
@@ -69,8 +89,16 @@ class EvalConfig:
     seed: int = 0
     limit: int | None = None  # clips per source (None: all)
     samples: int = 1  # K futures per clip; K > 1 adds minADE_K / minFDE_K / diversity
+    # videos of each source kept for choosing, never scored (apps/bench eval: 0.25; the
+    # ablation study scores every clip of its held-out bench: 0)
+    dev_fraction: float = 0.0
+    captions: str = "history"  # trajloom.data.captions policy of the methods' captions
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.dev_fraction < 1.0:
+            raise ValueError(f"dev_fraction must be in [0, 1), got {self.dev_fraction}")
+        if self.captions not in CAPTION_POLICIES:
+            raise ValueError(f"captions must be one of {CAPTION_POLICIES}, got {self.captions!r}")
         if self.samples < 1:
             raise ValueError(f"EvalConfig.samples must be >= 1, got {self.samples}")
         if self.clip_stride < 1:
@@ -164,21 +192,27 @@ def predict_source(
     futures: one under each ``out/sample_<k>/``, the K noises drawn together from seed
     ``cfg.seed + i`` for clip i); returns the failures.
 
-    ``boundary``: the bench's history length, the frame every forecast starts from.
+    ``boundary``: the bench's history length, the frame every forecast starts from. Dev
+    videos (:func:`is_dev`) are skipped; ``cfg.limit`` counts test clips.
     A bad clip (unreadable sample, truncated shard, a clip the method cannot take, a
     model that emits non-finite numbers) is a failure naming source and clip; the others
     go on. A run folder that cannot be written (``OutputError``) ends the evaluation.
     """
     failures: list[str] = []
-    for i, sample in enumerate(_source_samples(bench_root, source)):
-        if cfg.limit is not None and i >= cfg.limit:
-            break
+    i = -1
+    for sample in _source_samples(bench_root, source):
         if isinstance(sample, FormatError):
             failures.append(f"{source_name}: {sample}")
             progress(f"fail {source_name}: {sample}")
             continue
+        if is_dev(sample, cfg):
+            continue
+        i += 1
+        if cfg.limit is not None and i >= cfg.limit:
+            break
         try:
             clip = cut_clip(sample, method, boundary)
+            clip = with_caption_policy(clip, cfg.captions, method.grid.size)
             meta = {
                 "source": source_name,
                 "method": method_name,
@@ -200,6 +234,59 @@ def predict_source(
             write_run_folder(folder, RunFolder(**run.as_dict()))
         progress(f"{method_name}/{source_name}/{sample.id}")
     return failures
+
+
+def is_dev(sample: ShardSample, cfg: EvalConfig) -> bool:
+    """Whether ``sample``'s source video is a development video (chosen on, never scored)."""
+    return heldout_key(f"dev/{source_video(sample.meta, sample.id)}", cfg.dev_fraction)
+
+
+def _dev_clips(
+    bench_root: Path, names: list[str], sources: dict[str, Any], cfg: EvalConfig, cutter: Any
+) -> list[Clip]:
+    """The development clips of every source, cut for ``cutter``'s window."""
+    clips = []
+    for name in names:
+        for sample in _source_samples(bench_root, sources[name]):
+            if isinstance(sample, FormatError) or not is_dev(sample, cfg):
+                continue
+            try:
+                clips.append(cut_clip(sample, cutter, cutter.history))
+            except ValueError:
+                continue  # a clip no method can take: scored (and named) on no side
+    return clips
+
+
+def tuned_baselines(
+    bench_root: Path,
+    names: list[str],
+    sources: dict[str, Any],
+    cfg: EvalConfig,
+    window: dict[str, Any],
+    candidates: dict[str, tuple[int, ...]],
+) -> tuple[list[tuple[str, MethodSpec]], dict[str, Any]]:
+    """The baseline rows (static, constant velocity over 1 frame and at the window with the
+    lowest dev ADE, the line at its best window) and what dev chose, for ``settings``.
+
+    Without a dev clip only static and constant velocity over 1 frame are returned, and
+    the record says so.
+    """
+    grid, history, future = window["grid"], window["history"], window["future"]
+    cutter = BaselineForecaster("static", grid, history, future)
+    clips = _dev_clips(bench_root, names, sources, cfg, cutter)
+    usable = {k: window_candidates(k, history, w) for k, w in candidates.items()}
+    usable = {k: w for k, w in usable.items() if w}
+    if not clips or not usable:
+        record = {"dev_clips": len(clips), "note": "no dev clip: tuned baselines left out"}
+        choices = {}
+    else:
+        choices = choose_baseline_windows(clips, grid, history, future, usable, score=mean_ade)
+        record = {"dev_clips": len(clips), **{k: c.to_dict() for k, c in choices.items()}}
+    rows = [
+        (name, MethodSpec("baseline", kind if w is None else f"{kind}:{w}"))
+        for name, (kind, w) in baseline_rows(choices).items()
+    ]
+    return rows, record
 
 
 def sample_roots(runs: Path) -> list[Path]:

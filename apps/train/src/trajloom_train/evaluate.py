@@ -47,7 +47,7 @@ from trajloom.flow.forecast import (
 )
 from trajloom.flow.io import load_visibility
 from trajloom.flow.pipeline import PipelineConfig, TrajLoomPipeline, umt5_spec, wan_spec
-from trajloom.metrics import FVMDConfig, json_ready, sample_errors, score_method
+from trajloom.metrics import FVMDConfig, json_ready, mean_ade, score_method
 from trajloom.metrics import format_method_table as format_table
 from trajloom.metrics.report import fvmd_key
 from trajloom.vae import LatentStats, load_pretrained
@@ -178,12 +178,6 @@ def eval_clips(
         return "windows of training videos (no held-out dev video)", clips
 
 
-def _mean_ade(samples: np.ndarray, gt: np.ndarray, vis: np.ndarray) -> float:
-    with np.errstate(all="ignore"):
-        ade, _ = sample_errors(samples, gt, vis)
-    return float(np.nanmean(ade)) if np.isfinite(ade).any() else float("nan")
-
-
 def choose_windows(recipe: Recipe, grid: Any) -> tuple[str, dict[str, WindowChoice]]:
     """Where the dev clips came from, and the constant-velocity and line windows with the
     lowest ADE on them (``trajloom.flow.forecast.choose_baseline_windows``)."""
@@ -191,7 +185,7 @@ def choose_windows(recipe: Recipe, grid: Any) -> tuple[str, dict[str, WindowChoi
     where, clips = eval_clips(recipe, split="dev")
     candidates = {"constvel": ev.constvel_windows, "linear": ev.linear_windows}
     choices = choose_baseline_windows(
-        clips, grid, data.history, data.future, candidates, score=_mean_ade
+        clips, grid, data.history, data.future, candidates, score=mean_ade
     )
     return f"{len(clips)} {where}", choices
 

@@ -30,6 +30,7 @@ from trajloom.metrics.forecast import (
     best_of_k,
     energy_score,
     forecast_summary,
+    mean_ade,
     sample_diversity,
     sample_errors,
 )
@@ -107,6 +108,7 @@ __all__ = [
     "infer_grid",
     "json_ready",
     "load_run",
+    "mean_ade",
     "motion_histograms",
     "result_texts",
     "sample_diversity",

@@ -44,6 +44,7 @@ __all__ = [
     "best_of_k",
     "energy_score",
     "forecast_summary",
+    "mean_ade",
     "sample_diversity",
     "sample_errors",
 ]
@@ -116,6 +117,17 @@ def sample_errors(
     last = t - 1 - np.argmax(vis[::-1], axis=0)  # [n] last visible frame of each point
     fde_points = err[:, last, np.arange(vis.shape[1])][:, seen]  # [K, m]
     return ade_points.mean(axis=1), fde_points.mean(axis=1)
+
+
+def mean_ade(
+    samples: np.ndarray, gt_tracks: np.ndarray, visibility: np.ndarray | None = None
+) -> float:
+    """The mean over K futures of their ADE (:func:`sample_errors`), pixels; NaN, without a
+    warning, when nothing is visible. For one (deterministic) future: its ADE."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ade, _ = sample_errors(samples, gt_tracks, visibility)
+    return float("nan") if np.isnan(ade).all() else float(np.mean(ade))
 
 
 def best_of_k(

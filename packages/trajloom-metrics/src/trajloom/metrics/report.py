@@ -176,10 +176,17 @@ def _paper_cell(value: Any) -> str:
     return str(value)
 
 
-def format_paper_table(results: dict[str, dict[str, dict[str, Any]]], sources: list[str]) -> str:
+def format_paper_table(
+    results: dict[str, dict[str, dict[str, Any]]],
+    sources: list[str],
+    *,
+    baselines: Sequence[str] = (),
+) -> str:
     """The paper-style Markdown table: rows (metric, method), columns ``sources``.
 
-    A metric no method has on any source is left out; a missing value is ``-``.
+    A metric no method has on any source is left out; a missing value is ``-``. Among the
+    ``baselines`` rows, the strongest (lowest) value of each metric and source is in bold
+    (not the diversity, which describes the samples).
     """
     methods = list(results)
     lines = [
@@ -189,10 +196,28 @@ def format_paper_table(results: dict[str, dict[str, dict[str, Any]]], sources: l
     for key, label in PAPER_ROWS:
         if all(results[m].get(s, {}).get(key) is None for m in methods for s in sources):
             continue
+        best = {s: _lowest(results, baselines, s, key) for s in sources}
         for j, method in enumerate(methods):
-            cells = [_paper_cell(results[method].get(s, {}).get(key)) for s in sources]
+            cells = []
+            for s in sources:
+                value = results[method].get(s, {}).get(key)
+                cell = _paper_cell(value)
+                if method in baselines and value is not None and value == best[s]:
+                    cell = f"**{cell}**"
+                cells.append(cell)
             lines.append(f"| {label if j == 0 else ''} | {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _lowest(
+    results: dict[str, dict[str, dict[str, Any]]], rows: Sequence[str], source: str, key: str
+) -> float | None:
+    """The lowest finite ``key`` of ``rows`` on ``source`` (None for the diversity)."""
+    if key.startswith("diversity"):
+        return None
+    values = [results[m].get(source, {}).get(key) for m in rows if m in results]
+    finite = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    return min(finite) if finite else None
 
 
 def format_method_table(
@@ -257,7 +282,8 @@ def result_texts(
 
     * ``json``: settings, sources, results, failures, strict JSON;
     * ``csv``: one row per method x source, the metrics and counts;
-    * ``markdown``: :func:`format_paper_table`;
+    * ``markdown``: :func:`format_paper_table` (``settings["baselines"]``: rows marked as
+      baselines);
     * ``per_video``: FlowTV, DivCurlE, VEPE and FVMD clips per video.
     """
     document = {"settings": settings, "sources": sources, "results": results, "failures": failures}
@@ -274,7 +300,8 @@ def result_texts(
     return {
         "json": json.dumps(json_ready(document), indent=2, allow_nan=False),
         "csv": _csv_text(table),
-        "markdown": format_paper_table(results, sources) + "\n",
+        "markdown": format_paper_table(results, sources, baselines=settings.get("baselines", ()))
+        + "\n",
         "per_video": _csv_text(per_video),
     }
 
