@@ -113,6 +113,12 @@ def test_shard_runs_are_evaluated_on_their_held_out_test_videos(trained):
     assert results["static"]["fvmd"] is not None and results["static"]["fvmd_long"] is not None
     table = (run / "eval" / "table.md").read_text()
     assert "minADE_3 (px)" in table and "ES_3 (px)" in table and "**" in table
+    # margins: trajloom minus each baseline per test clip, with a bootstrap interval
+    for metric in ("min_ade", "energy_score"):
+        for name in summary["baselines"]:
+            gap = summary["margins"][metric][name]
+            assert gap["n"] == len(test) and gap["low"] <= gap["mean"] <= gap["high"]
+    assert "95 % bootstrap over clips" in table
 
 
 def test_evaluation_is_reproducible(trained):

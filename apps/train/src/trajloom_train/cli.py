@@ -255,22 +255,13 @@ def _prepare(resolved: Recipe, run_dir: Path, dist: Dist, process: ProcessOption
 
 def _finish(ctx: RunContext) -> None:
     """Export the trained set, evaluate it, render the preview (rank 0)."""
-    from trajloom_train.evaluate import (
-        describe_eval,
-        evaluate,
-        export_trained_set,
-        format_table,
-        render_preview,
-        table_columns,
-    )
+    from trajloom_train.evaluate import evaluate, export_trained_set, render_preview
 
     if ctx.dist.is_main:
         folder = export_trained_set(ctx.run_dir, ctx.recipe)
         typer.echo(f"trained set: {folder}")
-        summary = evaluate(ctx.recipe, ctx.run_dir, device=ctx.device)
-        typer.echo(describe_eval(summary))
-        columns = table_columns(ctx.recipe)
-        typer.echo(format_table(summary["results"], columns, baselines=summary["baselines"]))
+        evaluate(ctx.recipe, ctx.run_dir, device=ctx.device)
+        typer.echo((ctx.run_dir / "eval" / "table.md").read_text().rstrip())
         typer.echo(f"evaluation: {ctx.run_dir / 'eval' / 'metrics.json'}")
         from trajloom.flow.pipeline import TrajLoomPipeline
 

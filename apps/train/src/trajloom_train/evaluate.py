@@ -47,7 +47,7 @@ from trajloom.flow.forecast import (
 )
 from trajloom.flow.io import load_visibility
 from trajloom.flow.pipeline import PipelineConfig, TrajLoomPipeline, umt5_spec, wan_spec
-from trajloom.metrics import FVMDConfig, json_ready, mean_ade, score_method
+from trajloom.metrics import FVMDConfig, json_ready, mean_ade, paired_bootstrap, score_method
 from trajloom.metrics import format_method_table as format_table
 from trajloom.metrics.report import fvmd_key
 from trajloom.vae import LatentStats, load_pretrained
@@ -231,7 +231,31 @@ def _score_rows(
             more_clip_lens=ev.more_fvmd_clip_lens,
         )
         results[method] = {key: scored[key] for key in (*keys, "num_videos", "notes")}
+        results[method]["per_video"] = {
+            v["video"]: {m: v.get(m) for m in MARGIN_METRICS}
+            for v in scored.get("per_video_forecast", [])
+        }
     return results
+
+
+MARGIN_METRICS = ("min_ade", "energy_score")
+"""Per-clip metrics whose model-minus-baseline differences get a bootstrap interval."""
+
+
+def margins(results: dict[str, dict[str, Any]], baselines: list[str]) -> dict[str, Any]:
+    """For each per-clip metric and baseline: the model's mean difference over the test
+    clips (negative: the model is better) with a 95 % paired bootstrap interval."""
+    model = results["trajloom"].get("per_video", {})
+    out: dict[str, Any] = {}
+    for metric in MARGIN_METRICS:
+        out[metric] = {}
+        for name in baselines:
+            theirs = results[name].get("per_video", {})
+            videos = sorted(set(model) & set(theirs))
+            a = [np.nan if model[v][metric] is None else model[v][metric] for v in videos]
+            b = [np.nan if theirs[v][metric] is None else theirs[v][metric] for v in videos]
+            out[metric][name] = paired_bootstrap(a, b)
+    return out
 
 
 def evaluate(recipe: Recipe, run_dir: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
@@ -260,6 +284,7 @@ def evaluate(recipe: Recipe, run_dir: Path, device: torch.device | str = "cpu") 
     results = _score_rows(list(rows), runs, recipe, float(pipe.grid.stride))
     baselines = [name for name in rows if name not in ("trajloom", ORACLE, "ground_truth")]
     table = format_table(results, table_columns(recipe), baselines=baselines)
+    gaps = margins(results, baselines)
     summary = {
         "clips": len(clips),
         "clip_source": where,
@@ -274,12 +299,29 @@ def evaluate(recipe: Recipe, run_dir: Path, device: torch.device | str = "cpu") 
         "fvmd_clip_stride": ev.fvmd_clip_stride,
         "more_fvmd_clip_lens": list(ev.more_fvmd_clip_lens),
         "use_gt_visibility": True,
+        "margins": gaps,
         "results": results,
     }
     text = json.dumps(json_ready(summary), indent=2, allow_nan=False)
     atomic_write_text(out_dir / "metrics.json", text + "\n")
-    atomic_write_text(out_dir / "table.md", f"{describe_eval(summary)}\n\n{table}\n")
+    text = f"{describe_eval(summary)}\n\n{table}\n\n{describe_margins(gaps)}\n"
+    atomic_write_text(out_dir / "table.md", text)
     return summary
+
+
+def describe_margins(gaps: dict[str, Any]) -> str:
+    """One line per metric: trajloom minus each baseline, with its 95 % interval."""
+    lines = []
+    for metric, rows in gaps.items():
+        parts = [
+            f"{name} {g['mean']:+.3g} [{g['low']:+.3g}, {g['high']:+.3g}]"
+            for name, g in rows.items()
+            if g["mean"] is not None
+        ]
+        if parts:
+            lines.append(f"trajloom - baseline, {metric} (px, 95 % bootstrap over clips; "
+                         f"negative: trajloom better): " + "; ".join(parts))  # fmt: skip
+    return "\n".join(lines)
 
 
 def describe_eval(summary: dict[str, Any]) -> str:

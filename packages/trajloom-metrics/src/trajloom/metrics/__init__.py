@@ -6,7 +6,8 @@ Numbers equal those printed by the released benchmark scripts of zewei-Zhang/Tra
     from trajloom.metrics import fvmd, flow_tv, div_curl_energy, vepe, FVMDConfig
 
 Multi-sample forecasts: :func:`best_of_k` (minADE_K / minFDE_K), :func:`sample_diversity`,
-:func:`energy_score` (a proper score of the K futures), :func:`forecast_summary` (all of one video's, JSON-ready)
+:func:`energy_score` (a proper score of the K futures), :func:`forecast_summary`,
+:func:`paired_bootstrap` (is a difference between two methods more than noise?) (all of one video's, JSON-ready)
 and the streaming :class:`ForecastAccumulator` (:mod:`trajloom.metrics.forecast`).
 
 Run folders (the released layout) are scored with :func:`score_runs` (K sample folders
@@ -70,6 +71,7 @@ from trajloom.metrics.runs import (
     score_runs,
     score_samples,
 )
+from trajloom.metrics.stats import paired_bootstrap
 from trajloom.metrics.vepe import VEPEAccumulator, endpoint_error, vepe, vepe_sum_count
 
 __all__ = [
@@ -110,6 +112,7 @@ __all__ = [
     "load_run",
     "mean_ade",
     "motion_histograms",
+    "paired_bootstrap",
     "result_texts",
     "sample_diversity",
     "sample_errors",
