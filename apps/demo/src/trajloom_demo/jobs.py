@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from trajloom.data.clip import Clip
+from trajloom.data.geometry import DEFAULT_FIT, Fit, fit_frames
 from trajloom.data.inputs import InputDamage, InputError, clips_from_video
 from trajloom.data.predictions import (
     Futures,
@@ -212,7 +213,7 @@ def _track(video: Path, forecaster: Forecaster) -> Clip:
 class Boundary:
     """What the page needs to place pins for a video and a checkpoint."""
 
-    frame: np.ndarray  # "h w 3" uint8: the last history frame at the working resolution
+    frame: np.ndarray  # "h w 3" uint8: the last history frame in the working frame (fitted)
     future: int  # future frames of the checkpoint (pins take frames 0 .. future - 1)
     steerable: bool  # the checkpoint follows pins (baselines do not)
 
@@ -225,9 +226,10 @@ def boundary_of(
     forecaster = models.any_steps(checkpoint, steps)
     video = check_upload(video, forecaster.history, settings.max_upload_mb)
     try:
-        frame = read_video(
-            video, size=forecaster.grid.size, start=forecaster.history - 1, num_frames=1
-        )[0]
+        source = read_video(video, start=forecaster.history - 1, num_frames=1)
+        # placed in the working frame as the tracker sees it (trajloom.data.geometry)
+        placed = Fit((source.shape[2], source.shape[1]), forecaster.grid.size, DEFAULT_FIT)
+        frame = fit_frames(source, placed)[0]
     except VideoReadError as err:
         raise DemoError(f"{video.name}: cannot read its last history frame ({err})") from err
     steerable = isinstance(forecaster, PipelineForecaster)

@@ -234,7 +234,7 @@ def _error_plot(curves: dict[str, Sequence[float | None]]) -> str:
     """An inline SVG line plot of error (px) over future frames, one line per label
     (``sample k`` solid and coloured, anything else a dashed reference), with axes and a
     legend; gaps where a value is None."""
-    width, height, left, right, top, bottom = 420, 230, 44, 120, 12, 34
+    width, height, left, right, top, bottom = 460, 230, 44, 150, 12, 34
     pw, ph = width - left - right, height - top - bottom
     frames = max(len(v) for v in curves.values())
     finite = [x for v in curves.values() for x in v if x is not None and math.isfinite(x)]
