@@ -248,3 +248,18 @@ def test_the_motion_summary_draws_paths_on_the_boundary_frame():
     for x, y in tracks[th - 1]:
         assert still[int(y), int(x)].max() > 150
     assert still[50, 80].max() <= 80  # away from both: the darkened frame only
+
+
+def test_points_that_move_stand_out_from_still_ones():
+    th = tf = 4
+    tracks = np.zeros((th + tf, 2, 2), np.float32)
+    tracks[:, 0] = np.stack([10 + 6 * np.arange(8), np.full(8, 16)], -1)  # moves
+    tracks[:, 1] = [40, 40]  # stays
+    vis = np.ones((th + tf, 2), bool)
+    out = _render(
+        tracks, vis, th, RenderConfig(radius=4, thickness=1, timeline=False), size=(96, 64)
+    )
+    tall = [
+        int((out[-1, int(y) - 8 : int(y) + 9, int(x)].max(-1) > 0).sum()) for x, y in tracks[-1]
+    ]
+    assert tall[0] >= tall[1] + 4  # the moving head (with its rim) is the larger

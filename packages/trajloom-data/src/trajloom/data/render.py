@@ -6,7 +6,8 @@ people know (CoTracker's, TAPIR's): the video itself, small points, fading trail
 
 * Points: a disc per visible point whose radius scales with the frame (about 1/150 of
   its shorter side unless ``RenderConfig.radius`` says otherwise), so a 768x576 render
-  and a 128x96 one look alike.
+  and a 128x96 one look alike; points that stay put over the trail are drawn smaller,
+  so that what moves stands out.
 * Trails: the segments of the last ``trail`` frames, each blended with an opacity that
   falls linearly with its age; a segment is drawn only when the point is visible at
   both ends, a head only when it is visible now, so occluded points vanish.
@@ -201,21 +202,33 @@ def _trails(canvas: np.ndarray, layer: _Layer, now: int, th: int, cfg: RenderCon
     canvas[:] = cv2.blendLinear(paint, canvas, alpha, 1.0 - alpha)
 
 
+def _moving(layer: _Layer, now: int, span: int, reach: float) -> np.ndarray:
+    """ "n" bool: the points that were more than ``reach`` pixels from where they are now
+    at some visible frame of the last ``span`` frames."""
+    window = slice(max(0, now - span), now + 1)
+    pts = layer.points[window].astype(np.float64) / _ONE
+    dist = np.linalg.norm(pts - pts[-1:], axis=-1)
+    return (np.where(layer.drawable[window], dist, 0.0) > reach).any(0)
+
+
 def _heads(canvas: np.ndarray, layer: _Layer, now: int, th: int, cfg: RenderConfig) -> None:
     """The points of ``layer`` at frame ``now``: washed-out small discs in the history,
-    coloured discs with a dark rim in the future."""
+    coloured discs with a dark rim in the future; points that have not moved over the
+    trail are drawn smaller and without the rim, so that what moves stands out."""
     radius, _ = cfg.sizes((canvas.shape[1], canvas.shape[0]))
     if radius <= 0 or not layer.heads or (now < th and not layer.history):
         return
     future = now >= th
     target = canvas if layer.opacity >= 1.0 else canvas.copy()
-    r = round((radius if future else 0.75 * radius) * _ONE)
+    r = (radius if future else 0.75 * radius) * _ONE
+    moving = _moving(layer, now, cfg.trail, radius)
     for i in np.flatnonzero(layer.drawable[now]):
         c = (int(layer.points[now, i, 0]), int(layer.points[now, i, 1]))
-        if future:
-            cv2.circle(target, c, r + _ONE, (20, 20, 20), -1, cv2.LINE_AA, _SHIFT)
+        size = round(r if moving[i] else 0.6 * r)
+        if future and moving[i]:
+            cv2.circle(target, c, size + _ONE, (20, 20, 20), -1, cv2.LINE_AA, _SHIFT)
         color = layer.colors[i] if future else layer.washed[i]
-        cv2.circle(target, c, r, tuple(int(v) for v in color), -1, cv2.LINE_AA, _SHIFT)
+        cv2.circle(target, c, size, tuple(int(v) for v in color), -1, cv2.LINE_AA, _SHIFT)
     if target is not canvas:
         cv2.addWeighted(target, layer.opacity, canvas, 1.0 - layer.opacity, 0.0, dst=canvas)
 
@@ -405,7 +418,7 @@ def render_summary(
     ``frame`` (the last history frame; black when None).
 
     Each point's history path is thin and washed out, ending in a small white-rimmed dot
-    at the boundary; the first future of ``futures`` is a full-colour path ending in an
+    at the boundary (a smaller plain one for points that no future moves); the first future of ``futures`` is a full-colour path ending in an
     arrowhead where the point is at the last visible future frame; the other futures are
     faint paths. Points that hardly move are just their dot. Shapes as in
     :func:`render_overlay`.
@@ -435,11 +448,17 @@ def render_summary(
         _paths(canvas, path, pvis, colors, stroke if first else max(1, stroke // 2), opacity)
         if first:
             _arrowheads(canvas, path, pvis, colors, stroke, 2.5 * radius)
-    r = round(0.7 * radius * _ONE)
+    r = 0.7 * radius * _ONE
+    moved = np.zeros(hist.shape[1], bool)
+    for tracks, vis in futures:  # still points (in every future) get a small plain dot
+        shift = np.linalg.norm(tracks[:, keep].astype(np.float64) - hist[-1], axis=-1)
+        moved |= (np.where(vis[:, keep], shift, 0.0) > radius).any(0)
     for i in np.flatnonzero(hvis[-1]):
         c = (round(hist[-1, i, 0] * _ONE), round(hist[-1, i, 1] * _ONE))
-        cv2.circle(canvas, c, r + _ONE, (255, 255, 255), -1, cv2.LINE_AA, _SHIFT)
-        cv2.circle(canvas, c, r, tuple(int(v) for v in colors[i]), -1, cv2.LINE_AA, _SHIFT)
+        size = round(r if moved[i] else 0.6 * r)
+        if moved[i]:
+            cv2.circle(canvas, c, size + _ONE, (255, 255, 255), -1, cv2.LINE_AA, _SHIFT)
+        cv2.circle(canvas, c, size, tuple(int(v) for v in colors[i]), -1, cv2.LINE_AA, _SHIFT)
     if markers is not None and len(markers):
         mk = np.asarray(markers, dtype=np.float64).reshape(-1, 3)
         canvas = draw_markers(canvas, mk[:, 1:], radius=max(5.0, 2.5 * radius))
