@@ -109,7 +109,7 @@ def _new_board(jobs: _Jobs, video: str | None, checkpoint: str, steps: float) ->
     except module.DemoError as err:
         board = PinBoard()
         return board, None, [], f"No boundary frame to pin on: {err}", gr.Slider(value=0)
-    board = PinBoard(found.frame, found.future, found.steerable)
+    board = PinBoard(found.frame, found.future, found.steerable, fit=found.fit)
     return (*_show_board(board), gr.Slider(maximum=found.future - 1, value=0))
 
 
