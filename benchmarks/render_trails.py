@@ -19,11 +19,12 @@ from trajloom.data.render import render_overlay
 SIZES = [(768, 576), (1280, 720)]
 
 
-def _cpu(fn) -> float:
+def _cpu(*args, **kwargs) -> float:
+    """Best process CPU seconds of two ``render_overlay(*args, **kwargs)`` calls."""
     best = float("inf")
     for _ in range(2):
         start = time.process_time()
-        fn()
+        render_overlay(*args, **kwargs)
         best = min(best, time.process_time() - start)
     return best
 
@@ -37,15 +38,9 @@ def main() -> None:
         vis = np.ones((th + tf, 390), bool)
         frames = rng.integers(0, 255, (th + tf, h, w, 3), dtype=np.uint8)
         kw = {"grid_hw": (15, 26), "size": (w, h)}
-        one = _cpu(
-            lambda: render_overlay(frames, walk[0, :th], vis[:th], walk[0, th:], vis[th:], **kw)
-        )
-        alts = [(walk[k, th:], vis[th:]) for k in range(1, 4)]
-        together = _cpu(
-            lambda: render_overlay(
-                frames, walk[0, :th], vis[:th], walk[0, th:], vis[th:], alternatives=alts, **kw
-            )
-        )
+        args = (frames, walk[0, :th], vis[:th], walk[0, th:], vis[th:])
+        one = _cpu(*args, **kw)
+        together = _cpu(*args, alternatives=[(walk[k, th:], vis[th:]) for k in (1, 2, 3)], **kw)
         frames_n = th + tf
         print(
             f"{w}x{h}: one overlay {one:.2f} s CPU ({1000 * one / frames_n:.0f} ms/frame), "

@@ -256,7 +256,7 @@ def clips_from_video(
             ) from err
     placed = Fit((source.shape[2], source.shape[1]), grid.size, fit)
     frames = fit_frames(source, placed)
-    view = SourceView(resize_frames(source, capped_size(placed.source, max_render_size)), placed)
+    shown = resize_frames(source, capped_size(placed.source, max_render_size))
     del source  # the largest array here: the working and render frames are kept
     result = tracker_factory().track(frames, grid=grid)
     clip = clip_from_arrays(
@@ -273,7 +273,7 @@ def clips_from_video(
         fps=info.fps or 16.0,
     )
     kept = 0 if clip.frames is None else clip.frames.shape[0]
-    view = SourceView(view.frames[:kept], placed) if kept else None
+    view = SourceView(shown[:kept], placed) if kept else None
     return [*notes, dataclasses.replace(clip, view=view)]
 
 

@@ -257,7 +257,7 @@ def render_clip(
     shown = [(f"sample_{i:03d}", f"sample {i}", drawn[i], futures.visibility[i]) for i in range(k)]
     if clip.fut_tracks is not None and clip.fut_vis is not None:
         shown.append(("truth", "truth", canvas.tracks(clip.fut_tracks), clip.fut_vis))
-    style = {"grid_hw": grid_hw, "size": canvas.size, "config": options.render_config}
+    config = options.render_config
     paths: dict[str, Path] = {}
     overlays = []
     for role, title, tracks, vis in shown:
@@ -270,7 +270,9 @@ def render_clip(
             markers=targets,
             hidden=_hidden_rows(hidden, tracks),
             title=title,
-            **style,
+            grid_hw=grid_hw,
+            size=canvas.size,
+            config=config,
         )
         paths[role] = write_video(folder / names[role], overlay, fps=fps)
         if role == "sample_000" and options.gif:
@@ -289,7 +291,9 @@ def render_clip(
             alternatives=list(zip(drawn[1:], futures.visibility[1:], strict=True)),
             markers=targets,
             title=f"sample 0 (+{k - 1} faint)",
-            **style,
+            grid_hw=grid_hw,
+            size=canvas.size,
+            config=config,
         )
         paths["together"] = write_video(folder / names["together"], together, fps=fps)
         # render_grid's tiles, from the overlays already drawn
@@ -302,7 +306,9 @@ def render_clip(
         clip.hist_vis,
         list(zip(drawn, futures.visibility, strict=True)),
         markers=targets,
-        **style,
+        grid_hw=grid_hw,
+        size=canvas.size,
+        config=config,
     )
     folder.mkdir(parents=True, exist_ok=True)
     paths["summary"] = folder / names["summary"]

@@ -208,7 +208,7 @@ def _moving(layer: _Layer, now: int, span: int, reach: float) -> np.ndarray:
     window = slice(max(0, now - span), now + 1)
     pts = layer.points[window].astype(np.float64) / _ONE
     dist = np.linalg.norm(pts - pts[-1:], axis=-1)
-    return (np.where(layer.drawable[window], dist, 0.0) > reach).any(0)
+    return np.asarray((np.where(layer.drawable[window], dist, 0.0) > reach).any(0), bool)
 
 
 def _heads(canvas: np.ndarray, layer: _Layer, now: int, th: int, cfg: RenderConfig) -> None:
@@ -455,10 +455,10 @@ def render_summary(
         moved |= (np.where(vis[:, keep], shift, 0.0) > radius).any(0)
     for i in np.flatnonzero(hvis[-1]):
         c = (round(hist[-1, i, 0] * _ONE), round(hist[-1, i, 1] * _ONE))
-        size = round(r if moved[i] else 0.6 * r)
+        dot = round(r if moved[i] else 0.6 * r)
         if moved[i]:
-            cv2.circle(canvas, c, size + _ONE, (255, 255, 255), -1, cv2.LINE_AA, _SHIFT)
-        cv2.circle(canvas, c, size, tuple(int(v) for v in colors[i]), -1, cv2.LINE_AA, _SHIFT)
+            cv2.circle(canvas, c, dot + _ONE, (255, 255, 255), -1, cv2.LINE_AA, _SHIFT)
+        cv2.circle(canvas, c, dot, tuple(int(v) for v in colors[i]), -1, cv2.LINE_AA, _SHIFT)
     if markers is not None and len(markers):
         mk = np.asarray(markers, dtype=np.float64).reshape(-1, 3)
         canvas = draw_markers(canvas, mk[:, 1:], radius=max(5.0, 2.5 * radius))
