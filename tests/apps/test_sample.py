@@ -24,7 +24,7 @@ from trajloom.data.predictions import (
     write_wanmove_export,
 )
 from trajloom.data.render import tile_videos
-from trajloom.data.video import read_video, write_video
+from trajloom.data.video import probe_video, read_video, write_video
 from trajloom.encoding import GridSpec, query_points
 from trajloom.metrics import FVMDConfig, load_run, score_runs
 from trajloom.vae import TrajLoomVAE, save_pretrained, vae_preset
@@ -378,7 +378,9 @@ def test_end_to_end_tiny_checkpoint_on_real_videos(tmp_path, trained_run):
         # each sample and the truth have their own overlay (the report switches between them)
         sample_1 = read_video(out / "renders" / f"{vid}_sample_001.mp4")
         truth = read_video(out / "renders" / f"{vid}_truth.mp4")
-        assert sample_1.shape == truth.shape == (34, 96, 128, 3)
+        # drawn over the video at its own size (all three are at most 1280 wide)
+        info = probe_video(VIDEOS / f"{vid}.mp4")
+        assert sample_1.shape == truth.shape == (34, info.height, info.width, 3)
         assert not np.array_equal(sample_1[17:], truth[17:])  # other futures drawn
         # per-clip metrics: ADE and FDE of each sample against the tracked truth
         entry = next(d for d in summary["done"] if d["id"] == vid)
