@@ -143,3 +143,36 @@ def test_pins_are_drawn_where_they_are():
     assert (picture[250, 402 + 7] > 200).all() and (picture[250 - 7, 402] > 200).all()
     far = picture[360:, :100]
     assert (far == 40).all()  # untouched away from the pin
+
+
+def test_clicks_on_the_source_frame_become_working_pixels_through_the_fit():
+    """The board shows the video's own 256x192 frame; the model works on 128x128 (pad:
+    the video is 128x96 there, 16 px bars above and below). A click names the working
+    pixel to_working gives for the clicked source pixel, and the picture draws the pin
+    back where it was clicked."""
+    from trajloom.data.geometry import Fit, to_working
+
+    rng = np.random.default_rng(1)
+    frame = rng.integers(0, 256, (192, 256, 3), dtype=np.uint8)
+    fit = Fit((256, 192), (128, 128))
+    board = PinBoard(frame, future=9, fit=fit)
+    assert board.size == (128, 128) and board.shown == (256, 192) and board.scale == 2
+    clicks = [(101, 61), (301, 257)]  # displayed pixels (zoom 2)
+    for index in clicks:
+        board = board.click(index, 4, "at")
+    (pin,) = board.pins
+    for key, index in zip(("source", "target"), clicks, strict=True):
+        shown = click_to_pixel(index, 2, (256, 192))
+        want = to_working(np.asarray(shown), fit)
+        assert pin[key] == pytest.approx(list(want), abs=0.005)
+        back = board.to_shown(pin[key])
+        assert back == pytest.approx(shown, abs=0.01)
+    assert 16 <= pin["source"][1] <= 112  # on the video, not on a bar
+    assert "256x192" in board.note() and "128x128 working" in board.note()
+    picture = board.picture()
+    assert picture.shape == (384, 512, 3)
+    x, y = (round(v) for v in pixel_to_display(board.to_shown(pin["source"]), 2))
+    assert tuple(picture[y, x]) == (255, 220, 0)  # the picked point's yellow dot
+    # a shrunk frame (the render cap) maps the same source pixel to the same working one
+    half = PinBoard(frame[::2, ::2], future=9, fit=fit)
+    assert half.to_working((50.25, 30.25)) == pytest.approx(board.to_working((101.0, 61.0)))

@@ -23,8 +23,8 @@ from trajloom.data.predictions import (
     write_sample_runs,
     write_wanmove_export,
 )
-from trajloom.data.render import RenderConfig, grid_colors, render_overlay, tile_videos
-from trajloom.data.video import read_video, write_video
+from trajloom.data.render import tile_videos
+from trajloom.data.video import probe_video, read_video, write_video
 from trajloom.encoding import GridSpec, query_points
 from trajloom.metrics import FVMDConfig, load_run, score_runs
 from trajloom.vae import TrajLoomVAE, save_pretrained, vae_preset
@@ -129,36 +129,94 @@ def test_run_folders_round_trip_and_score(tmp_path):
 # --------------------------------------------------------------------------- renders
 
 
-def test_render_hides_occluded_points_and_fades_trails():
-    grid = GridSpec(64, 64, 32)
-    tf = th = 6
-    tracks = np.zeros((th + tf, 4, 2), np.float32)
-    tracks[:, :, 0] = 10 + 4 * np.arange(th + tf)[:, None]
-    tracks[:, :, 1] = np.array([10, 20, 40, 50])[None]
-    vis = np.ones((th + tf, 4), bool)
-    vis[:, 3] = False  # never visible: must leave no mark
-    cfg = RenderConfig(trail=4, thickness=1, radius=2)
-    out = render_overlay(
-        None,
-        tracks[:th],
-        vis[:th],
-        tracks[th:],
-        vis[th:],
-        grid_hw=(2, 2),
-        size=grid.size,
-        config=cfg,
-    )
-    assert out.shape == (th + tf, 64, 64, 3)
-    assert out[:, 46:55].max() == 0  # rows around y=50: the occluded point
-    last = out[-1].astype(int).sum(-1)
-    head = last[10, int(tracks[-1, 0, 0])]
-    tail = last[10, int(tracks[-4, 0, 0])]
-    assert head > tail > 0  # older segments are fainter
-    # history and future use different palettes
-    assert not np.array_equal(grid_colors((2, 2), "history"), grid_colors((2, 2), "future"))
-    assert not np.array_equal(
-        out[th - 1, 10, int(tracks[th - 1, 0, 0])], out[-1, 10, int(tracks[-1, 0, 0])]
-    )
+def _square_video(path: Path, size=(768, 576), frames=24, step=(6.0, 3.0)) -> tuple:
+    """A 768x576 video (PyAV): a still textured background and a textured 120 px square
+    moving ``step`` source pixels per frame; returns (path, top-left of the square at
+    frame 0, step)."""
+    rng = np.random.default_rng(3)
+    w, h = size
+    # texture a few working pixels wide (the tracker sees the video shrunk six times)
+    background = cv2.resize(rng.uniform(0, 255, (h // 24, w // 24, 3)), (w, h)).astype(np.float32)
+    patch = cv2.resize(rng.uniform(0, 255, (6, 6, 3)), (120, 120)).astype(np.float32)
+    corner = np.array([240.0, 150.0])
+    video = np.empty((frames, h, w, 3), np.uint8)
+    for t in range(frames):
+        frame = background.copy()
+        # whole-pixel steps keep the square's texture exact from frame to frame
+        x, y = (int(v) for v in corner + t * np.asarray(step))
+        frame[y : y + 120, x : x + 120] = patch
+        video[t] = np.clip(frame, 0, 255).astype(np.uint8)
+    return write_video(path, video, fps=8), corner, np.asarray(step)
+
+
+@pytest.mark.parametrize("fit", ["pad", "stretch"])
+def test_renders_are_drawn_over_the_source_video_at_its_size(tmp_path, fit):
+    from trajloom.data.geometry import Fit, to_source, to_working
+    from trajloom.data.render import point_colors
+
+    video, corner, step = _square_video(tmp_path / "street.mp4")
+    out = tmp_path / "out"
+    window = ["--width", "128", "--height", "128", "--stride", "16", "--history", "12"]
+    args = [str(video), "--checkpoint", "baseline:constvel", "--out", str(out), *window]
+    proc = _run(*args, "--future", "12", "--num-samples", "2", "--no-gif", "--fit", fit)
+    assert proc.exit_code == 0, proc.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["fit"] == fit and summary["max_render_size"] == 1280
+    geometry = summary["done"][0]["geometry"]
+    assert geometry["source_size"] == [768, 576] and geometry["render_size"] == [768, 576]
+    placed = Fit((768, 576), (128, 128), fit)
+    assert geometry["scale"] == list(placed.scale) and geometry["offset"] == list(placed.offset)
+    if fit == "pad":  # the default keeps the aspect of motion
+        assert geometry["scale"][0] == geometry["scale"][1]
+    renders = out / "renders"
+    for name in ("street.mp4", "street_sample_001.mp4", "street_truth.mp4", "street_together.mp4"):
+        assert read_video(renders / name).shape == (24, 576, 768, 3), name
+    assert cv2.imread(str(renders / "street_summary.png")).shape == (576, 768, 3)
+    # a grid point well inside the square at frame 0 moves with it: its tracked truth,
+    # mapped back with to_source, is where the square took it, and the truth render
+    # draws its head there in its colour
+    run = read_run_folder(out / "runs" / "sample_000" / "street")
+    q = query_points(GridSpec(128, 128, 16)).numpy()
+    inside = np.all((to_source(q, placed) > corner + 30) & (to_source(q, placed) < corner + 90), -1)
+    assert inside.any()
+    truth = to_source(run.gt_tracks, placed)  # "tf n 2" source pixels
+    start = to_source(q, placed)
+    for i in np.flatnonzero(inside):
+        want = start[i] + 23 * step  # the last frame: 12 + 12 - 1 frames on
+        np.testing.assert_allclose(truth[-1, i], want, atol=0.6 / placed.scale.min())
+    rendered = read_video(renders / "street_truth.mp4")[-1]
+    hist = np.load(out / "runs" / "sample_000" / "street" / "query_xy.npy")  # grid at frame 0
+    assert hist.shape == q.shape
+    i = int(np.flatnonzero(inside)[0])
+    x, y = np.round(truth[-1, i]).astype(int)
+    tracks = np.concatenate([to_source(np.repeat(q[None], 12, 0), placed), truth])
+    color = point_colors(tracks, np.ones(tracks.shape[:2], bool), (768, 576))[i]
+    assert np.abs(rendered[y, x].astype(int) - color).max() <= 40
+    # the working pixel of that source position is where the model saw the point
+    np.testing.assert_allclose(to_working(truth[-1, i], placed), run.gt_tracks[-1, i], atol=1e-4)
+
+
+def test_max_render_size_caps_the_renders_and_bad_values_are_refused(tmp_path):
+    video, _, _ = _square_video(tmp_path / "street.mp4", frames=16)
+    window = ["--width", "128", "--height", "128", "--stride", "32", "--history", "8"]
+    common = [str(video), "--checkpoint", "baseline:static", *window, "--future", "8"]
+    out = tmp_path / "out"
+    proc = _run(*common, "--out", str(out), "--num-samples", "1", "--max-render-size", "384",
+                "--render-stride", "2", "--no-gif")  # fmt: skip
+    assert proc.exit_code == 0, proc.output
+    assert read_video(out / "renders" / "street.mp4").shape == (16, 288, 384, 3)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["render_stride"] == 2 and summary["done"][0]["geometry"]["render_size"] == [
+        384,
+        288,
+    ]
+    for bad, said in (
+        (["--fit", "squash"], "--fit must be one of pad, crop, stretch"),
+        (["--max-render-size", "1"], "--max-render-size must be 0"),
+        (["--render-stride", "0"], "render-stride"),
+    ):
+        proc = _run(*common, "--out", str(tmp_path / "bad"), *bad)
+        assert proc.exit_code == 2 and said in proc.output, proc.output
 
 
 def test_tile_videos_layout():
@@ -253,7 +311,8 @@ def test_cli_baseline_on_real_video_with_bad_inputs(tmp_path):
     assert "history" in reasons["short.mp4"]
     run = read_run_folder(out / "runs" / "sample_001" / video.stem)
     assert run.pred_tracks.shape == (12, 12, 2) and run.gt_tracks.shape == (12, 12, 2)
-    assert read_video(out / "renders" / f"{video.stem}.mp4").shape == (24, 96, 128, 3)
+    # drawn over the video at its own size (960x540), not the 128x96 working frame
+    assert read_video(out / "renders" / f"{video.stem}.mp4").shape == (24, 540, 960, 3)
     assert (out / "renders" / f"{video.stem}.gif").is_file()
     assert read_video(out / "renders" / f"{video.stem}_grid.mp4").shape[0] == 24
     t, v = read_wanmove(out / "wanmove" / "sample_000", video.stem)
@@ -319,7 +378,9 @@ def test_end_to_end_tiny_checkpoint_on_real_videos(tmp_path, trained_run):
         # each sample and the truth have their own overlay (the report switches between them)
         sample_1 = read_video(out / "renders" / f"{vid}_sample_001.mp4")
         truth = read_video(out / "renders" / f"{vid}_truth.mp4")
-        assert sample_1.shape == truth.shape == (34, 96, 128, 3)
+        # drawn over the video at its own size (all three are at most 1280 wide)
+        info = probe_video(VIDEOS / f"{vid}.mp4")
+        assert sample_1.shape == truth.shape == (34, info.height, info.width, 3)
         assert not np.array_equal(sample_1[17:], truth[17:])  # other futures drawn
         # per-clip metrics: ADE and FDE of each sample against the tracked truth
         entry = next(d for d in summary["done"] if d["id"] == vid)

@@ -64,3 +64,41 @@ def test_views_and_tables_check_their_shapes(tmp_path):
         ClipView("a", [tmp_path / "x", tmp_path / "y"], sample_metrics=[{"ADE": 1.0}])
     with pytest.raises(ValueError, match=r"rows \[1\] do not have 2 cells"):
         Table("t", ["a", "b"], [[1, 2], [3]])
+
+
+def test_error_plot_and_motion_summary_thumbnail(tmp_path):
+    s0, s1, together, still = _media(
+        tmp_path, "c.mp4", "c_sample_001.mp4", "c_together.mp4", "c_summary.png"
+    )
+    curves = {
+        "sample 0": [1.0, 2.0, 4.0],
+        "sample 1": [1.0, None, 3.0],  # a frame without visible points: a gap
+        "constant velocity": [0.5, 1.0, 8.0],
+    }
+    view = ClipView("c", [s0, s1], together=together, curves=curves, thumbnail=still)
+    table = Table("clips", ["clip", "minADE"], [["c", 1.0]], thumbnails=[still])
+    page = write_report(tmp_path, "t", clips=[view], tables=[table]).read_text()
+    svg = re.search(r'<svg class="errplot".*?</svg>', page, re.S).group(0)
+    lines = re.findall(r'<polyline class="(\w+)" data-label="([^"]+)"[^>]*points="([^"]+)"', svg)
+    kinds = [(k, label) for k, label, _ in lines]
+    assert kinds == [
+        ("sample", "sample 0"),
+        ("sample", "sample 1"),
+        ("sample", "sample 1"),  # two runs around the gap
+        ("baseline", "constant velocity"),
+    ]
+    # y grows downwards: the largest error (8 px) sits on the top of the axis (a 10 px
+    # scale), the smallest lowest; x runs over the three future frames
+    pts = {i: [tuple(map(float, p.split(","))) for p in lines[i][2].split()] for i in (0, 3)}
+    xs = [x for x, _ in pts[3]]
+    assert xs == sorted(xs) and len(set(xs)) == 3
+    heights = [y for _, y in pts[3]]
+    assert heights[2] < heights[1] < heights[0]
+    assert pts[0][2][1] == pytest.approx(heights[2] + (heights[0] - heights[2]) * 4 / 7.5, abs=0.2)
+    assert "future frame" in svg and "error (px)" in svg
+    # the motion summary: in the clip and, as a thumbnail linking to it, in the table
+    assert '<img class="summary" src="renders/c_summary.png"' in page
+    assert '<a href="#clip-c"><img class="thumb" src="renders/c_summary.png"' in page
+    assert 'data-view="together"' in page
+    with pytest.raises(ValueError, match="1 thumbnails for 2 rows"):
+        Table("clips", ["clip"], [["a"], ["b"]], thumbnails=[still])

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from trajloom.data.clip import Clip
+from trajloom.data.geometry import DEFAULT_FIT, DEFAULT_MAX_RENDER_SIZE, Fit, capped_size
 from trajloom.data.inputs import InputDamage, InputError, clips_from_video
 from trajloom.data.predictions import (
     Futures,
@@ -39,7 +40,13 @@ from trajloom.data.predictions import (
     write_predictions_report,
 )
 from trajloom.data.tracking import make_tracker
-from trajloom.data.video import VIDEO_SUFFIXES, VideoReadError, probe_video, read_video
+from trajloom.data.video import (
+    VIDEO_SUFFIXES,
+    VideoReadError,
+    probe_video,
+    read_video,
+    resize_frames,
+)
 from trajloom.encoding import DEFAULT_FUTURE, DEFAULT_GRID, DEFAULT_HISTORY, GridSpec
 from trajloom.flow.forecast import (
     Forecaster,
@@ -212,26 +219,30 @@ def _track(video: Path, forecaster: Forecaster) -> Clip:
 class Boundary:
     """What the page needs to place pins for a video and a checkpoint."""
 
-    frame: np.ndarray  # "h w 3" uint8: the last history frame at the working resolution
+    frame: np.ndarray  # "h w 3" uint8: the last history frame of the video (render size)
     future: int  # future frames of the checkpoint (pins take frames 0 .. future - 1)
     steerable: bool  # the checkpoint follows pins (baselines do not)
+    fit: Fit  # how the video is placed in the working frame (the tracker's view of it)
 
 
 def boundary_of(
     video: Path | None, checkpoint: str, steps: int, settings: DemoSettings, models: ModelCache
 ) -> Boundary:
-    """The boundary frame of ``video`` for ``checkpoint``: the frame the tracker sees last
-    in the history (``clip.frames[history - 1]``), where pins' source pixels are picked."""
+    """The boundary frame of ``video`` for ``checkpoint``: the last history frame, as the
+    renders show it (the video's own pixels, shrunk to the render cap), and the fit that
+    places it in the working frame as the tracker sees it (``clip.frames[history - 1]``):
+    pins' source pixels are picked on it and mapped through the fit."""
     forecaster = models.any_steps(checkpoint, steps)
     video = check_upload(video, forecaster.history, settings.max_upload_mb)
     try:
-        frame = read_video(
-            video, size=forecaster.grid.size, start=forecaster.history - 1, num_frames=1
-        )[0]
+        source = read_video(video, start=forecaster.history - 1, num_frames=1)
     except VideoReadError as err:
         raise DemoError(f"{video.name}: cannot read its last history frame ({err})") from err
+    # placed in the working frame as clips_from_video places it (trajloom.data.geometry)
+    placed = Fit((source.shape[2], source.shape[1]), forecaster.grid.size, DEFAULT_FIT)
+    frame = resize_frames(source, capped_size(placed.source, DEFAULT_MAX_RENDER_SIZE))[0]
     steerable = isinstance(forecaster, PipelineForecaster)
-    return Boundary(frame, forecaster.future, steerable)
+    return Boundary(frame, forecaster.future, steerable, placed)
 
 
 def pins_from_page(records: list[dict[str, Any]] | tuple[dict[str, Any], ...]) -> tuple[Pin, ...]:

@@ -1,7 +1,12 @@
 """Click-to-pin on the boundary frame: clicks in, pin records out (pure; no torch).
 
-The page shows the boundary frame (the last history frame, at the working resolution)
-enlarged by an integer ``scale``: each working pixel becomes a ``scale x scale`` block.
+The page shows the boundary frame (the last history frame of the original video, at
+its own size or shrunk to the render cap) enlarged by an integer ``scale``: each of its
+pixels becomes a ``scale x scale`` block. Pins are kept in the model's working pixels:
+a click on the shown frame is mapped to the video's pixels and from there to the working
+frame with ``trajloom.data.geometry`` (the board's ``fit``, the tracker's placement of
+the video), so it names the point the model sees there. Without a ``fit`` the shown
+frame is the working frame itself.
 Gradio reports a click on an image as ``(u, v)``, the click's distance from the image's
 top-left corner in pixels of the displayed image, rounded to whole pixels (its frontend
 divides out the on-screen zoom, so CSS resizing does not change it). Working pixels are
@@ -24,6 +29,8 @@ from typing import Any
 
 import cv2
 import numpy as np
+
+from trajloom.data.geometry import Fit, to_source, to_working
 
 __all__ = [
     "KINDS",
@@ -75,7 +82,8 @@ def _text(xy: Any) -> str:
 class PinBoard:
     """The pins placed on one boundary frame: one page session's state.
 
-    ``frame`` "h w 3" uint8 at the working resolution (None: no video yet); ``future``
+    ``frame`` "h w 3" uint8 shown (None: no video yet): the working frame, or with ``fit``
+    the video's own frame (its pixels relate to working ones by ``fit``); ``future``
     frames can be pinned (0 .. future - 1); ``steerable``: the chosen checkpoint can
     follow pins (baselines cannot); ``pending``: a picked point awaiting its target.
     """
@@ -85,17 +93,39 @@ class PinBoard:
     steerable: bool = True
     pins: tuple[dict[str, Any], ...] = ()
     pending: Point | None = None
+    fit: Fit | None = None  # the video's placement in the working frame; None: identity
 
     @property
-    def size(self) -> tuple[int, int]:
-        """Working ``(width, height)``."""
+    def shown(self) -> tuple[int, int]:
+        """``(width, height)`` of the shown frame (before the integer zoom)."""
         if self.frame is None:
             raise ValueError("no boundary frame: upload or pick a video first")
         return int(self.frame.shape[1]), int(self.frame.shape[0])
 
     @property
+    def size(self) -> tuple[int, int]:
+        """Working ``(width, height)``: the pixels pins are in."""
+        return self.fit.working if self.fit is not None else self.shown
+
+    @property
     def scale(self) -> int:
-        return display_scale(self.size[0])
+        return display_scale(self.shown[0])
+
+    def to_working(self, xy: Point) -> Point:
+        """A point of the shown frame -> working pixels."""
+        if self.fit is None:
+            return xy
+        shrink = Fit(self.fit.source, self.shown, "stretch")
+        x, y = to_working(to_source(np.asarray(xy, np.float64), shrink), self.fit)
+        return float(x), float(y)
+
+    def to_shown(self, xy: Any) -> Point:
+        """Working pixels -> the point of the shown frame (the inverse of :meth:`to_working`)."""
+        if self.fit is None:
+            return float(xy[0]), float(xy[1])
+        shrink = Fit(self.fit.source, self.shown, "stretch")
+        x, y = to_working(to_source(np.asarray(xy, np.float64), self.fit), shrink)
+        return float(x), float(y)
 
     def click(self, index: tuple[int, int], frame: int, kind: str) -> PinBoard:
         """A click at Gradio index ``index``: the first picks the point, the second sets
@@ -104,7 +134,13 @@ class PinBoard:
             raise ValueError(f"pin kind must be one of {list(KINDS.values())}, got {kind!r}")
         if not 0 <= frame < self.future:
             raise ValueError(f"pin frame {frame} is outside the future window 0..{self.future - 1}")
-        xy = click_to_pixel(index, self.scale, self.size)
+        xy = self.to_working(click_to_pixel(index, self.scale, self.shown))
+        if self.fit is not None:  # on the working image, rounded as the table shows it
+            width, height = self.size
+            xy = (
+                round(min(max(xy[0], 0.0), width - 1.0), 2),
+                round(min(max(xy[1], 0.0), height - 1.0), 2),
+            )
         if kind == "outside":
             record = {"source": list(xy), "frame": int(frame), "kind": "outside"}
             return replace(self, pins=(*self.pins, record), pending=None)
@@ -140,8 +176,13 @@ class PinBoard:
         if self.frame is None:
             return "Upload or pick a video to pin points on its last history frame."
         width, height = self.size
+        shown = (
+            ""
+            if self.fit is None
+            else f"the video's {self.fit.source[0]}x{self.fit.source[1]} frame for "
+        )
         lines = [
-            f"Last history frame, {width}x{height} working pixels shown at {self.scale}x. "
+            f"Last history frame, {shown}{width}x{height} working pixels, shown at {self.scale}x. "
             "Click a tracked point, then where it should be at the chosen future frame "
             "(kind *leave the image*: one click)."
         ]
@@ -164,18 +205,20 @@ class PinBoard:
         s = self.scale
         image = np.ascontiguousarray(np.repeat(np.repeat(self.frame, s, axis=0), s, axis=1))
         for i, pin in enumerate(self.pins):
-            start = _at(pin["source"], s)
+            source = self.to_shown(pin["source"])
+            start = _at(source, s)
             if "target" in pin:
-                end = _at(pin["target"], s)
+                end = _at(self.to_shown(pin["target"]), s)
                 cv2.arrowedLine(image, start, end, (255, 255, 255), 2, cv2.LINE_AA, 4, 0.15)
                 cv2.circle(image, end, 7 * 16, (255, 255, 255), 2, cv2.LINE_AA, 4)
             else:
-                cv2.drawMarker(image, _px(pin["source"], s), (255, 60, 60), cv2.MARKER_CROSS, 18, 3)
+                cv2.drawMarker(image, _px(source, s), (255, 60, 60), cv2.MARKER_CROSS, 18, 3)
             cv2.circle(image, start, 5 * 16, (255, 220, 0), -1, cv2.LINE_AA, 4)
-            label = (_px(pin["source"], s)[0] + 7, _px(pin["source"], s)[1] - 7)
+            label = (_px(source, s)[0] + 7, _px(source, s)[1] - 7)
             cv2.putText(image, str(i + 1), label, cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 220, 0))
         if self.pending is not None:
-            cv2.circle(image, _at(self.pending, s), 6 * 16, (0, 230, 255), 2, cv2.LINE_AA, 4)
+            pending = _at(self.to_shown(self.pending), s)
+            cv2.circle(image, pending, 6 * 16, (0, 230, 255), 2, cv2.LINE_AA, 4)
         return image
 
 

@@ -30,8 +30,9 @@ log = logging.getLogger("trajloom_demo")
 _INTRO = """# TrajLoom: see the futures of a video
 Upload a video (or pick an example), choose a checkpoint, press **Predict**. The demo
 tracks a grid of points through the video's first frames (the history), samples several
-possible futures of their motion, and draws them over the video: history trails in cool
-colours, predicted trails in warm colours. When the video is long enough, its true future
+possible futures of their motion, and draws them over the video: one colour per point,
+the history washed out, the predicted future in full colour with fading trails; points that
+stay put are small dots, so what moves stands out. When the video is long enough, its true future
 is tracked too and the futures are scored against it. To steer the futures, click a point
 on the video's last history frame, then where it should be at a chosen future frame.
 """
@@ -109,7 +110,7 @@ def _new_board(jobs: _Jobs, video: str | None, checkpoint: str, steps: float) ->
     except module.DemoError as err:
         board = PinBoard()
         return board, None, [], f"No boundary frame to pin on: {err}", gr.Slider(value=0)
-    board = PinBoard(found.frame, found.future, found.steerable)
+    board = PinBoard(found.frame, found.future, found.steerable, fit=found.fit)
     return (*_show_board(board), gr.Slider(maximum=found.future - 1, value=0))
 
 

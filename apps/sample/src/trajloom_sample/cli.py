@@ -34,6 +34,7 @@ import numpy as np
 import typer
 
 from trajloom.data.clip import Clip
+from trajloom.data.geometry import DEFAULT_FIT, DEFAULT_MAX_RENDER_SIZE, FIT_MODES
 from trajloom.data.inputs import InputDamage, InputError, expand_inputs, load_clips
 from trajloom.data.outputs import OutputError, OutputLock, atomic_write_json
 from trajloom.data.predictions import (
@@ -89,11 +90,13 @@ def process_clip(
     seed: int,
     options: OutputOptions,
     markers: np.ndarray | None = None,
+    hidden: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Forecast one clip and write its run folders, Wan-Move export and renders.
 
     ``markers`` "k 4" (point, future frame, x, y): the pins' targets, drawn in the renders
-    and written beside the Wan-Move export."""
+    and written beside the Wan-Move export; ``hidden`` "k 2" (point, future frame): the
+    "stay hidden" pins, drawn in the renders."""
     start = time.perf_counter()
     # Non-finite model output is refused here (ForecastError naming method and clip).
     forecast = forecast_clip(forecaster, clip, num_samples=num_samples, seed=seed)
@@ -106,11 +109,41 @@ def process_clip(
         meta={"noise_seed": seed, **forecaster.describe()},
         options=options,
         markers=markers,
+        hidden=hidden,
+        baselines=reference_futures(clip, forecaster) if clip.fut_tracks is not None else None,
     )
     entry["seconds"] = {"forecast": round(seconds, 3), **entry["seconds"]}
     if clip.fut_tracks is not None:
         entry["metrics"] = forecast_summary(forecast.tracks, clip.fut_tracks, clip.fut_vis)
     return entry
+
+
+#: The reference methods whose error over time the report plots beside the samples.
+REFERENCES = {"static": "baseline:static", "constant velocity": "baseline:constvel"}
+
+
+def reference_futures(clip: Clip, forecaster: Forecaster) -> dict[str, np.ndarray]:
+    """The future "tf n 2" of each of ``REFERENCES`` for ``clip`` (in its window)."""
+    futures = {}
+    for label, name in REFERENCES.items():
+        method = load_method(
+            parse_method(name),
+            resolve_device("cpu"),
+            grid=forecaster.grid,
+            history=forecaster.history,
+            future=forecaster.future,
+        )
+        assert not isinstance(method, RunFolders)
+        futures[label] = forecast_clip(method, clip, num_samples=1, seed=0).tracks[0]
+    return futures
+
+
+def hidden_pins(pins: list[Pin]) -> np.ndarray | None:
+    """The "stay hidden" pins named by a grid point as rows (point, future frame)."""
+    rows = [
+        (p.point, f) for p in pins if p.kind == "hidden" and p.point is not None for f in p.frames
+    ]
+    return np.asarray(rows, np.int64).reshape(-1, 2) if rows else None
 
 
 def _check_options(
@@ -202,6 +235,30 @@ def sample(
         int | None, typer.Option(help="Frames of the Wan-Move export (default: the future length).")
     ] = None,
     trail: Annotated[int, typer.Option(help="Trail length of the renders, frames.")] = 12,
+    fit: Annotated[
+        str,
+        typer.Option(
+            help="How a video of another aspect meets the model's working frame: pad "
+            "(default: scaled whole into it, black bars; motion keeps its aspect and no part "
+            "of the video is lost), crop (scaled to cover it, edges cut; aspect kept, edges "
+            "untracked) or stretch (x and y scaled apart: motion distorted by the ratio of "
+            "the aspects). Renders are drawn over the original frames either way."
+        ),
+    ] = DEFAULT_FIT,
+    max_render_size: Annotated[
+        int,
+        typer.Option(
+            help="Longest side of the renders in pixels: a larger video is drawn shrunk "
+            "(aspect kept), a smaller one at its own size; 0: always its own size."
+        ),
+    ] = DEFAULT_MAX_RENDER_SIZE,
+    render_stride: Annotated[
+        int,
+        typer.Option(
+            help="Draw every N-th grid row and column in the renders (1: every point), to "
+            "thin a dense grid for viewing; the run folders keep every point."
+        ),
+    ] = 1,
     width: Annotated[int, typer.Option(help="Baselines only: working width.")] = DEFAULT_GRID.width,
     height: Annotated[
         int, typer.Option(help="Baselines only: working height.")
@@ -237,12 +294,16 @@ def sample(
     """Predict futures of every input and write run folders, Wan-Move exports and renders."""
     tracker_kwargs = _check_options(num_samples, solver, steps, tracker, tracker_option or [])
     constraints = _read_pins(pin or [], pins)
+    if fit not in FIT_MODES:
+        raise _fail(f"--fit must be one of {', '.join(FIT_MODES)}, got {fit!r}")
+    if max_render_size < 0 or max_render_size == 1:
+        raise _fail(f"--max-render-size must be 0 (no cap) or >= 2 pixels, got {max_render_size}")
     try:
         options = OutputOptions(
             render=render,
             gif=gif,
             wanmove_frames=wanmove_frames,
-            render_config=RenderConfig(trail=trail),
+            render_config=RenderConfig(trail=trail, stride=render_stride),
         )
         spec = parse_method(checkpoint)
     except ValueError as err:
@@ -279,6 +340,8 @@ def sample(
                     tracker_factory=tracker_factory,
                     caption=caption,
                     ground_truth=ground_truth,
+                    fit=fit,
+                    max_render_size=max_render_size or None,
                 )
                 _sample_clips(
                     path,
@@ -290,9 +353,15 @@ def sample(
                     seed=seed,
                     options=options,
                     markers=pin_markers(constraints) if constraints else None,
+                    hidden=hidden_pins(constraints),
                 )
+            render_options = {
+                "fit": fit,
+                "max_render_size": max_render_size or None,
+                "render_stride": render_stride,
+            }
             summary_path = _write_summary(
-                out, tally, inputs, checkpoint, forecaster, num_samples, seed
+                out, tally, inputs, checkpoint, forecaster, num_samples, seed, render_options
             )
             title = f"TrajLoom futures: {checkpoint}"
             report = write_predictions_report(out, tally.done, title)
@@ -408,8 +477,11 @@ def _write_summary(
     forecaster: Forecaster,
     num_samples: int,
     seed: int,
+    render_options: dict[str, Any],
 ) -> Path:
-    """``out/summary.json`` (atomic): this run's clips, failures, damage and totals."""
+    """``out/summary.json`` (atomic): this run's clips, failures, damage and totals, and
+    how videos met the working frame and were drawn (``render_options``; each clip's
+    ``geometry`` holds its own sizes, scale and offset)."""
     others = _other_clips(out, tally.done)
     summary = {
         "covers": "this run only: the clips in 'done', the inputs in 'failed' and "
@@ -420,6 +492,7 @@ def _write_summary(
         "model": forecaster.describe(),
         "num_samples": num_samples,
         "seed": seed,
+        **render_options,
         "totals": {
             "done": len(tally.done),
             "failed": len(tally.failed),

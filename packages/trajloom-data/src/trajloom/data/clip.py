@@ -53,6 +53,8 @@ class Clip:
     came from (a file, a shard, ``synthetic``), ``camera`` the camera phrase of the caption
     (app. E.2). ``stats_delta`` carries the shard loader's counters changed since the
     previous clip of the same worker (``trajloom.data.stream.LoaderStats.absorb``).
+    ``view`` (a :class:`trajloom.data.geometry.SourceView`, or None) holds the original
+    video's frames and how they relate to the working pixels: renders draw over it.
     """
 
     id: str
@@ -70,6 +72,7 @@ class Clip:
     text_emb: np.ndarray | None = None
     video_latent: np.ndarray | None = None
     stats_delta: dict[str, Any] = field(default_factory=dict)
+    view: Any = None  # trajloom.data.geometry.SourceView: the original video, for renders
 
     def __post_init__(self) -> None:
         th = self.hist_tracks.shape[0] if self.hist_tracks.ndim == 3 else -1

@@ -4,9 +4,11 @@ Every input becomes one or more :class:`Clip` objects in the pixels of the model
 working resolution (its ``GridSpec``): history tracks "th n 2" and visibility "th n",
 the ground-truth future when the input holds one, and the frames when there are any.
 
-* A video file (any container PyAV reads): frames are resized to the working
-  resolution and the grid of the ``GridSpec`` is tracked from frame 0 with the chosen
-  tracker of ``trajloom.data.tracking``. When the video holds at least
+* A video file (any container PyAV reads): decoded once at its own resolution, placed
+  in the working frame by a :class:`trajloom.data.geometry.Fit` (``fit``: pad, crop or
+  stretch) and the grid of the ``GridSpec`` tracked from frame 0 with the chosen
+  tracker of ``trajloom.data.tracking``; the original frames (shrunk to
+  ``max_render_size`` at most) stay with the clip (``Clip.view``) for the renders. When the video holds at least
   ``history + future`` frames the whole window is tracked and its future part kept as
   ground truth; otherwise only the history window is tracked (no ground truth).
 * A released-layout ``<id>.npz`` (``tracks`` "n t 2", ``visibility`` "n t"): its pixels
@@ -22,6 +24,7 @@ video whose history decodes: its clip comes without ground truth).
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,6 +34,14 @@ import numpy as np
 
 from trajloom.data.checks import FormatError
 from trajloom.data.clip import Clip
+from trajloom.data.geometry import (
+    DEFAULT_FIT,
+    DEFAULT_MAX_RENDER_SIZE,
+    Fit,
+    SourceView,
+    capped_size,
+    fit_frames,
+)
 from trajloom.data.names import natural_key
 from trajloom.data.released import folder_captions, load_released_npz
 from trajloom.data.shards import ShardSample, iter_shard_items
@@ -42,6 +53,7 @@ from trajloom.data.video import (
     damage_note,
     probe_video,
     read_video,
+    resize_frames,
 )
 from trajloom.encoding import GridSpec, rescale_tracks
 
@@ -203,9 +215,14 @@ def clips_from_video(
     tracker_factory: Callable[[], Any],
     caption: str = "",
     ground_truth: bool = True,
+    fit: str = DEFAULT_FIT,
+    max_render_size: int | None = DEFAULT_MAX_RENDER_SIZE,
 ) -> list[Clip | InputDamage]:
     """Track the grid through the first ``history`` (+ ``future``) frames of a video.
 
+    The video is decoded once at its own size; the tracker and the model see it placed
+    in the working frame by ``fit`` (:mod:`trajloom.data.geometry`), the renders see it
+    at its own size shrunk to ``max_render_size`` at most (``Clip.view``).
     ``tracker_factory()`` gives the tracker; it is called only once the frames are read.
     With ``ground_truth`` the future window is tracked too when the video holds it (its
     frames are then shown under the predicted future as well); without it only the
@@ -217,43 +234,47 @@ def clips_from_video(
         info = probe_video(path)
     except VideoReadError as err:
         raise InputError(str(err)) from err
-    frames = None
+    source = None
     notes: list[Clip | InputDamage] = []
     if ground_truth:
         # The header count can be an estimate: decode to be sure.
         try:
-            frames = read_video(path, size=grid.size, num_frames=history + future)
+            source = read_video(path, num_frames=history + future)
         except VideoReadError:
-            frames = None  # shorter than history + future: the history alone, below
+            source = None  # shorter than history + future: the history alone, below
             if info.num_frames >= history + future:
                 note = damage_note(path, info, count_frames(path))
                 if note is not None:
                     notes.append(InputDamage(f"{note}; its ground-truth future is left out"))
-    if frames is None:
+    if source is None:
         try:
-            frames = read_video(path, size=grid.size, num_frames=history)
+            source = read_video(path, num_frames=history)
         except VideoReadError as err:
             raise InputError(
                 f"{path}: cannot read {history} history frames ({err}); the video holds "
                 f"{info.num_frames} frames, the model's history window is {history} frames"
             ) from err
+    placed = Fit((source.shape[2], source.shape[1]), grid.size, fit)
+    frames = fit_frames(source, placed)
+    shown = resize_frames(source, capped_size(placed.source, max_render_size))
+    del source  # the largest array here: the working and render frames are kept
     result = tracker_factory().track(frames, grid=grid)
-    return [
-        *notes,
-        clip_from_arrays(
-            clip_id=path.stem,
-            source=str(path),
-            tracks=result.tracks,
-            visibility=result.visibility,
-            src_size=grid.size,
-            grid=grid,
-            history=history,
-            future=future,
-            frames=frames,
-            caption=caption,
-            fps=info.fps or 16.0,
-        ),
-    ]
+    clip = clip_from_arrays(
+        clip_id=path.stem,
+        source=str(path),
+        tracks=result.tracks,
+        visibility=result.visibility,
+        src_size=grid.size,
+        grid=grid,
+        history=history,
+        future=future,
+        frames=frames,
+        caption=caption,
+        fps=info.fps or 16.0,
+    )
+    kept = 0 if clip.frames is None else clip.frames.shape[0]
+    view = SourceView(shown[:kept], placed) if kept else None
+    return [*notes, dataclasses.replace(clip, view=view)]
 
 
 # --------------------------------------------------------------------------- released npz
@@ -350,9 +371,13 @@ def load_clips(
     tracker_factory: Callable[[], Any],
     caption: str = "",
     ground_truth: bool = True,
+    fit: str = DEFAULT_FIT,
+    max_render_size: int | None = DEFAULT_MAX_RENDER_SIZE,
 ) -> Iterator[Clip | InputError | InputDamage]:
     """Clips of one input file, InputErrors saying why one failed (a shard may yield
-    both), and InputDamage notes for damaged inputs that still gave a clip."""
+    both), and InputDamage notes for damaged inputs that still gave a clip. ``fit`` and
+    ``max_render_size``: how a video meets the working frame and how large its renders
+    are (:func:`clips_from_video`); npz and shard tracks come in their own geometry."""
     try:
         kind = input_kind(path)
         if kind == "video":
@@ -364,6 +389,8 @@ def load_clips(
                 tracker_factory=tracker_factory,
                 caption=caption,
                 ground_truth=ground_truth,
+                fit=fit,
+                max_render_size=max_render_size,
             )
         elif kind == "npz":
             yield from clips_from_npz(

@@ -42,7 +42,7 @@ from trajloom.data.formats import (
     write_wanmove,
     write_wanmove_pins,
 )
-from trajloom.data.render import RenderConfig, render_overlay, tile_videos
+from trajloom.data.render import RenderConfig, render_overlay, render_summary, tile_videos
 from trajloom.data.report import ClipView, Table, write_report
 from trajloom.data.video import write_video
 from trajloom.encoding import GridSpec, query_points
@@ -50,6 +50,7 @@ from trajloom.encoding import GridSpec, query_points
 __all__ = [
     "Futures",
     "OutputOptions",
+    "error_curves",
     "render_clip",
     "render_names",
     "wanmove_arrays",
@@ -178,15 +179,55 @@ class OutputOptions:
 def render_names(clip_id: str, num_samples: int, ground_truth: bool) -> dict[str, str]:
     """File names under ``renders/`` of one clip, by role: ``sample_<k>`` (sample 0 is
     ``<id>.mp4``, the others ``<id>_sample_<k>.mp4``), ``truth`` (``<id>_truth.mp4``),
-    ``grid`` (``<id>_grid.mp4``, when K > 1) and ``gif``."""
+    ``together`` (``<id>_together.mp4``: every sample in one, the others faint, when
+    K > 1), ``grid`` (``<id>_grid.mp4``, when K > 1), ``summary`` (``<id>_summary.png``,
+    the still motion summary) and ``gif``."""
     names = {"sample_000": f"{clip_id}.mp4", "gif": f"{clip_id}.gif"}
     for k in range(1, num_samples):
         names[f"sample_{k:03d}"] = f"{clip_id}_sample_{k:03d}.mp4"
     if ground_truth:
         names["truth"] = f"{clip_id}_truth.mp4"
     if num_samples > 1:
+        names["together"] = f"{clip_id}_together.mp4"
         names["grid"] = f"{clip_id}_grid.mp4"
+    names["summary"] = f"{clip_id}_summary.png"
     return names
+
+
+@dataclass(frozen=True)
+class _Canvas:
+    """Where a clip is drawn: the frames and their size, and the map from working pixels
+    to theirs (the original video when the clip has one, else the working frames)."""
+
+    frames: np.ndarray | None
+    size: tuple[int, int]
+    to_render: Callable[[np.ndarray], np.ndarray]
+
+    @classmethod
+    def of(cls, clip: Clip, grid: GridSpec) -> _Canvas:
+        if clip.view is not None:
+            return cls(clip.view.frames, clip.view.size, clip.view.to_render)
+        return cls(clip.frames, grid.size, lambda p: np.asarray(p, np.float64))
+
+    def tracks(self, tracks: np.ndarray) -> np.ndarray:
+        return self.to_render(tracks).astype(np.float32)
+
+    def rows(self, rows: np.ndarray | None) -> np.ndarray | None:
+        """Rows (frame, x, y) with x, y mapped; None stays None."""
+        if rows is None or not len(rows):
+            return rows
+        rows = np.asarray(rows, np.float64).reshape(-1, 3).copy()
+        rows[:, 1:] = self.to_render(rows[:, 1:])
+        return rows
+
+
+def _hidden_rows(hidden: np.ndarray | None, tracks: np.ndarray) -> np.ndarray | None:
+    """ "Stay hidden" pins "k 2" (point, future frame) -> rows (frame, x, y) at the
+    point's position in ``tracks`` "tf n 2" (where the sample put it)."""
+    if hidden is None or not len(hidden):
+        return None
+    rows = np.asarray(hidden, np.int64).reshape(-1, 2)
+    return np.column_stack([rows[:, 1], tracks[rows[:, 1], rows[:, 0]]])
 
 
 def render_clip(
@@ -196,32 +237,42 @@ def render_clip(
     folder: Path,
     options: OutputOptions,
     markers: np.ndarray | None = None,
+    hidden: np.ndarray | None = None,
 ) -> dict[str, Path]:
     """History + future overlays of every sample (and of the truth, when the clip has it),
-    the optional GIF of sample 0 and, with several samples, the grid; paths by role
-    (:func:`render_names`). ``markers`` "k 4" (point, future frame, x, y): pin targets,
-    drawn on every overlay."""
-    targets = None if markers is None else np.asarray(markers)[:, 1:]
+    the optional GIF of sample 0, with several samples the overlay of all of them (the
+    others faint) and the grid, and the still motion summary; paths by role
+    (:func:`render_names`). Drawn over the original video at its own size (capped) when
+    the clip has it (``Clip.view``), else over the working frames. ``markers`` "k 4"
+    (point, future frame, x, y): pin targets; ``hidden`` "k 2" (point, future frame):
+    "stay hidden" pins; both drawn on every overlay."""
+    canvas = _Canvas.of(clip, grid)
+    targets = None if markers is None else canvas.rows(np.asarray(markers)[:, 1:])
     grid_hw = (grid.grid_h, grid.grid_w)
     fps = clip.fps or 16.0
     k = futures.tracks.shape[0]
     names = render_names(clip.id, k, clip.fut_tracks is not None)
-    shown = [(f"sample_{i:03d}", futures.tracks[i], futures.visibility[i]) for i in range(k)]
+    hist = canvas.tracks(clip.hist_tracks)
+    drawn = [canvas.tracks(futures.tracks[i]) for i in range(k)]
+    shown = [(f"sample_{i:03d}", f"sample {i}", drawn[i], futures.visibility[i]) for i in range(k)]
     if clip.fut_tracks is not None and clip.fut_vis is not None:
-        shown.append(("truth", clip.fut_tracks, clip.fut_vis))
+        shown.append(("truth", "truth", canvas.tracks(clip.fut_tracks), clip.fut_vis))
+    config = options.render_config
     paths: dict[str, Path] = {}
     overlays = []
-    for role, tracks, vis in shown:
+    for role, title, tracks, vis in shown:
         overlay = render_overlay(
-            clip.frames,
-            clip.hist_tracks,
+            canvas.frames,
+            hist,
             clip.hist_vis,
             tracks,
             vis,
-            grid_hw=grid_hw,
-            size=grid.size,
-            config=options.render_config,
             markers=targets,
+            hidden=_hidden_rows(hidden, tracks),
+            title=title,
+            grid_hw=grid_hw,
+            size=canvas.size,
+            config=config,
         )
         paths[role] = write_video(folder / names[role], overlay, fps=fps)
         if role == "sample_000" and options.gif:
@@ -231,10 +282,65 @@ def render_clip(
         if role != "truth":
             overlays.append(overlay)
     if k > 1:
+        together = render_overlay(
+            canvas.frames,
+            hist,
+            clip.hist_vis,
+            drawn[0],
+            futures.visibility[0],
+            alternatives=list(zip(drawn[1:], futures.visibility[1:], strict=True)),
+            markers=targets,
+            title=f"sample 0 (+{k - 1} faint)",
+            grid_hw=grid_hw,
+            size=canvas.size,
+            config=config,
+        )
+        paths["together"] = write_video(folder / names["together"], together, fps=fps)
         # render_grid's tiles, from the overlays already drawn
         tiles = tile_videos(overlays, labels=[f"sample {i}" for i in range(k)])
         paths["grid"] = write_video(folder / names["grid"], tiles, fps=fps)
+    boundary = None if canvas.frames is None else canvas.frames[clip.history - 1]
+    still = render_summary(
+        boundary,
+        hist,
+        clip.hist_vis,
+        list(zip(drawn, futures.visibility, strict=True)),
+        markers=targets,
+        grid_hw=grid_hw,
+        size=canvas.size,
+        config=config,
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    paths["summary"] = folder / names["summary"]
+    cv2.imwrite(str(paths["summary"]), cv2.cvtColor(still, cv2.COLOR_RGB2BGR))
     return paths
+
+
+def error_curves(
+    tracks: np.ndarray,
+    truth: np.ndarray,
+    truth_vis: np.ndarray,
+    baselines: dict[str, np.ndarray] | None = None,
+) -> dict[str, list[float | None]]:
+    """Error over future time: per future frame, the mean distance (px) between a
+    future and the truth over the points visible in the truth there.
+
+    ``tracks`` "k tf n 2" sampled futures (labelled ``sample <k>``), ``truth`` "tf n 2",
+    ``truth_vis`` "tf n"; ``baselines`` label -> "tf n 2" futures of reference methods.
+    A frame with no visible point is None.
+    """
+    seen = np.asarray(truth_vis, bool)
+    count = seen.sum(-1)
+    futures = {f"sample {k}": tracks[k] for k in range(tracks.shape[0])}
+    futures.update(baselines or {})
+    curves: dict[str, list[float | None]] = {}
+    for label, future in futures.items():
+        dist = np.linalg.norm(np.asarray(future, np.float64) - truth, axis=-1)
+        total = np.where(seen, dist, 0.0).sum(-1)
+        curves[label] = [
+            round(float(s / c), 3) if c else None for s, c in zip(total, count, strict=True)
+        ]
+    return curves
 
 
 def write_predictions(
@@ -247,6 +353,8 @@ def write_predictions(
     options: OutputOptions = OutputOptions(),
     progress: Callable[[str], None] | None = None,
     markers: np.ndarray | None = None,
+    hidden: np.ndarray | None = None,
+    baselines: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Write the run folders (``out/runs``), Wan-Move exports (``out/wanmove``) and
     renders (``out/renders``) of one clip's futures; returns the entry of the clip in a
@@ -256,7 +364,12 @@ def write_predictions(
     the grid stride, the sample index and ``meta`` (the model, the seed).
     ``progress`` is told the name of each part as it starts ("export", "render").
     ``markers`` "k 4" (point, future frame, x, y): pin targets, drawn in the renders and
-    written beside each Wan-Move export.
+    written beside each Wan-Move export; ``hidden`` "k 2" (point, future frame): "stay
+    hidden" pins, drawn in the renders. With a true future, the entry holds each sample's
+    error over future time (:func:`error_curves`), and that of ``baselines`` (label ->
+    "tf n 2" futures of reference methods, e.g. the static and constant-velocity ones).
+    A clip drawn over its original video (``Clip.view``) also records the geometry: the
+    fit, the source, working and render sizes.
     """
     tell = progress or (lambda _part: None)
     seconds: dict[str, float] = {}
@@ -270,6 +383,8 @@ def write_predictions(
         "future_len": int(futures.tracks.shape[1]),
         "grid_stride": grid.stride,
     }
+    if clip.view is not None:
+        clip_meta["geometry"] = {**clip.view.fit.describe(), "render_size": list(clip.view.size)}
     runs = write_sample_runs(
         out / "runs",
         clip.id,
@@ -301,9 +416,9 @@ def write_predictions(
     if options.render:
         start = time.perf_counter()
         tell("render")
-        renders = render_clip(clip, futures, grid, out / "renders", options, markers)
+        renders = render_clip(clip, futures, grid, out / "renders", options, markers, hidden)
         seconds["render"] = time.perf_counter() - start
-    return {
+    entry = {
         "id": clip.id,
         "source": clip.source,
         "caption": clip.caption,
@@ -314,6 +429,13 @@ def write_predictions(
         "wanmove": [str(p) for p in exports],
         "renders": [str(p) for p in renders.values()],
     }
+    if "geometry" in clip_meta:
+        entry["geometry"] = clip_meta["geometry"]
+    if clip.fut_tracks is not None and clip.fut_vis is not None:
+        entry["error_curves"] = error_curves(
+            futures.tracks, clip.fut_tracks, clip.fut_vis, baselines
+        )
+    return entry
 
 
 _CLIP_METRICS = {
@@ -337,14 +459,19 @@ def _clip_view(entry: dict[str, Any], renders: dict[str, Path]) -> ClipView | No
     m = entry.get("metrics") or {}
     rows = [{"ADE (px)": m["ade"][i], "FDE (px)": m["fde"][i]} for i in range(k)] if m else []
     links = {"sample grid": renders.get("grid"), "GIF": renders.get("gif")}
+    thumbnail = renders.get("summary")
+    together = renders.get("together")
     return ClipView(
         id=entry["id"],
         samples=samples,
         truth=renders.get("truth"),
+        together=together if together is not None and together.is_file() else None,
         caption=entry.get("caption", ""),
         sample_metrics=rows,
         metrics={label: m.get(key) for key, label in _CLIP_METRICS.items()} if m else {},
         links={label: p for label, p in links.items() if p is not None and p.is_file()},
+        curves=entry.get("error_curves") or {},
+        thumbnail=thumbnail if thumbnail is not None and thumbnail.is_file() else None,
     )
 
 
@@ -354,6 +481,7 @@ def write_predictions_report(out: Path, entries: list[dict[str, Any]], title: st
     ``trajloom.metrics.forecast_summary``); a table of every clip, then each rendered
     clip's futures, truth and metrics."""
     views = [v for e in entries if (v := _clip_view(e, _render_paths(out, e))) is not None]
+    thumbs = {v.id: v.thumbnail for v in views}
     rows = [
         [e["id"], e["num_samples"], *[(e.get("metrics") or {}).get(k) for k in _CLIP_METRICS]]
         for e in entries
@@ -363,6 +491,7 @@ def write_predictions_report(out: Path, entries: list[dict[str, Any]], title: st
         ["clip", "samples", *_CLIP_METRICS.values()],
         rows,
         note="Errors against the tracked true future (empty where the clip has none); "
-        "click a column to sort.",
+        "click a column to sort, a picture to go to its clip.",
+        thumbnails=[thumbs.get(e["id"]) for e in entries] if any(thumbs.values()) else (),
     )
     return write_report(out, title, clips=views, tables=[table])
