@@ -22,12 +22,14 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from trajloom.data.formats import FormatError
+from trajloom.data.names import UnsafeNameError, check_name
 from trajloom.data.outputs import OutputError, OutputLock, atomic_write_text
 from trajloom.data.tracking import make_tracker
 from trajloom.encoding import DEFAULT_FUTURE, DEFAULT_GRID, DEFAULT_HISTORY, GridSpec
@@ -45,6 +47,7 @@ from trajloom_bench.build import (
     build_released_source,
     build_synthetic_source,
     build_video_source,
+    check_video_folder,
     read_bench,
     write_bench_index,
 )
@@ -74,17 +77,28 @@ def _options(values: list[str]) -> dict[str, Any]:
     return options
 
 
-def _pairs(values: list[str], option: str) -> list[tuple[str, str]]:
+def _pairs(values: list[str], option: str, *, names: bool = False) -> list[tuple[str, str]]:
+    """``NAME=VALUE`` pairs; with ``names`` each NAME must be a safe name (it becomes a
+    folder: ``trajloom.data.names.check_name``)."""
     pairs = []
     for value in values:
         name, sep, target = value.partition("=")
         if not sep or not name or not target:
             raise _fail(f"{option} {value!r}: expected NAME=VALUE")
+        if names:
+            _check_name(f"{option} name", name)
         pairs.append((name, target))
     names = [n for n, _ in pairs]
     if len(set(names)) != len(names):
         raise _fail(f"{option}: source names must be unique, got {names}")
     return pairs
+
+
+def _check_name(kind: str, name: str) -> str:
+    try:
+        return check_name(kind, name)
+    except UnsafeNameError as err:
+        raise _fail(str(err)) from None
 
 
 def _method(text: str) -> tuple[str, MethodSpec]:
@@ -96,7 +110,13 @@ def _method(text: str) -> tuple[str, MethodSpec]:
         spec = parse_method(spec_text)
     except ForecastError as err:
         raise _fail(f"method {name}: {err}" if name else str(err)) from None
-    return name or (spec.target if spec.kind == "baseline" else Path(spec.target).name), spec
+    if not name:
+        name = spec.target if spec.kind == "baseline" else Path(spec.target).name
+        try:
+            check_name("method name", name)
+        except UnsafeNameError as err:
+            raise _fail(f"{err}; give the method a name: --method NAME={text}") from None
+    return _check_name("--method name", name), spec
 
 
 @app.command()
@@ -171,8 +191,8 @@ def build(
         )
     except ValueError as err:
         raise _fail(str(err)) from None
-    sources = _pairs(source, "--source")
-    releases = _pairs(released, "--released")
+    sources = _pairs(source, "--source", names=True)
+    releases = _pairs(released, "--released", names=True)
     clash = {n for n, _ in sources} & {n for n, _ in releases}
     if clash:
         raise _fail(f"source names used twice: {sorted(clash)}")
@@ -225,34 +245,48 @@ def _build_sources(
     tracker_option: list[str],
     progress: Any,
 ) -> dict[str, dict[str, Any]]:
-    """Build every source into ``out/<name>``; returns the manifests by name."""
-    manifests = {}
-    tracker_obj = None
+    """Build every source into ``out/<name>``; returns the manifests by name.
+
+    Every source is checked before any folder is replaced, and a source whose build
+    fails leaves no partial folder (exit 2)."""
+    builds: list[tuple[str, Callable[[Path], dict[str, Any]]]] = []
+    tracker: list[Any] = []  # built once, on the first video source
+
+    def video_build(name: str, folder: Path) -> Callable[[Path], dict[str, Any]]:
+        def run(dest: Path) -> dict[str, Any]:
+            if not tracker:
+                try:
+                    tracker.append(make_tracker(cfg.tracker, **_options(tracker_option)))
+                except TypeError as err:
+                    raise ValueError(f"--tracker {cfg.tracker}: {err}") from err
+            return build_video_source(name, folder, dest, cfg, tracker[0], progress=progress)
+
+        return run
+
     try:
         for name, target in sources:
-            dest = out / name
-            if dest.exists():
-                shutil.rmtree(dest)
             if name == "synthetic" or target.isdigit():
                 if not target.isdigit():
                     raise ValueError(f"--source synthetic={target}: give the number of clips")
-                manifests[name] = build_synthetic_source(
-                    name, int(target), dest, cfg, progress=progress
-                )
+                count = int(target)
+                builds.append((name, lambda d, n=name, c=count: build_synthetic_source(
+                    n, c, d, cfg, progress=progress)))  # fmt: skip
             else:
-                if tracker_obj is None:
-                    try:
-                        tracker_obj = make_tracker(cfg.tracker, **_options(tracker_option))
-                    except TypeError as err:
-                        raise ValueError(f"--tracker {cfg.tracker}: {err}") from err
-                manifests[name] = build_video_source(
-                    name, Path(target), dest, cfg, tracker_obj, progress=progress
-                )
+                check_video_folder(name, Path(target))
+                builds.append((name, video_build(name, Path(target))))
         for name, target in releases:
+            builds.append((name, lambda d, n=name, t=target: build_released_source(
+                n, Path(t), d, cfg)))  # fmt: skip
+        manifests = {}
+        for name, run in builds:
             dest = out / name
             if dest.exists():
                 shutil.rmtree(dest)
-            manifests[name] = build_released_source(name, Path(target), dest, cfg)
+            try:
+                manifests[name] = run(dest)
+            except BaseException:
+                shutil.rmtree(dest, ignore_errors=True)  # never a partial source
+                raise
     except (ValueError, FormatError) as err:
         raise _fail(str(err)) from None
     return manifests
@@ -441,7 +475,7 @@ def ablate(
         spec = BenchSpec(
             folder=bench,
             synthetic=synthetic,
-            videos=tuple(_pairs(source or [], "--source")),
+            videos=tuple(_pairs(source or [], "--source", names=True)),
             windows_per_video=windows_per_video,
             window_stride=window_stride,
             seed=bench_seed,

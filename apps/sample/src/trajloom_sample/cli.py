@@ -35,6 +35,7 @@ import typer
 
 from trajloom.data.clip import Clip
 from trajloom.data.inputs import InputDamage, InputError, expand_inputs, load_clips
+from trajloom.data.names import UniqueNames
 from trajloom.data.outputs import OutputError, OutputLock, atomic_write_json
 from trajloom.data.predictions import (
     Futures,
@@ -309,6 +310,7 @@ class _Tally:
     done: list[dict[str, Any]] = field(default_factory=list)
     failed: list[dict[str, str]] = field(default_factory=list)
     damaged: list[dict[str, str]] = field(default_factory=list)
+    names: UniqueNames = field(default_factory=UniqueNames)  # same-named clips: clip, clip-2
 
 
 def _load(
@@ -377,6 +379,7 @@ def _sample_clips(
             tally.failed.append({"input": str(path), "reason": str(item)})
             typer.echo(f"  failed: {item}", err=True)
             continue
+        item.id = tally.names.claim(item.id)  # never two clips into one folder
         try:
             entry = process_clip(item, forecaster, out, **options)
         except OutputError:

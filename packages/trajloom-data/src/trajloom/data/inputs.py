@@ -31,7 +31,7 @@ import numpy as np
 
 from trajloom.data.checks import FormatError
 from trajloom.data.clip import Clip
-from trajloom.data.names import natural_key
+from trajloom.data.names import UnsafeNameError, check_name, natural_key, safe_stem
 from trajloom.data.released import folder_captions, load_released_npz
 from trajloom.data.shards import ShardSample, iter_shard_items
 from trajloom.data.stream import caption_with_camera
@@ -241,7 +241,7 @@ def clips_from_video(
     return [
         *notes,
         clip_from_arrays(
-            clip_id=path.stem,
+            clip_id=safe_stem(path.stem),
             source=str(path),
             tracks=result.tracks,
             visibility=result.visibility,
@@ -284,7 +284,7 @@ def clips_from_npz(
             raise InputError(f"{path}: its video {video.name} cannot be read ({err})") from err
     return [
         clip_from_arrays(
-            clip_id=path.stem,
+            clip_id=safe_stem(path.stem),
             source=str(path),
             tracks=tracks,
             visibility=vis,
@@ -319,6 +319,11 @@ def clips_from_shard(
             yield InputError(str(sample))
             continue
         where = f"{path}:{sample.id}"
+        try:
+            check_name("shard sample id", sample.id)
+        except UnsafeNameError as err:
+            yield InputError(f"{path}: {err}; the sample is skipped")
+            continue
         try:
             frames = _frames_of(sample, grid, history + future)
             yield clip_from_arrays(

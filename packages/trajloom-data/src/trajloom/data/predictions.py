@@ -42,6 +42,7 @@ from trajloom.data.formats import (
     write_wanmove,
     write_wanmove_pins,
 )
+from trajloom.data.names import check_name, safe_child
 from trajloom.data.render import RenderConfig, render_overlay, tile_videos
 from trajloom.data.report import ClipView, Table, write_report
 from trajloom.data.video import write_video
@@ -89,7 +90,8 @@ def write_sample_runs(
             pred_visibility_prob=None if pred_probability is None else pred_probability[k],
             meta={**meta, "sample_index": k, "H": grid.height, "W": grid.width},
         )
-        folders.append(write_run_folder(runs_root / f"sample_{k:03d}" / clip_id, run))
+        folder = safe_child(runs_root / f"sample_{k:03d}", clip_id, kind="clip id")
+        folders.append(write_run_folder(folder, run))
     return folders
 
 
@@ -138,6 +140,7 @@ def write_wanmove_export(
     ``<id>_pins.jpg`` (``write_wanmove_pins``), in export frames (future frame + 1);
     targets past the export's last frame are left out.
     """
+    check_name("clip id", export_id)
     fut_tracks, fut_vis = sanitize_predictions(fut_tracks, fut_vis, size)
     tracks, vis = wanmove_arrays(hist_tracks, hist_vis, fut_tracks, fut_vis, num_frames=num_frames)
     paths = list(write_wanmove(out_dir, export_id, tracks, vis))
@@ -256,8 +259,10 @@ def write_predictions(
     the grid stride, the sample index and ``meta`` (the model, the seed).
     ``progress`` is told the name of each part as it starts ("export", "render").
     ``markers`` "k 4" (point, future frame, x, y): pin targets, drawn in the renders and
-    written beside each Wan-Move export.
+    written beside each Wan-Move export. ``clip.id`` names files and folders: it must be a
+    safe name (``trajloom.data.names.check_name``; UnsafeNameError otherwise).
     """
+    check_name("clip id", clip.id)
     tell = progress or (lambda _part: None)
     seconds: dict[str, float] = {}
     start = time.perf_counter()
