@@ -105,8 +105,8 @@ class BenchConfig:
         for name in ("history", "future", "windows_per_video", "maxcount"):
             if getattr(self, name) < 1:
                 raise ValueError(f"BenchConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.fps is not None and not self.fps > 0:
-            raise ValueError(f"BenchConfig.fps must be > 0 or None, got {self.fps}")
+        if self.fps is not None and not 0 < self.fps < math.inf:
+            raise ValueError(f"--fps must be a finite number > 0, got {self.fps}")
         if self.window_stride is not None and self.window_stride < 1:
             raise ValueError(f"BenchConfig.window_stride must be >= 1, got {self.window_stride}")
 

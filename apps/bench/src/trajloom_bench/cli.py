@@ -54,6 +54,11 @@ from trajloom_bench.build import (
 from trajloom_bench.evaluate import EvalConfig, bench_sources, evaluate_method
 from trajloom_bench.report import write_bench_report
 
+#: Futures per clip in eval: each is a full sampling run held in memory at once.
+MAX_SAMPLES = 64
+#: Seeds: clip i draws seed + i (and + k per sample); torch takes seeds below 2**63.
+MAX_SEED = 2**62
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -173,6 +178,8 @@ def build(
         source = []
     if not source and not released:
         raise _fail("give at least one --source NAME=FOLDER, synthetic=COUNT or --released")
+    if not 0 <= seed <= MAX_SEED:
+        raise _fail(f"--seed must be 0 to 2**62, got {seed}")
     try:
         cfg = BenchConfig(
             width=width,
@@ -328,6 +335,14 @@ def evaluate(
     """Score methods per source: FVMD, FVMD-Long, FlowTV, DivCurlE (and VEPE)."""
     if source is None:
         source = []
+    if not 1 <= samples <= MAX_SAMPLES:
+        raise _fail(f"--samples must be 1 to {MAX_SAMPLES}, got {samples}")
+    if steps < 1:
+        raise _fail(f"--steps must be >= 1, got {steps}")
+    if solver not in ("euler", "dopri5"):
+        raise _fail(f"--solver must be euler or dopri5, got {solver!r}")
+    if not 0 <= seed <= MAX_SEED:
+        raise _fail(f"--seed must be 0 to 2**62, got {seed}")
     try:
         cfg = EvalConfig(
             clip_len=clip_len, clip_stride=clip_stride, seed=seed, limit=limit, samples=samples
@@ -471,6 +486,9 @@ def ablate(
     quiet: bool = False,
 ) -> None:
     """The paper's ablation study: Tables 3, 4 and 5 (trains each variant, resumable)."""
+    if bench is not None and not bench.is_dir():
+        raise _fail(f"--bench {bench}: no such folder; build a bench with `bench build` or "
+                    "leave --bench out")  # fmt: skip
     try:
         spec = BenchSpec(
             folder=bench,

@@ -203,6 +203,7 @@ def clips_from_video(
     tracker_factory: Callable[[], Any],
     caption: str = "",
     ground_truth: bool = True,
+    max_pixels: int | None = None,
 ) -> list[Clip | InputDamage]:
     """Track the grid through the first ``history`` (+ ``future``) frames of a video.
 
@@ -211,12 +212,19 @@ def clips_from_video(
     frames are then shown under the predicted future as well); without it only the
     history window is read and tracked. A video whose header promises the whole window
     but decodes fewer frames is damaged: an :class:`InputDamage` note comes before its
-    clip (the history alone, when that decodes).
+    clip (the history alone, when that decodes). ``max_pixels``: the largest frame
+    (width x height from the header, checked before any frame is decoded).
     """
     try:
         info = probe_video(path)
     except VideoReadError as err:
         raise InputError(str(err)) from err
+    if max_pixels is not None and info.width * info.height > max_pixels:
+        raise InputError(
+            f"{path}: {info.width}x{info.height} frames ({info.width * info.height} pixels) are "
+            f"more than the {max_pixels} pixels per frame allowed; scale the video down or "
+            "raise the limit (apps/sample --max-pixels)"
+        )
     frames = None
     notes: list[Clip | InputDamage] = []
     if ground_truth:
@@ -355,6 +363,7 @@ def load_clips(
     tracker_factory: Callable[[], Any],
     caption: str = "",
     ground_truth: bool = True,
+    max_pixels: int | None = None,
 ) -> Iterator[Clip | InputError | InputDamage]:
     """Clips of one input file, InputErrors saying why one failed (a shard may yield
     both), and InputDamage notes for damaged inputs that still gave a clip."""
@@ -369,6 +378,7 @@ def load_clips(
                 tracker_factory=tracker_factory,
                 caption=caption,
                 ground_truth=ground_truth,
+                max_pixels=max_pixels,
             )
         elif kind == "npz":
             yield from clips_from_npz(

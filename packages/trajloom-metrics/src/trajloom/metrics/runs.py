@@ -400,8 +400,14 @@ def score_runs(
         could not be scored, with the reason) with their count `num_failed`.
 
     Raises:
-        ValueError: `runs_root` is no folder or holds no run folder.
+        ValueError: `runs_root` is no folder or holds no run folder; `grid_stride` is not
+            a finite number > 0 (DivCurlE divides by it).
     """
+    if not (isinstance(grid_stride, int | float) and 0 < float(grid_stride) < float("inf")):
+        raise ValueError(
+            f"grid_stride must be a finite number of pixels > 0 (the grid spacing, 32 at "
+            f"832x480), got {grid_stride!r}"
+        )
     cfg = fvmd_config or FVMDConfig()
     root = Path(runs_root)
     dirs = discover_run_dirs(root, require_gt=False)
