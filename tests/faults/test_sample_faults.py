@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 
-from trajloom.data.shards import ShardSample, write_shards
+from trajloom.data.shards import ShardSample, iter_shard_samples, write_shards
 from trajloom.data.synthetic import SceneConfig, make_scene
 from trajloom.flow.pipeline import TrajLoomPipeline
 
@@ -332,6 +332,9 @@ def test_a_truncated_checkpoint_is_one_line_exit_2(checkpoints, tmp_path):
 
 
 # --------------------------------------------------------------------------- input safety (issue 25)
+
+
+__all__ = ["iter_shard_samples"]  # used by tests/faults/test_bench_faults.py through this module
 
 
 def snapshot(root: Path, out: Path) -> dict[str, tuple[bool, int, int]]:
