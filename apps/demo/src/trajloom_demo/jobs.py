@@ -42,12 +42,16 @@ from trajloom.data.predictions import (
 )
 from trajloom.data.tracking import make_tracker
 from trajloom.data.video import VIDEO_SUFFIXES, VideoReadError, probe_video, read_video
-from trajloom.encoding import GridSpec
+from trajloom.encoding import DEFAULT_FUTURE, DEFAULT_GRID, DEFAULT_HISTORY, GridSpec
 from trajloom.flow.forecast import (
     Forecaster,
     ForecastError,
     PipelineForecaster,
+    RunFolders,
     forecast_clip,
+    load_method,
+    parse_method,
+    resolve_device,
     with_pins,
 )
 from trajloom.flow.pins import (
@@ -141,6 +145,28 @@ class ModelCache:
         """The checkpoints in memory, least recently used first."""
         with self._lock:
             return list(self._models)
+
+    def _load(self, checkpoint: str, steps: int) -> Forecaster:
+        s = self.settings
+        grid = GridSpec(
+            s.width or DEFAULT_GRID.width,
+            s.height or DEFAULT_GRID.height,
+            s.stride or DEFAULT_GRID.stride,
+        )
+        try:
+            method = load_method(
+                parse_method(checkpoint),
+                resolve_device(s.device),
+                steps=steps,
+                grid=grid,
+                history=s.history or DEFAULT_HISTORY,
+                future=s.future or DEFAULT_FUTURE,
+            )
+        except (ForecastError, ValueError, FileNotFoundError) as err:
+            raise DemoError(f"checkpoint {checkpoint} cannot be used: {err}") from err
+        if isinstance(method, RunFolders):
+            raise DemoError(f"{checkpoint} holds run folders, not a checkpoint; pick another")
+        return method
 
 
 def check_upload(
