@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from safetensors import safe_open
@@ -32,6 +33,7 @@ _KINDS = {
 }
 
 PathLike = str | Path
+M = TypeVar("M", bound=torch.nn.Module)
 
 
 def save_pretrained(
@@ -90,8 +92,8 @@ def _read(folder: PathLike, kind: str) -> tuple[dict, Path]:
 
 
 def _build(
-    folder: PathLike, weights: Path, build: Callable[[], torch.nn.Module]
-) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
+    folder: PathLike, weights: Path, build: Callable[[], M]
+) -> tuple[M, dict[str, torch.Tensor]]:
     """``build()`` once its config matches the header of ``weights`` (keys, shapes, dtypes:
     :func:`trajloom.vae.weights.build_checked`), then the weights loaded into it."""
     config = Path(folder) / CONFIG_NAME

@@ -28,6 +28,7 @@ import math
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from safetensors import safe_open
@@ -37,6 +38,8 @@ from torch.nn.modules.module import (
 )
 
 __all__ = ["WeightsMismatch", "build_checked", "safetensors_header", "state_specs"]
+
+M = TypeVar("M", bound=torch.nn.Module)
 
 #: A tensor's description: its shape and dtype name (safetensors' names: F32, BF16, I8...).
 TensorSpec = tuple[tuple[int, ...], str]
@@ -120,11 +123,11 @@ def _first(names: list[str], count: int = 3) -> str:
 
 
 def build_checked(
-    build: Callable[[], torch.nn.Module],
+    build: Callable[[], M],
     weights: Mapping[str, TensorSpec],
     where: str,
     config_name: str = "its config",
-) -> torch.nn.Module:
+) -> M:
     """``build()`` when the model it makes has exactly the keys, shapes and (kinds of)
     dtypes of ``weights`` (:func:`safetensors_header` or :func:`state_specs`), else
     :class:`WeightsMismatch` naming ``where`` and ``config_name``. A config implying more
