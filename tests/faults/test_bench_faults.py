@@ -197,3 +197,106 @@ def test_build_counts_windows_asked_and_made_and_damaged_videos(tmp_path):
     assert "cut.mp4" in damaged and "header says 60 frames" in damaged
     assert "windows asked 8, made 4, 1 damaged videos" in result.stdout
     assert "cut.mp4: 1 of 4 windows" in result.stdout and "damaged: " in result.stdout
+
+
+# --------------------------------------------------------------------------- input safety (issue 25)
+
+
+def test_a_method_name_that_is_a_path_is_refused_nothing_outside_out(bench, tmp_path):
+    box, out = kit._sandbox(tmp_path)
+    before = kit.snapshot(box, out)
+    for method in ("../../v=baseline:static", "/tmp/x=baseline:static", ".h=baseline:static"):
+        result = _eval(bench, out, method, cwd=tmp_path)
+        assert result.returncode == 2, result.stderr
+        assert "--method name" in kit.one_line_error(result) and "not a safe name" in result.stderr
+    assert kit.snapshot(box, out) == before and not out.exists()
+
+
+def test_a_source_name_that_is_a_path_is_refused_before_anything_is_replaced(tmp_path):
+    box, out = kit._sandbox(tmp_path)
+    (box / "victim2" / "shard-000000.tar").write_text("keep")
+    before = kit.snapshot(box, out)
+    result = _cli("build", out, "--source", "../victim2=5", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "--source name '../victim2' is not a safe name" in kit.one_line_error(result)
+    assert kit.snapshot(box, out) == before and not out.exists()
+
+
+def test_a_bench_index_naming_a_path_as_source_is_refused(bench, tmp_path):
+    evil = tmp_path / "evil"
+    shutil.copytree(bench, evil)
+    index = json.loads((evil / "bench.json").read_text())
+    index["sources"] = {"../../v": index["sources"]["synthetic"]}
+    (evil / "bench.json").write_text(json.dumps(index))
+    box, out = kit._sandbox(tmp_path)
+    before = kit.snapshot(box, out)
+    result = _eval(evil, out, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "source name '../../v' is not a safe name" in kit.one_line_error(result)
+    assert kit.snapshot(box, out) == before
+
+
+def test_a_shard_id_that_is_a_path_fails_its_clip_only(bench, tmp_path):
+    evil = tmp_path / "evil"
+    shutil.copytree(bench, evil)
+    src = evil / "synthetic"
+    kit.write_evil_shard(src / "shard-000002.tar", "../../../victim3")  # replaces 2 clips
+    manifest = json.loads((src / "manifest.json").read_text())
+    box, out = kit._sandbox(tmp_path)
+    before = kit.snapshot(box, out)
+    result = _eval(evil, out, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    failures = json.loads((out / "results.json").read_text())["failures"]
+    assert any("'../../../victim3' is not a safe name" in f for f in failures), failures
+    assert kit.snapshot(box, out) == before
+    runs = out / "runs" / "static" / "synthetic"
+    assert len(list(runs.iterdir())) == manifest["num_samples"] - 2  # the other shards' clips
+
+
+def test_build_on_an_empty_folder_is_exit_2(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no video here")
+    result = _cli("build", tmp_path / "b", "--source", f"cam={tmp_path / 'empty'}", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "holds no video file" in kit.one_line_error(result)
+    assert not (tmp_path / "b" / "cam").exists()
+
+
+def test_two_videos_of_one_stem_give_two_samples_not_a_partial_shard(tmp_path):
+    src = tmp_path / "cam"
+    src.mkdir()
+    kit._faststart_video(src / "a.mp4", 12)
+    kit._faststart_video(src / "a.mkv", 12)
+    bench = tmp_path / "b"
+    result = _cli("build", bench, "--source", f"cam={src}", "--width", 64, "--height", 64,
+                  "--stride", 16, "--history", 4, "--future", 4, "--quiet", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((bench / "cam" / "manifest.json").read_text())
+    assert manifest["num_samples"] == 2
+    ids = sorted(s.id for s in kit.iter_shard_samples(bench / "cam" / "shard-000000.tar"))
+    assert ids == ["a", "a-2"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["eval", "--steps", "0"], "--steps must be >= 1"),
+        (["eval", "--samples", "10000"], "--samples must be 1 to 64"),
+        (["eval", "--seed", str(2**63)], "--seed must be 0 to 2**62"),
+        (["build", "--fps", "inf"], "--fps must be a finite number > 0"),
+        (["ablate", "--bench", "/nonexistent"], "--bench /nonexistent: no such folder"),
+    ],
+)
+def test_bad_options_are_one_line_exit_2_up_front(bench, args, message, tmp_path):
+    out = tmp_path / "out"
+    command, *rest = args
+    if command == "eval":
+        full = ["eval", bench, "--method", "s=baseline:static", "--out", out, *rest]
+    elif command == "build":
+        full = ["build", out, "--source", "synthetic=1", *rest]
+    else:
+        full = ["ablate", "--out", out, *rest]
+    result = _cli(*full, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert message in kit.one_line_error(result)
+    assert not out.exists()

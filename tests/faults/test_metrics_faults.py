@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 HW = (4, 8)  # 32 points
 
@@ -119,3 +120,45 @@ def test_json_output_unwritable_or_full_is_one_line_exit_2(tmp_path, read_only_d
 def test_missing_root_is_exit_2(tmp_path):
     result = _score(str(tmp_path / "absent"))
     assert result.returncode == 2 and result.stderr.startswith("error:")
+
+
+# --------------------------------------------------------------------------- issue 25
+
+
+def test_a_prediction_far_outside_the_image_is_a_counted_failure(tmp_path):
+    """Finite 1e30 px overflowed the float32 squared error and the clip silently left VEPE."""
+    runs = _runs(tmp_path / "runs", bad=False)
+    _run_folder(runs / "huge", 20)
+    pred = np.load(runs / "huge" / "pred_tracks.npy")
+    pred[4, 2] = 1e30
+    np.save(runs / "huge" / "pred_tracks.npy", pred)
+    result = _score(str(runs), "--clip-len", "6", "--json", str(tmp_path / "s.json"))
+    assert result.returncode == 1, result.stderr
+    data = json.loads((tmp_path / "s.json").read_text())
+    assert data["num_failed"] == 1 and data["failed"][0]["video"] == "huge"
+    assert "1e+30 px, more than 10000 times the image size" in data["failed"][0]["reason"]
+    assert "3 run folders scored, 1 failed" in result.stdout
+    good = _score(str(_runs(tmp_path / "good", bad=False)), "--clip-len", "6",
+                  "--json", str(tmp_path / "g.json"))  # fmt: skip
+    assert good.returncode == 0
+    assert data["vepe"] == json.loads((tmp_path / "g.json").read_text())["vepe"]
+
+
+def test_errors_are_float64_where_float32_overflows():
+    from trajloom.metrics import vepe
+    from trajloom.metrics.vepe import endpoint_error
+
+    gt = np.zeros((2, 1, 2))
+    pred = np.full((2, 1, 2), 1e20)
+    err = endpoint_error(pred, gt)
+    assert err.dtype == np.float64 and np.allclose(err, np.sqrt(2) * 1e20)
+    assert vepe(pred, gt) == pytest.approx(np.sqrt(2) * 1e20)
+
+
+def test_grid_stride_zero_is_exit_2_not_a_silently_missing_metric(tmp_path):
+    runs = _runs(tmp_path / "runs", bad=False)
+    for stride in ("0", "-1", "nan", "inf"):
+        result = _score(str(runs), "--grid-stride", stride)
+        assert result.returncode == 2, result.stderr
+        lines = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+        assert len(lines) == 1 and "grid_stride must be a finite number" in lines[0]

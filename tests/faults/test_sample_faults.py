@@ -15,6 +15,7 @@ import pickle
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import av
@@ -22,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 
-from trajloom.data.shards import ShardSample, write_shards
+from trajloom.data.shards import ShardSample, iter_shard_samples, write_shards
 from trajloom.data.synthetic import SceneConfig, make_scene
 from trajloom.flow.pipeline import TrajLoomPipeline
 
@@ -328,3 +329,184 @@ def test_a_truncated_checkpoint_is_one_line_exit_2(checkpoints, tmp_path):
                   tmp_path / "o2", cwd=tmp_path)  # fmt: skip
     assert result.returncode == 2
     assert str(released / "checkpoints" / pt.name) in one_line_error(result)
+
+
+# --------------------------------------------------------------------------- input safety (issue 25)
+
+
+__all__ = ["iter_shard_samples"]  # used by tests/faults/test_bench_faults.py through this module
+
+
+def snapshot(root: Path, out: Path) -> dict[str, tuple[bool, int, int]]:
+    """Every path under ``root`` but ``out`` (and what is inside it), with its kind, size
+    and modification time: two equal snapshots mean nothing outside ``out`` was created,
+    changed or removed."""
+    found = {}
+    for p in sorted(root.rglob("*")):
+        if p == out or out in p.parents:
+            continue
+        st = p.lstat()
+        found[str(p.relative_to(root))] = (p.is_dir(), st.st_size, st.st_mtime_ns)
+    return found
+
+
+def _sandbox(tmp_path: Path) -> tuple[Path, Path]:
+    """``box/`` with victim files beside the output folder ``box/out`` (not created)."""
+    box = tmp_path / "box"
+    for victim in ("victim3", "victim2", "v"):
+        (box / victim).mkdir(parents=True)
+        (box / victim / "keep.txt").write_text("precious")
+    (box / "v.json").write_text("{}")
+    return box, box / "out"
+
+
+def write_evil_shard(path: Path, evil_id: str = "../../../victim3") -> None:
+    """A shard: a good sample, then one whose meta.json ``id`` is a path out of OUT."""
+    good, evil = _samples("ok", 2)
+    members = []
+    for key, sample, sid in (("ok0", good, good.id), ("evil", evil, evil_id)):
+        members += [
+            (key, "tracks.npy", _npy(sample.tracks)),
+            (key, "visibility.npy", _npy(sample.visibility)),
+            (key, "meta.json", json.dumps({**sample.meta, "id": sid}).encode()),
+        ]
+    with tarfile.open(path, "w") as tar:
+        for key, name, payload in members:
+            info = tarfile.TarInfo(f"{key}.{name}")
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+
+
+def test_a_shard_id_that_is_a_path_is_skipped_and_counted_nothing_outside_out(tmp_path):
+    box, out = _sandbox(tmp_path)
+    shard = tmp_path / "evil.tar"
+    write_evil_shard(shard)
+    before = snapshot(box, out)
+    result = _cli(shard, *BASELINE, "--out", out, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["totals"] == {"done": 1, "failed": 1, "damaged": 0}
+    (failed,) = summary["failed"]
+    assert "shard sample id '../../../victim3' is not a safe name" in failed["reason"]
+    assert snapshot(box, out) == before
+    assert (out / "runs" / "sample_000" / "ok0" / "pred_tracks.npy").is_file()
+
+
+def test_same_stem_inputs_get_distinct_stable_names(tmp_path):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        _faststart_video(tmp_path / folder / "clip.mp4", 30)
+    out = tmp_path / "out"
+    args = [tmp_path / "a" / "clip.mp4", tmp_path / "b" / "clip.mp4", *BASELINE]
+    result = _cli(*args, "--out", out, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    done = json.loads((out / "summary.json").read_text())["done"]
+    assert [(d["id"], Path(d["source"]).parent.name) for d in done] == [
+        ("clip", "a"),
+        ("clip-2", "b"),
+    ]
+    for name in ("clip", "clip-2"):
+        assert (out / "runs" / "sample_000" / name / "pred_tracks.npy").is_file()
+        assert (out / "wanmove" / "sample_000" / f"{name}_tracks.npy").is_file()
+    assert "2 clips done" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--seed", str(2**63)], "--seed must be 0 to 2**62"),
+        (["--wanmove-frames", "0"], "--wanmove-frames must be >= 2"),
+        (["--wanmove-frames", "99"], "--wanmove-frames must be 2 to 13"),
+        (["--num-samples", "10000"], "--num-samples must be 1 to 64"),
+        (["--pin", "0,0,1,1,1e308"], None),
+    ],
+)
+def test_bad_options_are_one_line_exit_2_before_any_work(args, message, tmp_path):
+    box, out = _sandbox(tmp_path)
+    shard = tmp_path / "good.tar"
+    write_shards(_samples("g", 1), tmp_path / "s", maxcount=8)
+    (tmp_path / "s" / "shard-000000.tar").rename(shard)
+    before = snapshot(box, out)
+    base = (
+        [a for a in BASELINE if a not in ("--num-samples", "1")]
+        if "--num-samples" in args
+        else BASELINE
+    )
+    result = _cli(shard, *base, *args, "--out", out, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    line = one_line_error(result)
+    if message is not None:
+        assert message in line, line
+    assert snapshot(box, out) == before
+    assert not (out / "runs").exists()
+
+
+def test_hostile_pins_files_are_one_line_exit_2(tmp_path):
+    shard = tmp_path / "good.tar"
+    write_shards(_samples("g", 1), tmp_path / "s", maxcount=8)
+    (tmp_path / "s" / "shard-000000.tar").rename(shard)
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    heavy = tmp_path / "heavy.json"
+    heavy.write_text(json.dumps([{"point": 0, "frame": 0, "target": [1, 1], "weight": 1e308}]))
+    many = tmp_path / "many.json"
+    many.write_text(json.dumps([{"point": 0, "frame": 0, "target": [1, 1]}] * 5000))
+    for pins, message in ((deep, "nested too deeply"), (heavy, "weight must be > 0 and at most"),
+                          (many, "5000 pins, more than the 4096 allowed")):  # fmt: skip
+        result = _cli(shard, *BASELINE, "--pins", pins, "--out", tmp_path / "o", cwd=tmp_path)
+        assert result.returncode == 2, result.stderr
+        assert message in one_line_error(result)
+    assert not (tmp_path / "o").exists()
+
+
+def test_conflicting_pins_on_one_point_and_frame_are_refused():
+    from trajloom.encoding import GridSpec
+    from trajloom.flow.pins import PinError, check_pins, parse_pin
+
+    grid = GridSpec(128, 96, 32)
+    agree = [parse_pin("3,2,10,10"), parse_pin("3,2,10,10"), parse_pin("3,4,20,20")]
+    check_pins(agree, grid, 12)  # the same target twice, or other frames: met together
+    for second in ("3,2,11,10", "3,2,outside"):
+        with pytest.raises(PinError, match="point 3 at frame 2 is already pinned"):
+            check_pins([parse_pin("3,2,10,10"), parse_pin(second)], grid, 12)
+
+
+def test_a_video_past_the_pixel_limit_fails_before_decoding(tmp_path):
+    video = _faststart_video(tmp_path / "big.mp4", 30)
+    out = tmp_path / "out"
+    result = _cli(video, *BASELINE, "--max-pixels", 1000, "--out", out, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    (failed,) = json.loads((out / "summary.json").read_text())["failed"]
+    assert "64x64 frames (4096 pixels) are more than the 1000 pixels per frame" in failed["reason"]
+
+
+def test_a_config_far_larger_than_its_weights_fails_fast_with_one_line(checkpoints, tmp_path):
+    trained = tmp_path / "trained"
+    subprocess.run(["cp", "-r", str(checkpoints["trained"]), str(trained)], check=True)
+    config = trained / "generator" / "config.json"
+    payload = json.loads(config.read_text())
+    payload["config"]["depth"] = 20000
+    config.write_text(json.dumps(payload))
+    start = time.perf_counter()
+    result = _cli(checkpoints["shard"], "--checkpoint", trained, "--out", tmp_path / "o",
+                  cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    line = one_line_error(result)
+    assert "describes a far larger model than the weights hold" in line and str(config) in line
+    assert time.perf_counter() - start < 120  # built block by block it takes minutes and GBs
+
+
+def test_int8_weights_are_refused(checkpoints, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    trained = tmp_path / "trained"
+    subprocess.run(["cp", "-r", str(checkpoints["trained"]), str(trained)], check=True)
+    weights = trained / "generator" / "model.safetensors"
+    state = {k: v.to(torch.int8) for k, v in load_file(str(weights)).items()}
+    save_file(state, str(weights))
+    result = _cli(checkpoints["shard"], "--checkpoint", trained, "--out", tmp_path / "o",
+                  cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    line = one_line_error(result)
+    assert str(weights) in line and "dtypes differ" in line and "I8 in the weights" in line

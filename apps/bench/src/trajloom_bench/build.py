@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from trajloom.data.camera import camera_phrase, estimate_camera_motion
-from trajloom.data.names import natural_key
+from trajloom.data.names import UniqueNames, natural_key, safe_stem
 from trajloom.data.outputs import atomic_write_text
 from trajloom.data.released import folder_captions
 from trajloom.data.shards import (
@@ -67,6 +67,7 @@ __all__ = [
     "build_released_source",
     "build_synthetic_source",
     "build_video_source",
+    "check_video_folder",
     "read_bench",
     "resample_indices",
     "video_windows",
@@ -104,8 +105,8 @@ class BenchConfig:
         for name in ("history", "future", "windows_per_video", "maxcount"):
             if getattr(self, name) < 1:
                 raise ValueError(f"BenchConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.fps is not None and not self.fps > 0:
-            raise ValueError(f"BenchConfig.fps must be > 0 or None, got {self.fps}")
+        if self.fps is not None and not 0 < self.fps < math.inf:
+            raise ValueError(f"--fps must be a finite number > 0, got {self.fps}")
         if self.window_stride is not None and self.window_stride < 1:
             raise ValueError(f"BenchConfig.window_stride must be >= 1, got {self.window_stride}")
 
@@ -182,6 +183,18 @@ def _read_needed(
 def _list_videos(folder: Path) -> list[Path]:
     files = [p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES]
     return sorted(files, key=lambda p: natural_key(str(p.relative_to(folder))))
+
+
+def check_video_folder(name: str, folder: Path) -> None:
+    """ValueError unless ``folder`` is a folder holding at least one video (searched
+    recursively): a source with nothing to build is refused before anything is written."""
+    if not folder.is_dir():
+        raise ValueError(f"source {name}: {folder} is not a folder of videos")
+    if not _list_videos(folder):
+        raise ValueError(
+            f"source {name}: {folder} holds no video file ({', '.join(VIDEO_SUFFIXES)}), "
+            "searched recursively; give a folder of videos"
+        )
 
 
 class _Skip(Exception):
@@ -265,6 +278,7 @@ def _video_samples(
     ``skipped``; each video's windows asked and made appended to ``videos``)."""
     captions = folder_captions(folder)
     videos = [] if videos is None else videos
+    names = UniqueNames()  # two videos of one stem (a.mp4, a.mkv) get distinct sample ids
     for path in _list_videos(folder):
         try:
             info, frames_all, windows, decoded = _decode_windows(path, cfg)
@@ -274,14 +288,15 @@ def _video_samples(
             progress(f"skip {skip}")
             continue
         videos.append(_video_record(path, cfg, len(windows), info, decoded))
-        base = "__".join(path.relative_to(folder).with_suffix("").parts)
+        parts = path.relative_to(folder).with_suffix("").parts
+        base = names.claim("__".join(safe_stem(part) for part in parts))
         single = len(windows) == 1 and cfg.windows_per_video == 1
         fps = float(cfg.fps or info.fps or 16.0)
         for k, idx in enumerate(windows):
             frames = frames_all[idx]
             result = tracker.track(frames, grid=cfg.grid)
             motion = estimate_camera_motion(result.tracks, result.visibility, cfg.grid.size)
-            sample_id = base if single else f"{base}_w{k:02d}"
+            sample_id = base if single else names.claim(f"{base}_w{k:02d}")
             meta = _meta(
                 cfg,
                 name,
@@ -326,8 +341,7 @@ def build_video_source(
     progress: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
     """Windows of every video under ``folder`` -> tracks -> ``out`` shards; the manifest."""
-    if not folder.is_dir():
-        raise ValueError(f"source {name}: {folder} is not a folder of videos")
+    check_video_folder(name, folder)
     skipped: list[str] = []
     videos: list[dict[str, Any]] = []
     manifest = write_shards(

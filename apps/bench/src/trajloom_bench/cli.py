@@ -22,12 +22,14 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from trajloom.data.formats import FormatError
+from trajloom.data.names import UnsafeNameError, check_name
 from trajloom.data.outputs import OutputError, OutputLock, atomic_write_text
 from trajloom.data.tracking import make_tracker
 from trajloom.encoding import DEFAULT_FUTURE, DEFAULT_GRID, DEFAULT_HISTORY, GridSpec
@@ -45,11 +47,17 @@ from trajloom_bench.build import (
     build_released_source,
     build_synthetic_source,
     build_video_source,
+    check_video_folder,
     read_bench,
     write_bench_index,
 )
 from trajloom_bench.evaluate import EvalConfig, bench_sources, evaluate_method, tuned_baselines
 from trajloom_bench.report import write_bench_report
+
+#: Futures per clip in eval: each is a full sampling run held in memory at once.
+MAX_SAMPLES = 64
+#: Seeds: clip i draws seed + i (and + k per sample); torch takes seeds below 2**63.
+MAX_SEED = 2**62
 
 app = typer.Typer(
     add_completion=False,
@@ -78,17 +86,28 @@ def _options(values: list[str]) -> dict[str, Any]:
     return options
 
 
-def _pairs(values: list[str], option: str) -> list[tuple[str, str]]:
+def _pairs(values: list[str], option: str, *, names: bool = False) -> list[tuple[str, str]]:
+    """``NAME=VALUE`` pairs; with ``names`` each NAME must be a safe name (it becomes a
+    folder: ``trajloom.data.names.check_name``)."""
     pairs = []
     for value in values:
         name, sep, target = value.partition("=")
         if not sep or not name or not target:
             raise _fail(f"{option} {value!r}: expected NAME=VALUE")
+        if names:
+            _check_name(f"{option} name", name)
         pairs.append((name, target))
     names = [n for n, _ in pairs]
     if len(set(names)) != len(names):
         raise _fail(f"{option}: source names must be unique, got {names}")
     return pairs
+
+
+def _check_name(kind: str, name: str) -> str:
+    try:
+        return check_name(kind, name)
+    except UnsafeNameError as err:
+        raise _fail(str(err)) from None
 
 
 def _method(text: str) -> tuple[str, MethodSpec]:
@@ -100,8 +119,13 @@ def _method(text: str) -> tuple[str, MethodSpec]:
         spec = parse_method(spec_text)
     except ForecastError as err:
         raise _fail(f"method {name}: {err}" if name else str(err)) from None
-    default = spec.target.replace(":", "_") if spec.kind == "baseline" else Path(spec.target).name
-    return name or default, spec
+    if not name:
+        name = spec.target.replace(":", "_") if spec.kind == "baseline" else Path(spec.target).name
+        try:
+            check_name("method name", name)
+        except UnsafeNameError as err:
+            raise _fail(f"{err}; give the method a name: --method NAME={text}") from None
+    return _check_name("--method name", name), spec
 
 
 @app.command()
@@ -158,6 +182,8 @@ def build(
         source = []
     if not source and not released:
         raise _fail("give at least one --source NAME=FOLDER, synthetic=COUNT or --released")
+    if not 0 <= seed <= MAX_SEED:
+        raise _fail(f"--seed must be 0 to 2**62, got {seed}")
     try:
         cfg = BenchConfig(
             width=width,
@@ -176,8 +202,8 @@ def build(
         )
     except ValueError as err:
         raise _fail(str(err)) from None
-    sources = _pairs(source, "--source")
-    releases = _pairs(released, "--released")
+    sources = _pairs(source, "--source", names=True)
+    releases = _pairs(released, "--released", names=True)
     clash = {n for n, _ in sources} & {n for n, _ in releases}
     if clash:
         raise _fail(f"source names used twice: {sorted(clash)}")
@@ -230,34 +256,48 @@ def _build_sources(
     tracker_option: list[str],
     progress: Any,
 ) -> dict[str, dict[str, Any]]:
-    """Build every source into ``out/<name>``; returns the manifests by name."""
-    manifests = {}
-    tracker_obj = None
+    """Build every source into ``out/<name>``; returns the manifests by name.
+
+    Every source is checked before any folder is replaced, and a source whose build
+    fails leaves no partial folder (exit 2)."""
+    builds: list[tuple[str, Callable[[Path], dict[str, Any]]]] = []
+    tracker: list[Any] = []  # built once, on the first video source
+
+    def video_build(name: str, folder: Path) -> Callable[[Path], dict[str, Any]]:
+        def run(dest: Path) -> dict[str, Any]:
+            if not tracker:
+                try:
+                    tracker.append(make_tracker(cfg.tracker, **_options(tracker_option)))
+                except TypeError as err:
+                    raise ValueError(f"--tracker {cfg.tracker}: {err}") from err
+            return build_video_source(name, folder, dest, cfg, tracker[0], progress=progress)
+
+        return run
+
     try:
         for name, target in sources:
-            dest = out / name
-            if dest.exists():
-                shutil.rmtree(dest)
             if name == "synthetic" or target.isdigit():
                 if not target.isdigit():
                     raise ValueError(f"--source synthetic={target}: give the number of clips")
-                manifests[name] = build_synthetic_source(
-                    name, int(target), dest, cfg, progress=progress
-                )
+                count = int(target)
+                builds.append((name, lambda d, n=name, c=count: build_synthetic_source(
+                    n, c, d, cfg, progress=progress)))  # fmt: skip
             else:
-                if tracker_obj is None:
-                    try:
-                        tracker_obj = make_tracker(cfg.tracker, **_options(tracker_option))
-                    except TypeError as err:
-                        raise ValueError(f"--tracker {cfg.tracker}: {err}") from err
-                manifests[name] = build_video_source(
-                    name, Path(target), dest, cfg, tracker_obj, progress=progress
-                )
+                check_video_folder(name, Path(target))
+                builds.append((name, video_build(name, Path(target))))
         for name, target in releases:
+            builds.append((name, lambda d, n=name, t=target: build_released_source(
+                n, Path(t), d, cfg)))  # fmt: skip
+        manifests = {}
+        for name, run in builds:
             dest = out / name
             if dest.exists():
                 shutil.rmtree(dest)
-            manifests[name] = build_released_source(name, Path(target), dest, cfg)
+            try:
+                manifests[name] = run(dest)
+            except BaseException:
+                shutil.rmtree(dest, ignore_errors=True)  # never a partial source
+                raise
     except (ValueError, FormatError) as err:
         raise _fail(str(err)) from None
     return manifests
@@ -320,6 +360,14 @@ def evaluate(
     """Score methods per source: FVMD, FVMD-Long, FlowTV, DivCurlE, VEPE (and best-of-K)."""
     if source is None:
         source = []
+    if not 1 <= samples <= MAX_SAMPLES:
+        raise _fail(f"--samples must be 1 to {MAX_SAMPLES}, got {samples}")
+    if steps < 1:
+        raise _fail(f"--steps must be >= 1, got {steps}")
+    if solver not in ("euler", "dopri5"):
+        raise _fail(f"--solver must be euler or dopri5, got {solver!r}")
+    if not 0 <= seed <= MAX_SEED:
+        raise _fail(f"--seed must be 0 to 2**62, got {seed}")
     try:
         cfg = EvalConfig(
             clip_len=clip_len,
@@ -481,11 +529,14 @@ def ablate(
     quiet: bool = False,
 ) -> None:
     """The paper's ablation study: Tables 3, 4 and 5 (trains each variant, resumable)."""
+    if bench is not None and not bench.is_dir():
+        raise _fail(f"--bench {bench}: no such folder; build a bench with `bench build` or "
+                    "leave --bench out")  # fmt: skip
     try:
         spec = BenchSpec(
             folder=bench,
             synthetic=synthetic,
-            videos=tuple(_pairs(source or [], "--source")),
+            videos=tuple(_pairs(source or [], "--source", names=True)),
             windows_per_video=windows_per_video,
             window_stride=window_stride,
             seed=bench_seed,

@@ -49,6 +49,7 @@ from trajloom.data.formats import (
     sanitize_predictions,
     write_run_folder,
 )
+from trajloom.data.names import UnsafeNameError, check_name, safe_child
 from trajloom.data.shards import iter_shard_items
 from trajloom.data.stream import caption_with_camera, heldout_key, source_video
 from trajloom.data.video import VideoReadError, read_video
@@ -211,6 +212,12 @@ def predict_source(
         if cfg.limit is not None and i >= cfg.limit:
             break
         try:
+            check_name("shard sample id", sample.id)
+        except UnsafeNameError as err:
+            failures.append(f"{source_name}: {err}; the sample is skipped")
+            progress(f"fail {source_name}: {err}")
+            continue
+        try:
             clip = cut_clip(sample, method, boundary)
             clip = with_caption_policy(clip, cfg.captions, method.grid.size)
             meta = {
@@ -230,7 +237,7 @@ def predict_source(
             run.pred_tracks, run.pred_visibility = sanitize_predictions(
                 run.pred_tracks, run.pred_visibility, method.grid.size
             )
-            folder = sample_folder(out, k, cfg.samples) / sample.id
+            folder = safe_child(sample_folder(out, k, cfg.samples), sample.id, kind="sample id")
             write_run_folder(folder, RunFolder(**run.as_dict()))
         progress(f"{method_name}/{source_name}/{sample.id}")
     return failures
@@ -369,6 +376,12 @@ def bench_sources(bench_root: Path, only: list[str] | None) -> tuple[list[str], 
     index = read_bench(bench_root)
     sources = index["sources"]
     names = list(sources)
+    for name in names:  # source names become folders of --out; their paths lie in the bench
+        check_name(f"{bench_root}: source name", name)
+        entry = sources[name]
+        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+            raise ValueError(f"{bench_root}: source {name} has no 'path'; rebuild the bench")
+        safe_child(bench_root, *Path(entry["path"]).parts, kind=f"source {name}: path")
     if only:
         missing = [n for n in only if n not in sources]
         if missing:

@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 
+from trajloom.data.outputs import OutputError, check_writable
 from trajloom_demo.settings import DemoSettings
 
 STARTED = time.perf_counter()
@@ -44,6 +45,12 @@ def demo(
     history: Annotated[int | None, typer.Option(help="Baselines: history frames.")] = None,
     future: Annotated[int | None, typer.Option(help="Baselines: future frames.")] = None,
     max_upload_mb: Annotated[float, typer.Option(help="Largest upload, MB.")] = 200.0,
+    max_upload_pixels: Annotated[
+        int, typer.Option(help="Largest upload frame, pixels (width x height, from its header).")
+    ] = DemoSettings.max_upload_pixels,
+    max_models: Annotated[
+        int, typer.Option(help="Checkpoints kept loaded at once (least recently used leave).")
+    ] = DemoSettings.max_models,
     concurrency: Annotated[int, typer.Option(help="Requests run at once.")] = 2,
 ) -> None:
     """Serve the demo until interrupted."""
@@ -51,15 +58,19 @@ def demo(
         settings = DemoSettings(
             out=out, runs=runs, examples=examples, checkpoints=tuple(checkpoint or ()),
             device=device, width=width, height=height, stride=stride, history=history,
-            future=future, max_upload_mb=max_upload_mb, concurrency=concurrency,
+            future=future, max_upload_mb=max_upload_mb, max_upload_pixels=max_upload_pixels,
+            max_models=max_models, concurrency=concurrency,
         )  # fmt: skip
+        check_writable(settings.out, "--out folder")
     except ValueError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=2) from None
+    except OutputError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(code=2) from None
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home
     from trajloom_demo.ui import build_ui, warm_up
 
-    settings.out.mkdir(parents=True, exist_ok=True)
     page, jobs = build_ui(settings)
     _, url, _ = page.launch(
         server_name=host,

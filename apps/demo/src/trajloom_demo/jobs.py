@@ -21,6 +21,7 @@ import shutil
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ import torch
 from trajloom.data.clip import Clip
 from trajloom.data.geometry import DEFAULT_FIT, DEFAULT_MAX_RENDER_SIZE, Fit, capped_size
 from trajloom.data.inputs import InputDamage, InputError, clips_from_video
+from trajloom.data.names import safe_stem
 from trajloom.data.predictions import (
     Futures,
     OutputOptions,
@@ -118,25 +120,38 @@ class JobResult:
 
 @dataclass
 class ModelCache:
-    """Forecasters by (checkpoint, steps), loaded once and shared by every request."""
+    """Loaded checkpoints, shared by every request: at most ``settings.max_models`` at
+    once (the least recently used one leaves). A model's identity is its checkpoint
+    alone; the sampling steps of a request are a setting of the forecaster made from it,
+    so no steps value loads a second copy."""
 
     settings: DemoSettings
-    _models: dict[tuple[str, int], Forecaster] = field(default_factory=dict)
+    _models: OrderedDict[str, Forecaster] = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def get(self, checkpoint: str, steps: int) -> Forecaster:
+        """The forecaster of ``checkpoint`` sampling with ``steps`` (loaded on first use)."""
         with self._lock:  # one load at a time; later requests find it loaded
-            key = (checkpoint, steps)
-            if key not in self._models:
-                self._models[key] = self._load(checkpoint, steps)
-            return self._models[key]
+            model = self._models.pop(checkpoint, None)
+            if model is None:
+                while len(self._models) >= self.settings.max_models:
+                    self._models.popitem(last=False)  # its memory goes with the last request
+                model = self._load(checkpoint, steps)
+            self._models[checkpoint] = model  # most recently used last
+        if isinstance(model, PipelineForecaster) and model.steps != steps:
+            return PipelineForecaster(
+                model.pipe, solver=model.solver, steps=steps, origin=model.origin
+            )
+        return model
 
     def any_steps(self, checkpoint: str, steps: int) -> Forecaster:
-        """A loaded forecaster of ``checkpoint`` whatever its steps (for its window), else
-        :meth:`get` with ``steps``: showing a window loads no second copy of a model."""
+        """:meth:`get` (kept for the page: showing a window loads no second model)."""
+        return self.get(checkpoint, steps)
+
+    def loaded(self) -> list[str]:
+        """The checkpoints in memory, least recently used first."""
         with self._lock:
-            loaded = [m for (name, _), m in self._models.items() if name == checkpoint]
-        return loaded[0] if loaded else self.get(checkpoint, steps)
+            return list(self._models)
 
     def _load(self, checkpoint: str, steps: int) -> Forecaster:
         s = self.settings
@@ -161,8 +176,13 @@ class ModelCache:
         return method
 
 
-def check_upload(video: Path | None, history: int, max_mb: float) -> Path:
-    """The upload as a path, or a :class:`DemoError` saying what is wrong with it."""
+def check_upload(
+    video: Path | None, history: int, max_mb: float, max_pixels: int | None = None
+) -> Path:
+    """The upload as a path, or a :class:`DemoError` saying what is wrong with it.
+
+    ``max_pixels``: the largest frame (width x height, read from the header before any
+    frame is decoded)."""
     if video is None:
         raise DemoError("no video: upload one or pick an example, then press Predict")
     video = Path(video)
@@ -182,6 +202,11 @@ def check_upload(video: Path | None, history: int, max_mb: float) -> Path:
         info = probe_video(video)
     except VideoReadError as err:
         raise DemoError(f"{video.name} is not a video that can be read ({err})") from err
+    if max_pixels is not None and info.width * info.height > max_pixels:
+        raise DemoError(
+            f"{video.name} has {info.width}x{info.height} frames ({info.width * info.height} "
+            f"pixels), more than this demo takes ({max_pixels} pixels per frame); scale it down"
+        )
     if info.num_frames < history:
         raise DemoError(
             f"{video.name} is too short: {info.num_frames} frames, the model needs "
@@ -194,7 +219,7 @@ def check_upload(video: Path | None, history: int, max_mb: float) -> Path:
 def _new_folder(out: Path, video: Path) -> Path:
     """A fresh folder for one request: time, a random part, the video's name."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    folder = out / f"{stamp}-{uuid.uuid4().hex[:8]}-{video.stem[:40]}"
+    folder = out / f"{stamp}-{uuid.uuid4().hex[:8]}-{safe_stem(video.stem)[:40]}"
     folder.mkdir(parents=True)
     return folder
 
@@ -233,7 +258,9 @@ def boundary_of(
     places it in the working frame as the tracker sees it (``clip.frames[history - 1]``):
     pins' source pixels are picked on it and mapped through the fit."""
     forecaster = models.any_steps(checkpoint, steps)
-    video = check_upload(video, forecaster.history, settings.max_upload_mb)
+    video = check_upload(
+        video, forecaster.history, settings.max_upload_mb, settings.max_upload_pixels
+    )
     try:
         source = read_video(video, start=forecaster.history - 1, num_frames=1)
     except VideoReadError as err:
@@ -299,7 +326,9 @@ def run_job(job: Job, settings: DemoSettings, models: ModelCache, tell: Progress
     tell(0.0, "loading the model")
     forecaster = models.get(job.checkpoint, job.steps)
     _steer(forecaster, job.pins)  # refuse bad pins (and pinned baselines) before any work
-    video = check_upload(job.video, forecaster.history, settings.max_upload_mb)
+    video = check_upload(
+        job.video, forecaster.history, settings.max_upload_mb, settings.max_upload_pixels
+    )
     tell(0.1, "tracking")
     start = time.perf_counter()
     clip = _track(video, forecaster)
@@ -307,6 +336,24 @@ def run_job(job: Job, settings: DemoSettings, models: ModelCache, tell: Progress
     pins = _resolve(job.pins, clip, forecaster.grid)
     forecaster = _steer(forecaster, pins)  # this clip's grid points: exact markers, errors
     folder = _new_folder(settings.out, video)
+    try:
+        return _forecast_into(folder, job, forecaster, clip, pins, video.name, seconds, tell)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)  # a failed request leaves no folder
+        raise
+
+
+def _forecast_into(
+    folder: Path,
+    job: Job,
+    forecaster: Forecaster,
+    clip: Clip,
+    pins: list[Pin],
+    video_name: str,
+    seconds: dict[str, float],
+    tell: Progress,
+) -> JobResult:
+    """Sample the futures of ``clip`` and write them, the report and the zip into ``folder``."""
     tell(0.4, "sampling")
     start = time.perf_counter()
     try:
@@ -329,7 +376,7 @@ def run_job(job: Job, settings: DemoSettings, models: ModelCache, tell: Progress
         entry["metrics"] = forecast_summary(forecast.tracks, clip.fut_tracks, clip.fut_vis)
     if pins:
         entry["pins"] = _write_pins(folder, job.pins, pins, pin_errors(forecast.tracks, pins))
-    write_predictions_report(folder, [entry], f"TrajLoom futures of {video.name}")
+    write_predictions_report(folder, [entry], f"TrajLoom futures of {video_name}")
     tell(0.95, "packing")
     return _result(folder, clip, job.num_samples, entry)
 

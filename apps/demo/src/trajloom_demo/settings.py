@@ -6,6 +6,7 @@ code (:mod:`trajloom_demo.jobs`) is imported in the background once the server r
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,13 +35,26 @@ class DemoSettings:
     history: int | None = None
     future: int | None = None
     max_upload_mb: float = 200.0  # larger uploads are refused with a message
+    # Decoded pixels per frame of an upload (its header, read before any frame is decoded):
+    # 4K (3840x2160 = 8.3 M); a small file can hold huge frames.
+    max_upload_pixels: int = 3840 * 2160
     max_samples: int = 8
     max_steps: int = 200
+    max_models: int = 2  # checkpoints held in memory at once (least recently used leaves)
     concurrency: int = 2  # requests run at once (Gradio's queue); the others wait
 
     def __post_init__(self) -> None:
-        if self.max_upload_mb <= 0:
-            raise ValueError(f"--max-upload-mb must be > 0, got {self.max_upload_mb}")
+        if not (math.isfinite(self.max_upload_mb) and self.max_upload_mb > 0):
+            raise ValueError(
+                f"--max-upload-mb must be a finite number > 0, got {self.max_upload_mb}"
+            )
+        if self.max_upload_mb * 2**20 >= 2**63:
+            raise ValueError(f"--max-upload-mb is too large: {self.max_upload_mb}")
+        if self.max_upload_pixels < 1 or self.max_models < 1:
+            raise ValueError(
+                f"--max-upload-pixels and --max-models must be >= 1, got "
+                f"{self.max_upload_pixels}, {self.max_models}"
+            )
         if self.concurrency < 1:
             raise ValueError(f"--concurrency must be >= 1, got {self.concurrency}")
         if self.max_samples < 1 or self.max_steps < 1:

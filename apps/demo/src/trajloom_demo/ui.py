@@ -130,7 +130,7 @@ def _summary_text(result: Any) -> str:
     lines = [f"**{entry['num_samples']} futures of `{entry['id']}`** (output: `{result.folder}`)"]
     metrics = entry.get("metrics")
     if metrics:
-        lines.append(f"minADE {metrics['min_ade'] or 0:.2f} px")
+        lines.append(_min_ade_line(metrics.get("min_ade")))
     else:
         lines.append("No ground truth: the video is too short to track its true future.")
     pins = entry.get("pins")
@@ -148,9 +148,16 @@ def _summary_text(result: Any) -> str:
     return "\n\n".join(lines)
 
 
+def _min_ade_line(value: float | None) -> str:
+    """The summary's minADE; "n/a" where no point is visible in the true future (never 0)."""
+    if value is None:
+        return "minADE n/a (no point is visible in the true future)"
+    return f"minADE {value:.2f} px"
+
+
 def _number(values: list[float | None] | None, k: int) -> str:
     value = None if values is None else values[k]
-    return "-" if value is None else f"{value:.2f}"
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 def _sample_table(num_samples: int, metrics: Any, pins: Any) -> str:

@@ -36,6 +36,7 @@ import typer
 from trajloom.data.clip import Clip
 from trajloom.data.geometry import DEFAULT_FIT, DEFAULT_MAX_RENDER_SIZE, FIT_MODES
 from trajloom.data.inputs import InputDamage, InputError, expand_inputs, load_clips
+from trajloom.data.names import UniqueNames
 from trajloom.data.outputs import OutputError, OutputLock, atomic_write_json
 from trajloom.data.predictions import (
     Futures,
@@ -56,10 +57,17 @@ from trajloom.flow.forecast import (
     resolve_device,
     with_pins,
 )
-from trajloom.flow.pins import Pin, PinError, parse_pin, pin_markers, pins_from_json
+from trajloom.flow.pins import MAX_PINS, Pin, PinError, parse_pin, pin_markers, pins_from_json
 from trajloom.metrics import forecast_summary
 
 app = typer.Typer(add_completion=False, no_args_is_help=True)
+
+#: Futures per clip: each is a full sampling run held in memory at once.
+MAX_SAMPLES = 64
+#: Seeds: sample k of clip i draws seed + k; torch takes seeds below 2**63.
+MAX_SEED = 2**62
+#: Decoded pixels per source frame (8K): a small file can hold huge frames.
+MAX_PIXELS = 7680 * 4320
 
 
 def _fail(message: str) -> typer.Exit:
@@ -150,8 +158,8 @@ def _check_options(
     num_samples: int, solver: str, steps: int, tracker: str, tracker_option: list[str]
 ) -> dict[str, Any]:
     """Refuse bad numeric and tracker options (exit 2); returns the tracker's settings."""
-    if num_samples < 1:
-        raise _fail(f"--num-samples must be >= 1, got {num_samples}")
+    if not 1 <= num_samples <= MAX_SAMPLES:
+        raise _fail(f"--num-samples must be 1 to {MAX_SAMPLES}, got {num_samples}")
     if solver not in ("euler", "dopri5"):
         raise _fail(f"--solver must be euler or dopri5, got {solver!r}")
     if steps < 1:
@@ -164,14 +172,28 @@ def _check_options(
         raise _fail(f"--tracker-option: {err}") from None
 
 
-def _read_pins(pin: list[str], pins_file: Path | None) -> list[Pin]:
-    """The pins of ``--pin`` and ``--pins`` (exit 2 on a bad one)."""
+def _check_limits(seed: int, wanmove_frames: int | None, max_pixels: int, max_pins: int) -> None:
+    """Refuse out-of-range seeds, export lengths and limits before any work (exit 2)."""
+    if not 0 <= seed <= MAX_SEED:
+        raise _fail(f"--seed must be 0 to 2**62, got {seed}")
+    if wanmove_frames is not None and wanmove_frames < 2:
+        raise _fail(
+            f"--wanmove-frames must be >= 2 (the image and a future frame), got {wanmove_frames}"
+        )
+    if max_pixels < 1 or max_pins < 1:
+        raise _fail(f"--max-pixels and --max-pins must be >= 1, got {max_pixels}, {max_pins}")
+
+
+def _read_pins(pin: list[str], pins_file: Path | None, max_pins: int) -> list[Pin]:
+    """The pins of ``--pin`` and ``--pins`` (exit 2 on a bad one, or more than ``max_pins``)."""
     try:
         constraints = [parse_pin(text) for text in pin]
         if pins_file is not None:
-            constraints += pins_from_json(pins_file)
+            constraints += pins_from_json(pins_file, max_pins=max_pins)
     except PinError as err:
         raise _fail(str(err)) from None
+    if len(constraints) > max_pins:
+        raise _fail(f"{len(constraints)} pins, more than --max-pins {max_pins}")
     return constraints
 
 
@@ -290,10 +312,15 @@ def sample(
             help="A JSON file of pins (paths, source pixels, 'outside', 'hidden'; see README)."
         ),
     ] = None,
+    max_pixels: Annotated[
+        int, typer.Option(help="Largest video frame, pixels (width x height, from its header).")
+    ] = MAX_PIXELS,
+    max_pins: Annotated[int, typer.Option(help="Most pins per clip.")] = MAX_PINS,
 ) -> None:
     """Predict futures of every input and write run folders, Wan-Move exports and renders."""
     tracker_kwargs = _check_options(num_samples, solver, steps, tracker, tracker_option or [])
-    constraints = _read_pins(pin or [], pins)
+    _check_limits(seed, wanmove_frames, max_pixels, max_pins)
+    constraints = _read_pins(pin or [], pins, max_pins)
     if fit not in FIT_MODES:
         raise _fail(f"--fit must be one of {', '.join(FIT_MODES)}, got {fit!r}")
     if max_render_size < 0 or max_render_size == 1:
@@ -326,6 +353,11 @@ def sample(
                 forecaster = with_pins(forecaster, constraints)
             except ValueError as err:  # ForecastError, PinError
                 raise _fail(str(err)) from None
+            if wanmove_frames is not None and wanmove_frames > forecaster.future + 1:
+                raise _fail(
+                    f"--wanmove-frames must be 2 to {forecaster.future + 1} for this "
+                    f"checkpoint's {forecaster.future}-frame future, got {wanmove_frames}"
+                )
             tally = _Tally()
             files, missing = expand_inputs(inputs)
             tally.failed += [{"input": spec_, "reason": reason} for spec_, reason in missing]
@@ -342,6 +374,7 @@ def sample(
                     ground_truth=ground_truth,
                     fit=fit,
                     max_render_size=max_render_size or None,
+                    max_pixels=max_pixels,
                 )
                 _sample_clips(
                     path,
@@ -378,6 +411,7 @@ class _Tally:
     done: list[dict[str, Any]] = field(default_factory=list)
     failed: list[dict[str, str]] = field(default_factory=list)
     damaged: list[dict[str, str]] = field(default_factory=list)
+    names: UniqueNames = field(default_factory=UniqueNames)  # same-named clips: clip, clip-2
 
 
 def _load(
@@ -446,6 +480,7 @@ def _sample_clips(
             tally.failed.append({"input": str(path), "reason": str(item)})
             typer.echo(f"  failed: {item}", err=True)
             continue
+        item.id = tally.names.claim(item.id)  # never two clips into one folder
         try:
             entry = process_clip(item, forecaster, out, **options)
         except OutputError:

@@ -42,7 +42,7 @@ from trajloom.data.geometry import (
     capped_size,
     fit_frames,
 )
-from trajloom.data.names import natural_key
+from trajloom.data.names import UnsafeNameError, check_name, natural_key, safe_stem
 from trajloom.data.released import folder_captions, load_released_npz
 from trajloom.data.shards import ShardSample, iter_shard_items
 from trajloom.data.stream import caption_with_camera
@@ -217,6 +217,7 @@ def clips_from_video(
     ground_truth: bool = True,
     fit: str = DEFAULT_FIT,
     max_render_size: int | None = DEFAULT_MAX_RENDER_SIZE,
+    max_pixels: int | None = None,
 ) -> list[Clip | InputDamage]:
     """Track the grid through the first ``history`` (+ ``future``) frames of a video.
 
@@ -228,12 +229,19 @@ def clips_from_video(
     frames are then shown under the predicted future as well); without it only the
     history window is read and tracked. A video whose header promises the whole window
     but decodes fewer frames is damaged: an :class:`InputDamage` note comes before its
-    clip (the history alone, when that decodes).
+    clip (the history alone, when that decodes). ``max_pixels``: the largest frame
+    (width x height from the header, checked before any frame is decoded).
     """
     try:
         info = probe_video(path)
     except VideoReadError as err:
         raise InputError(str(err)) from err
+    if max_pixels is not None and info.width * info.height > max_pixels:
+        raise InputError(
+            f"{path}: {info.width}x{info.height} frames ({info.width * info.height} pixels) are "
+            f"more than the {max_pixels} pixels per frame allowed; scale the video down or "
+            "raise the limit (apps/sample --max-pixels)"
+        )
     source = None
     notes: list[Clip | InputDamage] = []
     if ground_truth:
@@ -260,7 +268,7 @@ def clips_from_video(
     del source  # the largest array here: the working and render frames are kept
     result = tracker_factory().track(frames, grid=grid)
     clip = clip_from_arrays(
-        clip_id=path.stem,
+        clip_id=safe_stem(path.stem),
         source=str(path),
         tracks=result.tracks,
         visibility=result.visibility,
@@ -305,7 +313,7 @@ def clips_from_npz(
             raise InputError(f"{path}: its video {video.name} cannot be read ({err})") from err
     return [
         clip_from_arrays(
-            clip_id=path.stem,
+            clip_id=safe_stem(path.stem),
             source=str(path),
             tracks=tracks,
             visibility=vis,
@@ -341,6 +349,11 @@ def clips_from_shard(
             continue
         where = f"{path}:{sample.id}"
         try:
+            check_name("shard sample id", sample.id)
+        except UnsafeNameError as err:
+            yield InputError(f"{path}: {err}; the sample is skipped")
+            continue
+        try:
             frames = _frames_of(sample, grid, history + future)
             yield clip_from_arrays(
                 clip_id=sample.id,
@@ -373,6 +386,7 @@ def load_clips(
     ground_truth: bool = True,
     fit: str = DEFAULT_FIT,
     max_render_size: int | None = DEFAULT_MAX_RENDER_SIZE,
+    max_pixels: int | None = None,
 ) -> Iterator[Clip | InputError | InputDamage]:
     """Clips of one input file, InputErrors saying why one failed (a shard may yield
     both), and InputDamage notes for damaged inputs that still gave a clip. ``fit`` and
@@ -391,6 +405,7 @@ def load_clips(
                 ground_truth=ground_truth,
                 fit=fit,
                 max_render_size=max_render_size,
+                max_pixels=max_pixels,
             )
         elif kind == "npz":
             yield from clips_from_npz(

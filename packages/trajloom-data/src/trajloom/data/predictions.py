@@ -42,6 +42,7 @@ from trajloom.data.formats import (
     write_wanmove,
     write_wanmove_pins,
 )
+from trajloom.data.names import check_name, safe_child
 from trajloom.data.render import RenderConfig, render_overlay, render_summary, tile_videos
 from trajloom.data.report import ClipView, Table, write_report
 from trajloom.data.video import write_video
@@ -90,7 +91,8 @@ def write_sample_runs(
             pred_visibility_prob=None if pred_probability is None else pred_probability[k],
             meta={**meta, "sample_index": k, "H": grid.height, "W": grid.width},
         )
-        folders.append(write_run_folder(runs_root / f"sample_{k:03d}" / clip_id, run))
+        folder = safe_child(runs_root / f"sample_{k:03d}", clip_id, kind="clip id")
+        folders.append(write_run_folder(folder, run))
     return folders
 
 
@@ -139,6 +141,7 @@ def write_wanmove_export(
     ``<id>_pins.jpg`` (``write_wanmove_pins``), in export frames (future frame + 1);
     targets past the export's last frame are left out.
     """
+    check_name("clip id", export_id)
     fut_tracks, fut_vis = sanitize_predictions(fut_tracks, fut_vis, size)
     tracks, vis = wanmove_arrays(hist_tracks, hist_vis, fut_tracks, fut_vis, num_frames=num_frames)
     paths = list(write_wanmove(out_dir, export_id, tracks, vis))
@@ -370,7 +373,10 @@ def write_predictions(
     "tf n 2" futures of reference methods, e.g. the static and constant-velocity ones).
     A clip drawn over its original video (``Clip.view``) also records the geometry: the
     fit, the source, working and render sizes.
+    ``clip.id`` names files and folders: it must be a safe name
+    (``trajloom.data.names.check_name``; UnsafeNameError otherwise).
     """
+    check_name("clip id", clip.id)
     tell = progress or (lambda _part: None)
     seconds: dict[str, float] = {}
     start = time.perf_counter()

@@ -247,13 +247,7 @@ def read_video(
     _check_range(start, num_frames, label)
     stop = None if num_frames is None else start + num_frames
     with _open(source, label) as container:
-        result = _decode_range(container, label, start, stop, size, seek=start > 0)
-    if result is None:
-        # the seek landed after the first wanted frame (odd timestamps): decode from the start
-        with _open(source, label) as container:
-            result = _decode_range(container, label, start, stop, size, seek=False)
-    assert result is not None  # without seeking every frame is counted
-    frames, total = result
+        frames, total = _decode_range(container, label, start, stop, size)
     if total == 0:
         raise VideoReadError(f"{label}: the video stream holds no decodable frames")
     if not frames or (num_frames is not None and len(frames) < num_frames):
@@ -267,38 +261,22 @@ def _decode_range(
     start: int,
     stop: int | None,
     size: tuple[int, int] | None,
-    *,
-    seek: bool,
-) -> tuple[list[np.ndarray], int] | None:
-    """Frames [start, stop) and the index after the last decoded one; None if a seek overshot.
+) -> tuple[list[np.ndarray], int]:
+    """Frames [start, stop) and the number of frames decoded.
 
-    With `seek`, jumps to the keyframe before `start` and numbers frames by their
-    timestamps (constant frame rate assumed), so late ranges of long clips decode fast.
+    Frames are numbered by their order of decoding from the first frame, never by
+    timestamps: a variable-frame-rate video (a phone's, a screen recording) has no
+    frame-rate arithmetic that maps a timestamp to a frame index. Frames before ``start``
+    are decoded but not converted or resized.
     """
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"
-    rate, base, origin = stream.average_rate, stream.time_base, stream.start_time
-    # (frame rate, time base, start pts) when seeking; None decodes from the first frame.
-    clock: tuple[float, Fraction, int] | None = None
-    if seek and rate and base is not None and origin is not None:
-        clock = (float(rate), base, origin)
-    if clock is not None:
-        fps, base, origin = clock
-        container.seek(origin + int(start / fps / base), stream=stream, backward=True)
     frames: list[np.ndarray] = []
     index = -1
     try:
-        for count, frame in enumerate(container.decode(stream)):
-            if clock is not None:
-                fps, base, origin = clock
-                if frame.pts is None:
-                    return None
-                index = round(float((frame.pts - origin) * base) * fps)
-                if count == 0 and index > start:
-                    return None
-            else:
-                index = count
+        for index, frame in enumerate(container.decode(stream)):
             if stop is not None and index >= stop:
+                index -= 1
                 break
             if index >= start:
                 frames.append(_resize_one(frame.to_ndarray(format="rgb24"), size))

@@ -9,7 +9,9 @@ stored config and loads the weights strictly.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from safetensors import safe_open
@@ -18,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from trajloom.flow.config import GeneratorConfig
 from trajloom.flow.model import TrajLoomGenerator
 from trajloom.flow.visibility import VisibilityConfig, VisibilityPredictor
+from trajloom.vae.weights import build_checked, safetensors_header
 
 __all__ = ["load_generator", "load_visibility", "save_pretrained"]
 
@@ -30,6 +33,7 @@ _KINDS = {
 }
 
 PathLike = str | Path
+M = TypeVar("M", bound=torch.nn.Module)
 
 
 def save_pretrained(
@@ -63,7 +67,9 @@ def save_pretrained(
     return folder
 
 
-def _read(folder: PathLike, kind: str) -> tuple[dict, dict[str, torch.Tensor]]:
+def _read(folder: PathLike, kind: str) -> tuple[dict, Path]:
+    """The config of ``folder`` (config.json, else the weights' metadata) and its weights
+    file, checked to hold a module of ``kind``."""
     folder = Path(folder)
     weights = folder / WEIGHTS_NAME
     if not weights.is_file():
@@ -82,7 +88,18 @@ def _read(folder: PathLike, kind: str) -> tuple[dict, dict[str, torch.Tensor]]:
             f"{folder} holds a {payload.get('kind')!r}, not a {kind!r}; load it with the matching "
             "function (load_generator / load_visibility)"
         )
-    return payload["config"], load_file(str(weights))
+    return payload["config"], weights
+
+
+def _build(
+    folder: PathLike, weights: Path, build: Callable[[], M]
+) -> tuple[M, dict[str, torch.Tensor]]:
+    """``build()`` once its config matches the header of ``weights`` (keys, shapes, dtypes:
+    :func:`trajloom.vae.weights.build_checked`), then the weights loaded into it."""
+    config = Path(folder) / CONFIG_NAME
+    model = build_checked(build, safetensors_header(weights), str(weights), str(config))
+    state = load_file(str(weights))
+    return model, state
 
 
 def _finish(
@@ -104,8 +121,9 @@ def load_generator(
     dtype: torch.dtype | None = None,
 ) -> TrajLoomGenerator:
     """The generator saved in ``folder`` (eval mode), optionally moved/cast."""
-    config, state = _read(folder, _KINDS[TrajLoomGenerator])
-    model = TrajLoomGenerator(GeneratorConfig.from_dict(config))
+    config, weights = _read(folder, _KINDS[TrajLoomGenerator])
+    cfg = GeneratorConfig.from_dict(config)
+    model, state = _build(folder, weights, lambda: TrajLoomGenerator(cfg))
     return _finish(model, state, folder, device, dtype)
 
 
@@ -116,6 +134,7 @@ def load_visibility(
     dtype: torch.dtype | None = None,
 ) -> VisibilityPredictor:
     """The visibility head saved in ``folder`` (eval mode), optionally moved/cast."""
-    config, state = _read(folder, _KINDS[VisibilityPredictor])
-    model = VisibilityPredictor(VisibilityConfig.from_dict(config))
+    config, weights = _read(folder, _KINDS[VisibilityPredictor])
+    cfg = VisibilityConfig.from_dict(config)
+    model, state = _build(folder, weights, lambda: VisibilityPredictor(cfg))
     return _finish(model, state, folder, device, dtype)

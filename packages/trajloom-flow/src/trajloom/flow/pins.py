@@ -62,6 +62,16 @@ PIN_KINDS = ("at", "outside", "hidden")
 TARGETLESS_KINDS = ("outside", "hidden")
 
 
+#: The largest pin weight: a weight is a relative pull between pins; far larger ones
+#: overflow the guidance's float32 gradient into NaN.
+MAX_PIN_WEIGHT = 1e3
+#: Pins per request (each a path of frames): a clip has at most points x future frames
+#: distinct (point, frame) targets; more is a mistake or an attack.
+MAX_PINS = 4096
+#: The largest pins JSON file read, bytes.
+MAX_PINS_FILE = 16 * 2**20
+
+
 class PinError(ValueError):
     """A pin that cannot be used: the message names the pin, what is wrong, what to do."""
 
@@ -127,8 +137,11 @@ class Pin:
         object.__setattr__(self, "targets", targets)
         if not (isinstance(self.weight, (int, float)) and math.isfinite(self.weight)):
             raise PinError(f"{name}: weight must be a finite number, got {self.weight!r}")
-        if self.weight <= 0:
-            raise PinError(f"{name}: weight must be > 0, got {self.weight}")
+        if not 0 < self.weight <= MAX_PIN_WEIGHT:
+            raise PinError(
+                f"{name}: weight must be > 0 and at most {MAX_PIN_WEIGHT:g} (a relative pull), "
+                f"got {self.weight}"
+            )
 
     def describe(self) -> str:
         """``pin (point 17, frame 40)`` — how errors name this pin."""
@@ -218,21 +231,28 @@ def _pin_from_dict(d: Any, index: int) -> Pin:
         raise PinError(f"{where}: {err}") from None
 
 
-def pins_from_json(source: str | Path | list | dict) -> list[Pin]:
-    """Pins from a JSON file (path), or from already-parsed JSON (module docstring schema)."""
+def pins_from_json(source: str | Path | list | dict, *, max_pins: int = MAX_PINS) -> list[Pin]:
+    """Pins from a JSON file (path), or from already-parsed JSON (module docstring schema);
+    at most ``max_pins`` of them (a file at most :data:`MAX_PINS_FILE` bytes)."""
     where = "pins"
     if isinstance(source, (str, Path)):
         path = Path(source)
         where = str(path)
         if not path.is_file():
             raise PinError(f"{path}: pins file not found")
+        if path.stat().st_size > MAX_PINS_FILE:
+            raise PinError(f"{path}: larger than {MAX_PINS_FILE // 2**20} MB; not a pins file")
         try:
             source = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise PinError(f"{path}: not valid JSON ({err})") from None
+        except RecursionError:
+            raise PinError(f"{path}: JSON nested too deeply; not a pins file") from None
     items = source.get("pins") if isinstance(source, dict) else source
     if not isinstance(items, list):
         raise PinError(f"{where}: expected a list of pins or {{'pins': [...]}}")
+    if len(items) > max_pins:
+        raise PinError(f"{where}: {len(items)} pins, more than the {max_pins} allowed per clip")
     try:
         return [_pin_from_dict(d, i) for i, d in enumerate(items)]
     except PinError as err:
@@ -255,10 +275,14 @@ def check_pins(
     and "hidden" pins when the model has no visibility head (``visibility_head=False``;
     the pipeline passes what it has)."""
     box = f"[0, {grid.width - 1}] x [0, {grid.height - 1}]"
+    if len(pins) > MAX_PINS:
+        raise PinError(f"{len(pins)} pins, more than the {MAX_PINS} allowed per clip")
+    claimed: dict[tuple[int, int], tuple[str, Any, str]] = {}  # (point, frame) -> first pin
     for pin in pins:
         if not isinstance(pin, Pin):
             raise PinError(f"constraints must be Pin objects, got {type(pin).__name__}")
         name = pin.describe()
+        _check_conflicts(pin, name, claimed)
         if pin.kind == "hidden" and not visibility_head:
             raise PinError(
                 f"{name}: a 'hidden' pin needs a visibility head, and this model has none (its "
@@ -286,6 +310,25 @@ def check_pins(
                     f"{grid.width}x{grid.height}); to make the point leave the image use "
                     "kind 'outside'"
                 )
+
+
+def _check_conflicts(
+    pin: Pin, name: str, claimed: dict[tuple[int, int], tuple[str, Any, str]]
+) -> None:
+    """PinError when ``pin`` asks for a point and frame that an earlier pin asked for
+    differently (two targets, or "at" and "outside"): no future meets both."""
+    if pin.point is None:
+        return  # a source pixel names its point only once resolved (checked again then)
+    targets: list[Any] = list(pin.targets) if pin.kind == "at" else [None] * len(pin.frames)
+    for frame, target in zip(pin.frames, targets, strict=True):
+        want = (pin.kind, target, name)
+        first = claimed.setdefault((pin.point, frame), want)
+        if first[:2] != want[:2]:
+            raise PinError(
+                f"{name}: point {pin.point} at frame {frame} is already pinned by {first[2]} "
+                f"({first[0]} {first[1] or ''}); two pins on one point and frame cannot both "
+                "be met: drop one"
+            )
 
 
 def resolve_pins(

@@ -23,6 +23,7 @@ from trajloom.encoding import DEFAULT_GRID, DEFAULT_HISTORY, DEFAULT_TEMPORAL_FA
 from trajloom.flow.config import LEGACY_GENERATOR_KEYS, GeneratorConfig, is_released_section
 from trajloom.flow.model import TrajLoomGenerator
 from trajloom.flow.visibility import VisibilityConfig, VisibilityPredictor
+from trajloom.vae.weights import build_checked, state_specs
 
 __all__ = [
     "from_released",
@@ -166,8 +167,11 @@ def _load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], source
 def from_released(checkpoint: PathLike, config_json: ConfigSource) -> TrajLoomGenerator:
     """A :class:`TrajLoomGenerator` with the released weights, in eval mode, on the CPU."""
     config = released_generator_config(config_json)
-    model = TrajLoomGenerator(config)
-    _load_strict(model, read_released_state_dict(checkpoint, _GENERATOR_KEYS), Path(checkpoint))
+    state = read_released_state_dict(checkpoint, _GENERATOR_KEYS)
+    model = build_checked(
+        lambda: TrajLoomGenerator(config), state_specs(state), str(checkpoint), "its config"
+    )
+    _load_strict(model, state, Path(checkpoint))
     return model.eval()
 
 
@@ -176,6 +180,9 @@ def visibility_from_released(
 ) -> VisibilityPredictor:
     """A :class:`VisibilityPredictor` with the released weights, in eval mode, on the CPU."""
     config = released_visibility_config(config_json)
-    model = VisibilityPredictor(config)
-    _load_strict(model, read_released_state_dict(checkpoint, _VISIBILITY_KEYS), Path(checkpoint))
+    state = read_released_state_dict(checkpoint, _VISIBILITY_KEYS)
+    model = build_checked(
+        lambda: VisibilityPredictor(config), state_specs(state), str(checkpoint), "its config"
+    )
+    _load_strict(model, state, Path(checkpoint))
     return model.eval()

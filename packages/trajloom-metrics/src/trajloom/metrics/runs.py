@@ -157,6 +157,7 @@ def _load_checked(d: Path, visibility_name: str) -> RunVideo:
             f"{d}/{PRED_TRACKS}: {bad} of {pred.size} coordinates are NaN or infinite; a "
             "prediction must be finite (the method is broken there)"
         )
+    _check_magnitude(d, run)
     n = pred.shape[1]
     shapes = {PRED_TRACKS: pred.shape}
     if run.gt_tracks is not None:
@@ -173,6 +174,38 @@ def _load_checked(d: Path, visibility_name: str) -> RunVideo:
             "the same N points: rewrite the folder"
         )
     return run
+
+
+#: A prediction farther than this many image sizes from the image is a broken method, not
+#: a forecast: scoring it would swamp (or, in float32, overflow) every mean it enters.
+MAX_PIXELS_OUTSIDE = 1e4
+
+
+def _image_size(run: RunVideo) -> float:
+    """The larger side of the run's image in pixels: ``meta.json`` W/H, else the extent of
+    the ground truth and query points (at least 1)."""
+    sides = [run.meta.get(k) for k in ("W", "H", "width", "height")] if run.meta else []
+    known = [float(v) for v in sides if isinstance(v, int | float) and not isinstance(v, bool)]
+    for arr in (run.gt_tracks, run.query_xy):
+        if arr is not None and np.issubdtype(np.asarray(arr).dtype, np.number):
+            finite = np.abs(np.asarray(arr, np.float64))
+            finite = finite[np.isfinite(finite)]
+            if finite.size:
+                known.append(float(finite.max()))
+    return max([1.0, *known])
+
+
+def _check_magnitude(d: Path, run: RunVideo) -> None:
+    """RunFolderError when a predicted coordinate lies more than :data:`MAX_PIXELS_OUTSIDE`
+    image sizes from the origin (|x| > 1e4 * max(W, H))."""
+    size = _image_size(run)
+    largest = float(np.abs(run.pred_tracks.astype(np.float64)).max())
+    if largest > MAX_PIXELS_OUTSIDE * size:
+        raise RunFolderError(
+            f"{d}/{PRED_TRACKS}: a coordinate of {largest:.3g} px, more than "
+            f"{MAX_PIXELS_OUTSIDE:g} times the image size ({size:g} px); a prediction that "
+            "far out is a broken method, not a forecast"
+        )
 
 
 @dataclass
@@ -367,8 +400,14 @@ def score_runs(
         could not be scored, with the reason) with their count `num_failed`.
 
     Raises:
-        ValueError: `runs_root` is no folder or holds no run folder.
+        ValueError: `runs_root` is no folder or holds no run folder; `grid_stride` is not
+            a finite number > 0 (DivCurlE divides by it).
     """
+    if not (isinstance(grid_stride, int | float) and 0 < float(grid_stride) < float("inf")):
+        raise ValueError(
+            f"grid_stride must be a finite number of pixels > 0 (the grid spacing, 32 at "
+            f"832x480), got {grid_stride!r}"
+        )
     cfg = fvmd_config or FVMDConfig()
     root = Path(runs_root)
     dirs = discover_run_dirs(root, require_gt=False)

@@ -1,10 +1,11 @@
 """Visibility-masked endpoint error (VEPE), paper §4.1.6 (iv), eq. 17.
 
 Conventions follow `benchmark/compute_vae_recon_metrics.py` of zewei-Zhang/TrajLoom:
-the per-point error is computed in float32, points whose error is not finite are
-left out, per-video VEPE is the mean over the visible points of that video, and the
+points whose error is not finite are left out, per-video VEPE is the mean over the visible points of that video, and the
 pooled VEPE is the sum over all visible points of all videos divided by their count
-(not a mean of per-video means).
+(not a mean of per-video means). Errors are computed and summed in float64 (the released
+script uses float32, where a coordinate of 1e20 px overflows the squared error and the
+point silently drops out; the two agree to float32 precision otherwise).
 """
 
 from __future__ import annotations
@@ -27,13 +28,13 @@ def endpoint_error(pred_tracks: np.ndarray, gt_tracks: np.ndarray) -> np.ndarray
         gt_tracks: `[..., t, n, 2]` ground-truth `(x, y)` pixels, same shape.
 
     Returns:
-        `[..., t, n]` float32 errors (float32 as the released script computes them).
+        `[..., t, n]` float64 errors.
     """
     pred = as_tracks("pred_tracks", pred_tracks)
     gt = as_tracks("gt_tracks", gt_tracks)
     same_shape("pred_tracks", pred, "gt_tracks", gt)
-    d = pred.astype(np.float32) - gt.astype(np.float32)
-    return np.sqrt(np.sum(d * d, axis=-1, dtype=np.float32))
+    d = pred.astype(np.float64) - gt.astype(np.float64)
+    return np.sqrt(np.sum(d * d, axis=-1))
 
 
 def _eval_mask(
@@ -72,7 +73,7 @@ def vepe_sum_count(
         exclude_first_frame: leave out frame 0 (an anchored overlap frame) when T > 1.
 
     Returns:
-        `(sum_px, count)`; the sum is accumulated in float32 like the released script.
+        `(sum_px, count)`; the sum is accumulated in float64.
     """
     err = endpoint_error(pred_tracks, gt_tracks)
     if err.ndim != 2:
@@ -117,7 +118,7 @@ def vepe(
             acc.add(float(e[m].sum()), int(m.sum()))
         return acc.compute()
     count = mask.sum(axis=(-2, -1))
-    total = np.where(mask, err, np.float32(0)).sum(axis=(-2, -1), dtype=np.float64)
+    total = np.where(mask, err, 0.0).sum(axis=(-2, -1), dtype=np.float64)
     if np.any(count == 0):
         warnings.warn(
             "vepe: no visible finite point in some video; its VEPE is NaN",

@@ -13,6 +13,7 @@ from safetensors.torch import load_file, safe_open, save_file
 
 from trajloom.vae.config import VAEConfig
 from trajloom.vae.model import TrajLoomVAE
+from trajloom.vae.weights import build_checked, safetensors_header
 
 __all__ = ["load_pretrained", "save_pretrained"]
 
@@ -36,7 +37,10 @@ def save_pretrained(model: TrajLoomVAE, folder: str | Path) -> Path:
 
 
 def load_pretrained(folder: str | Path, device: torch.device | str | None = None) -> TrajLoomVAE:
-    """Load a folder written by :func:`save_pretrained` (strict: every key must match)."""
+    """Load a folder written by :func:`save_pretrained` (strict: every key must match).
+
+    The config is checked against the weights' header (keys, shapes, dtypes) while the
+    model is built, before its memory is used (:mod:`trajloom.vae.weights`)."""
     folder = Path(folder)
     weights = folder / WEIGHTS_NAME
     if not weights.is_file():
@@ -53,7 +57,8 @@ def load_pretrained(folder: str | Path, device: torch.device | str | None = None
         if "config" not in meta:
             raise FileNotFoundError(f"{config_path} is missing and {weights} holds no config")
         config = VAEConfig.from_json(meta["config"])
-    model = TrajLoomVAE(config)
+    header = safetensors_header(weights)
+    model = build_checked(lambda: TrajLoomVAE(config), header, str(weights), str(config_path))
     model.load_state_dict(load_file(str(weights)), strict=True)
     if device is not None:
         model.to(device)

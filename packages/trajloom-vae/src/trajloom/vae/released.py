@@ -25,6 +25,7 @@ from trajloom.encoding import (
 )
 from trajloom.vae.config import VAEConfig
 from trajloom.vae.model import TrajLoomVAE
+from trajloom.vae.weights import build_checked, state_specs
 
 __all__ = [
     "config_from_released",
@@ -240,7 +241,9 @@ def from_released(
                 f"{checkpoint} holds no cfg['vae']; pass the released config JSON as config_json"
             )
         config_json = ckpt_cfg
-    model = TrajLoomVAE(released_config(config_json))
+    config = released_config(config_json)
+    specs = state_specs(state)  # checked before the model's memory is used
+    model = build_checked(lambda: TrajLoomVAE(config), specs, str(checkpoint), "the VAE config")
     result = model.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise ValueError(

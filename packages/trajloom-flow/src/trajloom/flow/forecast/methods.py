@@ -41,6 +41,7 @@ from trajloom.flow.forecast.forecasters import (
 )
 from trajloom.flow.forecast.locate import find_released_files, find_trained_set, find_vae_folder
 from trajloom.flow.pipeline import TrajLoomPipeline
+from trajloom.vae.weights import WeightsMismatch
 
 __all__ = ["MethodSpec", "RunFolders", "load_method", "parse_baseline", "parse_method"]
 
@@ -162,6 +163,8 @@ def _loaded(what: str, files: Iterable[Path], load: Callable[[], T]) -> T:
         return load()
     except ForecastError:
         raise
+    except WeightsMismatch as err:  # already one line naming the weights and the config
+        raise ForecastError(f"checkpoint {what} cannot be loaded: {err}") from err
     except LOAD_ERRORS as err:
         for path in files:
             problem = _file_problem(path)
