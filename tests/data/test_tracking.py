@@ -232,8 +232,8 @@ def test_registry_and_configs() -> None:
         FlowTrackerConfig(scale=0.0)
     with pytest.raises(ValueError, match="lk_window"):
         FlowTrackerConfig(lk_window=10)
-    with pytest.raises(TypeError):
-        make_tracker("flow", window=3)
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['window'\]"):
+        make_tracker("flow", window=3)  # a TrackerError, one line listing the options
 
 
 def test_track_result_validates() -> None:
