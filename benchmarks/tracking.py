@@ -59,6 +59,8 @@ ABLATIONS = {
     "no LK re-anchoring": {"refine": "none"},
     "strict FB check (0.01, 0.5)": {"fb_alpha": 0.01, "fb_beta": 0.5},
     "no FB check": {"fb_alpha": 1e9},
+    "every failed FB step hides (occlusion_frames=1)": {"occlusion_frames": 1},
+    "leaving the image never hides (outside_margin=None)": {"outside_margin": None},
     "hidden points coast (extrapolate)": {"occluded_motion": "extrapolate"},
     "DIS fast preset": {"preset": "fast"},
     "DIS at full resolution (finest scale 0)": {"finest_scale": 0},

@@ -120,7 +120,7 @@ def test_occlusion_by_a_moving_square_is_detected() -> None:
     frames = np.repeat(np.stack(frames)[..., None], 3, axis=-1)
     # A static background point the square slides over (covered from frame 7 on).
     queries = np.array([[0, 100.0, 64.0], [0, 130.0, 20.0]])
-    riding = FlowTracker().track(frames, queries)
+    riding = FlowTracker(FlowTrackerConfig(occlusion_frames=1)).track(frames, queries)
     # Every mode sees the step where the point disappears; a point in the open stays seen.
     assert riding.visibility[:7, 0].all() and not riding.visibility[7, 0]
     assert riding.visibility[:, 1].all()
@@ -132,6 +132,30 @@ def test_occlusion_by_a_moving_square_is_detected() -> None:
     err = np.linalg.norm(hold.tracks[-1, 0] - [100.0, 64.0])
     assert err < 8.0
     assert err < 0.5 * np.linalg.norm(riding.tracks[-1, 0] - [100.0, 64.0])
+
+
+def test_visibility_rule_needs_lasting_evidence() -> None:
+    """occlusion_frames and outside_margin only ever turn hidden into visible; positions stay."""
+    bg, fg = _texture(1, W, H), _texture(2, 48, 48)
+    frames = []
+    for k in range(10):
+        f = bg.copy()
+        f[40:88, 4 + 8 * k : 52 + 8 * k] = fg
+        frames.append(f)
+    frames = np.repeat(np.stack(frames)[..., None], 3, axis=-1)
+    queries = np.array([[0, 100.0, 64.0], [0, 130.0, 20.0], [0, W - 10.0, 100.0]])
+    strict = FlowTracker(FlowTrackerConfig(occlusion_frames=1)).track(frames, queries)
+    lenient = FlowTracker(FlowTrackerConfig(occlusion_frames=3)).track(frames, queries)
+    np.testing.assert_array_equal(lenient.tracks, strict.tracks)
+    assert (lenient.visibility >= strict.visibility).all()
+    assert not strict.visibility[7, 0] and lenient.visibility[7, 0]  # one failed step: seen
+    # A point carried past the edge: hidden at once with no margin, seen within the margin.
+    leaving = _translating((4.0, 0.0), t=8)
+    q = np.array([[0, W - 10.0, 64.0]])  # ends 18 px beyond the right edge
+    assert not FlowTracker().track(leaving, q).visibility[-1, 0]
+    assert FlowTracker(FlowTrackerConfig(outside_margin=24)).track(leaving, q).visibility[-1, 0]
+    with pytest.raises(ValueError, match="occlusion_frames"):
+        FlowTrackerConfig(occlusion_frames=0)
 
 
 def test_flow_is_computed_once_per_frame_pair(
@@ -232,8 +256,8 @@ def test_registry_and_configs() -> None:
         FlowTrackerConfig(scale=0.0)
     with pytest.raises(ValueError, match="lk_window"):
         FlowTrackerConfig(lk_window=10)
-    with pytest.raises(TypeError):
-        make_tracker("flow", window=3)
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['window'\]"):
+        make_tracker("flow", window=3)  # a TrackerError, one line listing the options
 
 
 def test_track_result_validates() -> None:

@@ -15,7 +15,7 @@ backward from its own frame, and returns a :class:`TrackResult` with tracks
 from trajloom.data.tracking.base import Tracker, TrackResult, as_frames, as_queries, grid_queries
 from trajloom.data.tracking.flow import FlowTracker, FlowTrackerConfig
 from trajloom.data.tracking.metrics import evaluation_mask, mean_metrics, tapvid_metrics
-from trajloom.data.tracking.registry import TRACKERS, make_tracker, track_grid
+from trajloom.data.tracking.registry import TRACKERS, TrackerError, make_tracker, track_grid
 
 __all__ = [
     "TRACKERS",
@@ -23,6 +23,7 @@ __all__ = [
     "FlowTrackerConfig",
     "TrackResult",
     "Tracker",
+    "TrackerError",
     "as_frames",
     "as_queries",
     "evaluation_mask",

@@ -11,6 +11,7 @@ from types import ModuleType
 from typing import Any
 
 __all__ = [
+    "TrackerError",
     "check_clone",
     "check_vis_threshold",
     "check_weights",
@@ -19,6 +20,14 @@ __all__ = [
     "load_weights",
     "place_model",
 ]
+
+
+class TrackerError(ValueError):
+    """A tracker could not be built or run: one line naming the tracker, the input and the fix.
+
+    A ``ValueError`` so that callers that already report bad input (the apps' CLIs)
+    report this too, without a traceback.
+    """
 
 
 def check_clone(repo_path: str | Path, required: Sequence[str], backend: str, url: str) -> Path:
@@ -75,9 +84,31 @@ def clone_imports(root: Path) -> Iterator[None]:
                 del sys.modules[name]
 
 
+@contextlib.contextmanager
+def kept_rng() -> Iterator[None]:
+    """Restore torch's global RNG state (CPU, and CUDA when initialized) after the block.
+
+    Research code seeds at import time (co-tracker's model modules call
+    ``torch.manual_seed(0)``); importing it must not reset the caller's stream.
+    """
+    import torch
+
+    cpu = torch.random.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    try:
+        yield
+    finally:
+        torch.random.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+
+
 def import_from_clone(root: Path, module: str) -> ModuleType:
-    """Import ``module`` (dotted) from the clone at ``root``; see :func:`clone_imports`."""
-    with clone_imports(root):
+    """Import ``module`` (dotted) from the clone at ``root``; see :func:`clone_imports`.
+
+    The caller's torch RNG state is kept (see :func:`kept_rng`).
+    """
+    with clone_imports(root), kept_rng():
         return importlib.import_module(module)
 
 

@@ -1,11 +1,23 @@
 """CoTracker3 offline (Karaev et al. 2024, ``facebookresearch/co-tracker``) from a local clone.
 
 Follows the repository's ``CoTrackerPredictor`` for sparse queries: frames are resized
-to the model resolution (384x512, ``align_corners=True`` scaling of coordinates), a 6x6
-support grid on frame 0 is added to the queries, the model runs forward in time and
-again on the time-reversed clip for the frames before each query, and visibility is
-``visibility * confidence > vis_threshold``. Weights are read with
-``torch.load(weights_only=True)``; nothing is fetched.
+to the model resolution (384x512, bilinear, ``align_corners=True``) and query
+coordinates scaled by ``(W_model - 1) / (W - 1)``; a 6x6 support grid on frame 0
+(:func:`support_grid`, upstream's ``get_points_on_a_grid``: a margin of ``W_model / 64``
+= 8 px) is added to the queries; the model runs forward in time and, with
+``backward_tracking``, again on the time-reversed clip for the frames before each
+query; each query's own frame is set to the query, visible.
+
+Visibility has two upstream rules (``visibility``):
+
+* ``"evaluation"`` (default): ``vis * conf > 0.6``, the rule of upstream's TAP-Vid
+  evaluation (``EvaluationPredictor`` multiplies, ``Evaluator`` thresholds at 0.6),
+  with which its published occlusion accuracy was measured;
+* ``"predictor"``: ``vis > 0.9``, what ``CoTrackerPredictor`` returns.
+
+The result's ``confidence`` is the score the rule thresholds. Weights are read with
+``torch.load(weights_only=True)``; nothing is fetched. Upstream's model modules call
+``torch.manual_seed(0)`` at import; the caller's RNG state is restored after it.
 """
 
 from __future__ import annotations
@@ -27,7 +39,7 @@ from trajloom.data.tracking.base import TrackResult
 from trajloom.data.tracking.tracker import resolve_queries
 from trajloom.encoding import GridSpec
 
-__all__ = ["COTRACKER_FILES", "CoTracker3", "CoTracker3Config"]
+__all__ = ["COTRACKER_FILES", "VISIBILITY_RULES", "CoTracker3", "CoTracker3Config", "support_grid"]
 
 _URL = "https://github.com/facebookresearch/co-tracker"
 #: Files a clone must hold (relative to its root).
@@ -37,6 +49,8 @@ COTRACKER_FILES = (
     "cotracker/models/core/cotracker/cotracker3_online.py",
     "cotracker/models/core/model_utils.py",
 )
+#: Visibility rule -> its upstream threshold (see the module docstring).
+VISIBILITY_RULES = {"evaluation": 0.6, "predictor": 0.9}
 
 
 @dataclass(frozen=True)
@@ -48,7 +62,14 @@ class CoTracker3Config:
     window_len: int = 60  # the offline model's window; 60 for scaled_offline.pth
     iters: int = 6  # refinement iterations (the predictor's value)
     support_grid: int = 6  # extra g x g points on frame 0 that give the model context; 0: none
-    vis_threshold: float = 0.6  # visible when visibility * confidence exceeds this
+    # "evaluation": vis * conf > 0.6 (upstream's TAP-Vid evaluation, its published figures);
+    # "predictor": vis > 0.9 (what CoTrackerPredictor returns).
+    visibility: str = "evaluation"
+    vis_threshold: float | None = None  # None: the rule's own threshold (0.6 or 0.9)
+    # Frames before each query from a pass over the reversed clip (the predictor's
+    # backward_tracking=True); False keeps the forward pass's output there, which is
+    # upstream's default and costs half the time when queries are not all on frame 0.
+    backward_tracking: bool = True
     device: str = "auto"  # "auto": cuda when available, else cpu
 
     def __post_init__(self) -> None:
@@ -57,10 +78,38 @@ class CoTracker3Config:
                 f"CoTracker3Config: window_len > 1, iters > 0, support_grid >= 0 needed; got "
                 f"{self.window_len}, {self.iters}, {self.support_grid}"
             )
-        check_vis_threshold("CoTracker3Config", self.vis_threshold)
+        if self.visibility not in VISIBILITY_RULES:
+            raise ValueError(
+                f"CoTracker3Config.visibility must be one of {sorted(VISIBILITY_RULES)}, got "
+                f"{self.visibility!r}"
+            )
+        check_vis_threshold("CoTracker3Config", self.threshold)
+
+    @property
+    def threshold(self) -> float:
+        """The visibility threshold in force: ``vis_threshold`` or the rule's own."""
+        if self.vis_threshold is None:
+            return VISIBILITY_RULES[self.visibility]
+        return self.vis_threshold
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def support_grid(size: int, extent: tuple[int, int]) -> np.ndarray:
+    """``size x size`` points ``"n 2"`` ``(x, y)`` over an ``extent = (H, W)`` image, row-major.
+
+    Upstream's ``get_points_on_a_grid`` with the default centre: evenly spaced from a
+    margin ``m = W / 64`` to ``W - m`` (and ``m`` to ``H - m``); one point: the centre.
+    """
+    h, w = extent
+    if size == 1:
+        return np.array([[w / 2, h / 2]])
+    margin = w / 64
+    yy, xx = np.meshgrid(
+        np.linspace(margin, h - margin, size), np.linspace(margin, w - margin, size), indexing="ij"
+    )
+    return np.stack([xx.ravel(), yy.ravel()], axis=-1)
 
 
 class CoTracker3:
@@ -69,7 +118,6 @@ class CoTracker3:
     name = "cotracker3"
 
     def __init__(self, config: CoTracker3Config) -> None:
-
         self.config = config
         self.root = check_clone(config.repo_path, COTRACKER_FILES, "cotracker3", _URL)
         weights = check_weights(
@@ -97,6 +145,7 @@ class CoTracker3:
         import torch
         import torch.nn.functional as F
 
+        cfg = self.config
         prepared = resolve_queries(frames, queries, stride=stride, grid=grid)
         clip, q = prepared.frames, prepared.queries
         t_count, h, w = clip.shape[:3]
@@ -108,25 +157,17 @@ class CoTracker3:
         qm = q.copy()
         qm[:, 1:] *= to_model
         n = len(q)
-        g = self.config.support_grid
-        if g:
-            ys, xs = np.meshgrid(
-                np.linspace(0, hm - 1, g + 2)[1:-1],
-                np.linspace(0, wm - 1, g + 2)[1:-1],
-                indexing="ij",
-            )
-            support = np.stack([np.zeros(g * g), xs.ravel(), ys.ravel()], -1)
-            qm = np.concatenate([qm, support])
+        if cfg.support_grid:
+            xy = support_grid(cfg.support_grid, (hm, wm))
+            qm = np.concatenate([qm, np.concatenate([np.zeros((len(xy), 1)), xy], axis=1)])
         queries_t = torch.from_numpy(qm).float()[None].to(self.device)
         with torch.no_grad(), clone_imports(self.root):
-            tracks, vis, conf, _ = self.model(
-                video=video, queries=queries_t, iters=self.config.iters
-            )
-            if q[:, 0].max() > 0:
+            tracks, vis, conf, _ = self.model(video=video, queries=queries_t, iters=cfg.iters)
+            if cfg.backward_tracking and q[:, 0].max() > 0:
                 flipped = queries_t.clone()
                 flipped[..., 0] = t_count - 1 - flipped[..., 0]
                 b_tracks, b_vis, b_conf, _ = self.model(
-                    video=video.flip(1), queries=flipped, iters=self.config.iters
+                    video=video.flip(1), queries=flipped, iters=cfg.iters
                 )
                 before = (
                     torch.arange(t_count, device=self.device)[:, None] < queries_t[0, :, 0][None]
@@ -135,8 +176,11 @@ class CoTracker3:
                 vis[0][before] = b_vis[0].flip(0)[before]
                 conf[0][before] = b_conf[0].flip(0)[before]
         tracks = tracks[0, :, :n].cpu().numpy().astype(np.float64) / to_model
-        score = (vis[0, :, :n] * conf[0, :, :n]).cpu().numpy()
+        score = vis[0, :, :n]
+        if cfg.visibility == "evaluation":
+            score = score * conf[0, :, :n]
+        score = score.cpu().numpy()
         frames_q = q[:, 0].astype(int)
         tracks[frames_q, np.arange(n)] = q[:, 1:]  # the query itself is known exactly
         score[frames_q, np.arange(n)] = 1.0
-        return prepared.finish(tracks, score > self.config.vis_threshold, score)
+        return prepared.finish(tracks, score > cfg.threshold, score)
