@@ -168,6 +168,8 @@ def fvmd16(
 def _fmt(value: float) -> str:
     if not np.isfinite(value):
         return "-"
+    if float(value).is_integer() and abs(value) >= 1:
+        return str(int(value))
     if value == 0 or 0.01 <= abs(value) < 1000:
         return f"{value:.3f}"
     return f"{value:.2e}"
