@@ -1,5 +1,7 @@
 """Synthetic scenes: exact tracks, visibility that agrees with the pixels, determinism, splits."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -64,8 +66,9 @@ def test_pure_pan_is_an_exact_translation():
     [
         SMALL,
         SceneConfig.preset("lively", width=128, height=96, stride=16, num_frames=24),
+        SceneConfig.preset("calibrated", width=128, height=96, stride=16, num_frames=24),
     ],
-    ids=["rigid", "lively"],
+    ids=["rigid", "lively", "calibrated"],
 )
 def test_tracks_follow_the_rendered_pixels(cfg):
     # colours at visible track positions stay those of frame 0; a shuffled pairing does not
@@ -337,6 +340,20 @@ def test_presets_and_dynamics_validation():
         SceneConfig(swing_period=(1.0, 4.0))
     with pytest.raises(ValueError, match="swing_amplitude"):
         SceneConfig(swing_amplitude=(0.2, 0.1))
+    with pytest.raises(ValueError, match="shake_amplitude"):
+        SceneConfig(shake_amplitude=(0.0, 0.1))
+
+
+def test_calibrated_world_round_trips_and_moves_its_camera_more_gently():
+    calibrated = SceneConfig.preset("calibrated", width=128, height=128, num_frames=34)
+    assert SceneConfig.from_dict(calibrated.to_dict()) == calibrated
+    lively = SceneConfig.preset("lively", width=128, height=128, num_frames=34)
+
+    def pans(cfg: SceneConfig) -> float:
+        paths = [make_scene(seed, replace(cfg, render_frames=False)) for seed in range(40)]
+        return float(np.median([abs(s.meta["camera_path"]["pan"]) for s in paths]))
+
+    assert pans(calibrated) < pans(lively)
     with pytest.raises(ValueError, match="gravity"):
         SceneConfig(gravity=-1.0)
     with pytest.raises(ValueError, match="probability"):
