@@ -99,7 +99,7 @@ def test_refusals_before_any_work(tmp_path):
     video = _video(tmp_path, "scene")
     tell = lambda f, stage: None  # noqa: E731
     pin = Pin(frames=(3,), targets=((30.0, 40.0),), source=(16.0, 16.0))
-    with pytest.raises(DemoError, match="baseline:constvel cannot be steered by pins"):
+    with pytest.raises(DemoError, match="baseline:constvel:1 cannot be steered by pins"):
         run_job(Job(video, BASELINES[0], pins=(pin,)), settings, models, tell)
     with pytest.raises(DemoError, match="no video: upload one"):
         run_job(Job(None, BASELINES[0]), settings, models, tell)
