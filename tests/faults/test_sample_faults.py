@@ -481,6 +481,18 @@ def test_a_video_past_the_pixel_limit_fails_before_decoding(tmp_path):
     assert "64x64 frames (4096 pixels) are more than the 1000 pixels per frame" in failed["reason"]
 
 
+def test_a_window_past_the_frame_limit_is_refused_before_decoding(tmp_path):
+    video = _faststart_video(tmp_path / "long.mp4", 30)
+    out = tmp_path / "out"
+    result = _cli(video, *BASELINE, "--max-frames", 8, "--out", out, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    line = one_line_error(result)
+    assert "frames per input, more than --max-frames 8" in line
+    assert not list(out.glob("**/*.npy"))
+    bad = _cli(video, *BASELINE, "--max-frames", 1, "--out", out, cwd=tmp_path)
+    assert bad.returncode == 2 and "--max-frames must be >= 2" in one_line_error(bad)
+
+
 def test_a_config_far_larger_than_its_weights_fails_fast_with_one_line(checkpoints, tmp_path):
     trained = tmp_path / "trained"
     subprocess.run(["cp", "-r", str(checkpoints["trained"]), str(trained)], check=True)

@@ -68,6 +68,8 @@ MAX_SAMPLES = 64
 MAX_SEED = 2**62
 #: Decoded pixels per source frame (8K): a small file can hold huge frames.
 MAX_PIXELS = 7680 * 4320
+#: Frames decoded per input: the paper's 81 + 81 window fits many times over.
+MAX_FRAMES = 2048
 
 
 def _fail(message: str) -> typer.Exit:
@@ -316,6 +318,9 @@ def sample(
         int, typer.Option(help="Largest video frame, pixels (width x height, from its header).")
     ] = MAX_PIXELS,
     max_pins: Annotated[int, typer.Option(help="Most pins per clip.")] = MAX_PINS,
+    max_frames: Annotated[
+        int, typer.Option(help="Most frames decoded per input (the checkpoint's history + future).")
+    ] = MAX_FRAMES,
 ) -> None:
     """Predict futures of every input and write run folders, Wan-Move exports and renders."""
     tracker_kwargs = _check_options(num_samples, solver, steps, tracker, tracker_option or [])
@@ -325,6 +330,8 @@ def sample(
         raise _fail(f"--fit must be one of {', '.join(FIT_MODES)}, got {fit!r}")
     if max_render_size < 0 or max_render_size == 1:
         raise _fail(f"--max-render-size must be 0 (no cap) or >= 2 pixels, got {max_render_size}")
+    if max_frames < 2:
+        raise _fail(f"--max-frames must be >= 2, got {max_frames}")
     try:
         options = OutputOptions(
             render=render,
@@ -353,6 +360,13 @@ def sample(
                 forecaster = with_pins(forecaster, constraints)
             except ValueError as err:  # ForecastError, PinError
                 raise _fail(str(err)) from None
+            window = forecaster.history + forecaster.future
+            if window > max_frames:
+                raise _fail(
+                    f"the checkpoint reads {forecaster.history} + {forecaster.future} = {window} "
+                    f"frames per input, more than --max-frames {max_frames}; raise the limit "
+                    "or use a shorter window (--history/--future of baselines)"
+                )
             if wanmove_frames is not None and wanmove_frames > forecaster.future + 1:
                 raise _fail(
                     f"--wanmove-frames must be 2 to {forecaster.future + 1} for this "
