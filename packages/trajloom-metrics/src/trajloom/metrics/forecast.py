@@ -71,6 +71,23 @@ def _mask(visibility: object | None, shape: tuple[int, ...]) -> np.ndarray:
     return as_visibility("visibility", visibility, shape)
 
 
+def _checked(
+    samples: object, gt_tracks: object, visibility: object | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Samples `[K, t, n, 2]` and truth `[t, n, 2]` as float64, visibility `[t, n]` bool;
+    ValueError for shapes that disagree or non-finite coordinates."""
+    s = _samples(samples)
+    gt = as_tracks("gt_tracks", gt_tracks).astype(np.float64)
+    if gt.shape != s.shape[1:]:
+        raise ValueError(
+            f"gt_tracks must have the shape of one sample {s.shape[1:]} (samples "
+            f"{s.shape}); got {gt.shape}"
+        )
+    if not np.isfinite(gt).all():
+        raise ValueError("gt_tracks hold NaN or infinite coordinates; the truth must be finite")
+    return s, gt, _mask(visibility, gt.shape)
+
+
 def sample_errors(
     samples: np.ndarray, gt_tracks: np.ndarray, visibility: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -90,16 +107,7 @@ def sample_errors(
     Raises:
         ValueError: shapes that disagree, or non-finite coordinates.
     """
-    s = _samples(samples)
-    gt = as_tracks("gt_tracks", gt_tracks).astype(np.float64)
-    if gt.shape != s.shape[1:]:
-        raise ValueError(
-            f"gt_tracks must have the shape of one sample {s.shape[1:]} (samples "
-            f"{s.shape}); got {gt.shape}"
-        )
-    if not np.isfinite(gt).all():
-        raise ValueError("gt_tracks hold NaN or infinite coordinates; the truth must be finite")
-    vis = _mask(visibility, gt.shape)
+    s, gt, vis = _checked(samples, gt_tracks, visibility)
     k = s.shape[0]
     seen = vis.any(axis=0)  # [n]
     if not seen.any():
@@ -224,16 +232,7 @@ def energy_score(
     Raises:
         ValueError: shapes that disagree, or non-finite coordinates.
     """
-    s = _samples(samples)
-    gt = as_tracks("gt_tracks", gt_tracks).astype(np.float64)
-    if gt.shape != s.shape[1:]:
-        raise ValueError(
-            f"gt_tracks must have the shape of one sample {s.shape[1:]} (samples "
-            f"{s.shape}); got {gt.shape}"
-        )
-    if not np.isfinite(gt).all():
-        raise ValueError("gt_tracks hold NaN or infinite coordinates; the truth must be finite")
-    vis = _mask(visibility, gt.shape)
+    s, gt, vis = _checked(samples, gt_tracks, visibility)
     seen = vis.any(axis=0)
     if not seen.any():
         warnings.warn(
