@@ -236,8 +236,8 @@ def format_method_table(
     """
     best: dict[str, float] = {}
     for key, _ in columns:
-        values = [results[m].get(key) for m in baselines if m in results]
-        values = [v for v in values if v is not None and math.isfinite(v)]
+        found = [results[m].get(key) for m in baselines if m in results]
+        values = [float(v) for v in found if v is not None and math.isfinite(v)]
         if values and not key.startswith("diversity"):
             best[key] = min(values)
     lines = [

@@ -34,7 +34,7 @@ __all__ = [
 BASELINES = ("static", "constvel", "linear")
 """Non-learned baselines of ``trajloom.flow.baselines``, by their spec names."""
 
-DEFAULT_WINDOWS = {"static": None, "constvel": 1, "linear": 8}
+DEFAULT_WINDOWS: dict[str, int | None] = {"static": None, "constvel": 1, "linear": 8}
 """The history frames a baseline reads when its spec names none (``baseline:constvel`` is
 the two-frame velocity; evaluations choose the window on a development split)."""
 
@@ -93,10 +93,11 @@ class BaselineForecaster:
             if self.window is not None:
                 raise ForecastError("baseline:static reads no window; give baseline:static")
             return
-        if self.window is None:
-            self.window = DEFAULT_WINDOWS[self.kind]
+        window = DEFAULT_WINDOWS[self.kind] if self.window is None else self.window
+        assert window is not None  # every kind but static has a default
+        self.window = window
         low, high = MIN_WINDOWS[self.kind], self.history - (self.kind == "constvel")
-        if not low <= self.window <= high:
+        if not low <= window <= high:
             raise ForecastError(
                 f"{baseline_name(self.kind, self.window)}: the window must be {low}..{high} "
                 f"frames for {self.history} history frames; give a window in that range"

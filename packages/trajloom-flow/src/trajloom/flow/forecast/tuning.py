@@ -79,6 +79,7 @@ def choose_baseline_windows(
             method = BaselineForecaster(kind, grid, history, future, window=w)
             values = []
             for clip in scored:
+                assert clip.fut_tracks is not None and clip.fut_vis is not None
                 forecast = forecast_clip(method, clip, num_samples=1, seed=0)
                 values.append(score(forecast.tracks, clip.fut_tracks, clip.fut_vis))
             finite = [v for v in values if np.isfinite(v)]
