@@ -63,7 +63,7 @@ def _single(run: Path, stage: str, micro: int) -> None:
 
 def _launched(runs: Path, name: str, stage: str) -> str:
     """``--procs 2``: the CLI launches its own two processes; the recipe's micro-batch of 4
-    shrinks to 2 per process. Returns the command's output."""
+    shrinks to 2 per process. Returns the command's output (stdout and stderr)."""
     args = [sys.executable, str(MAIN), stage, "--recipe", "ci", "--name", name]
     args += ["--runs-dir", str(runs), "--device", "cpu", "--no-progress", "--procs", "2"]
     for s in [*SETTINGS, f"{stage}.micro_batch_size=4"]:
@@ -71,7 +71,7 @@ def _launched(runs: Path, name: str, stage: str) -> str:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout
+    return result.stdout + result.stderr
 
 
 def _torchrun(runs: Path, name: str, stage: str) -> None:
@@ -138,6 +138,8 @@ def test_two_gloo_processes_equal_one_vae(runs):
 def test_procs_two_launches_two_processes_that_equal_one(runs):
     out = _launched(runs, "procs-vae", "vae")
     assert "2 process(es)" in out
+    # every parameter gets its gradient: DDP searches for no unused ones, and warns of none
+    assert "find_unused_parameters" not in out
     _assert_close(_weights(runs / "one", "vae"), _weights(runs / "procs-vae", "vae"))
 
 

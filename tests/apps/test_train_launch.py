@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from trajloom_train.config import StageConfig
-from trajloom_train.launch import MAX_AUTO_PROCS, auto_procs, check_split, parse_procs
+from trajloom_train.launch import MAX_AUTO_PROCS, _status, auto_procs, check_split, parse_procs
 from trajloom_train.recipes import ci, quick
 
 MAIN = Path(__file__).resolve().parents[2] / "apps" / "train" / "__main__.py"
@@ -74,4 +74,21 @@ def test_a_failing_process_ends_the_launch_with_its_status(tmp_path):
     result = _cli("--procs", "2", "--data", str(tmp_path / "missing-*.tar"), tmp_path=tmp_path)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "missing-" in result.stderr
-    assert "a training process exited with status 2" in result.stderr
+    # the processes said why (one line each); the launcher adds no line and no log of its own
+    assert "training process" not in result.stderr
+    assert "torch/distributed/elastic" not in result.stderr
+
+
+def test_the_launch_status_names_the_root_cause():
+    assert _status({0: 3, 1: -9}) == (3, None)  # a timeout; the launcher killed the stuck rank
+    assert _status({0: 2, 1: -15}) == (2, None)
+    assert _status({0: 1, 1: -9}) == (
+        137,
+        "error: the training process of rank 1 was killed by SIGKILL",
+    )  # the out-of-memory killer: rank 1 could not say so, rank 0 lost it
+    assert _status({0: 143, 1: 143}) == (143, None)  # stopped by SIGTERM, progress saved
+    assert _status({0: 130, 1: -15}) == (130, None)
+    assert _status({0: 0, 1: 5}) == (
+        5,
+        "error: the training process of rank 1 exited with status 5",
+    )

@@ -206,6 +206,10 @@ class Study:
             raise StudyError(f"unknown variants {unknown}; choose from {list(_BY_NAME)}")
         if self.jobs < 1:
             raise StudyError(f"--jobs must be >= 1, got {self.jobs}")
+        if self.steps_scale is not None and not (
+            math.isfinite(self.steps_scale) and self.steps_scale > 0
+        ):
+            raise StudyError(f"--steps-scale must be a finite number > 0, got {self.steps_scale}")
         if not 0 < self.early_fraction < 1:
             raise StudyError(f"--early-fraction must be in (0, 1), got {self.early_fraction}")
 

@@ -38,6 +38,7 @@ __all__ = [
     "list_checkpoints",
     "load_checkpoint",
     "remove_stale_temporaries",
+    "restore_checkpoint",
     "restore_rng",
     "restore_state",
     "save_checkpoint",
@@ -219,6 +220,38 @@ _UNREADABLE = (
 )
 
 
+def _apply(state: TrainState, ckpt: Checkpoint) -> None:
+    state.model.load_state_dict(ckpt.model, strict=True)
+    state.optimizer.load_state_dict(ckpt.train_state["optimizer"])
+    if state.ema is not None:
+        if ckpt.ema is None:
+            raise ValueError(f"{ckpt.path} has no EMA weights but the stage keeps an EMA")
+        state.ema.load_state_dict(ckpt.ema)
+    restore_rng(ckpt.train_state["rng"])
+    state.step = ckpt.step
+
+
+def restore_checkpoint(
+    state: TrainState, path: str | Path, device: torch.device | str = "cpu"
+) -> Path:
+    """Load the checkpoint folder ``path`` into ``state`` (and the RNGs); no fallback.
+
+    What the processes of a job other than rank 0 do: rank 0 chooses the checkpoint
+    (:func:`restore_state`, which skips damaged ones) and every process loads that one.
+    """
+    path = Path(path)
+    try:
+        ckpt = load_checkpoint(path, device=device)
+        ckpt.step  # noqa: B018 - the step must be readable too
+    except _UNREADABLE as err:
+        raise ValueError(
+            f"{path}: cannot read the checkpoint rank 0 resumes from ({type(err).__name__}: "
+            f"{err}); every process must see the run folder (a shared file system)"
+        ) from None
+    _apply(state, ckpt)
+    return path
+
+
 def restore_state(
     state: TrainState, stage_dir: str | Path, device: torch.device | str = "cpu"
 ) -> Path | None:
@@ -241,14 +274,7 @@ def restore_state(
                 stacklevel=2,
             )
             continue
-        state.model.load_state_dict(ckpt.model, strict=True)
-        state.optimizer.load_state_dict(ckpt.train_state["optimizer"])
-        if state.ema is not None:
-            if ckpt.ema is None:
-                raise ValueError(f"{path} has no EMA weights but the stage keeps an EMA")
-            state.ema.load_state_dict(ckpt.ema)
-        restore_rng(ckpt.train_state["rng"])
-        state.step = ckpt.step
+        _apply(state, ckpt)
         return path
     if found:
         raise ValueError(

@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated
 
+import torch.distributed
 import typer
 
 from trajloom.data.outputs import OutputError, OutputLock, atomic_write_text
@@ -39,7 +40,18 @@ from trajloom_train.config import (
     recipe_to_dict,
     scale_steps,
 )
-from trajloom_train.distributed import Dist, barrier, init_distributed, shutdown
+from trajloom_train.distributed import (
+    DEFAULT_COLLECTIVE_TIMEOUT_S,
+    TIMEOUT_ENV,
+    Dist,
+    barrier,
+    collective_timeout,
+    init_distributed,
+    shutdown,
+    stop_signal_received,
+    where,
+)
+from trajloom_train.interrupt import Interrupted, Signalled, signal_name, signals_raise
 from trajloom_train.launch import auto_procs, check_split, launch, parse_procs, under_launcher
 from trajloom_train.recipes import RECIPES, get_recipe
 from trajloom_train.stages import STAGES, RunContext, run_stage
@@ -101,6 +113,16 @@ StopOpt = Annotated[
     ),
 ]
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
+TimeoutOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--collective-timeout",
+        envvar=TIMEOUT_ENV,
+        show_default=False,
+        help="Seconds a process waits for the others in one collective before the run ends "
+        f"with an error naming stage, step and rank (default {DEFAULT_COLLECTIVE_TIMEOUT_S:g}).",
+    ),
+]
 ProcsOpt = Annotated[
     str,
     typer.Option(
@@ -158,6 +180,7 @@ class ProcessOptions:
     stop_after: int | None = None
     progress: bool = True
     procs: str = "auto"  # --procs: local processes to launch ("auto" or a number)
+    collective_timeout: str | None = None  # --collective-timeout: seconds (None: the default)
 
 
 def resolve_run(options: RunOptions) -> tuple[Recipe, Path]:
@@ -229,7 +252,7 @@ def _released_context(recipe: Recipe, options: RunOptions) -> Recipe:
 def _running(options: RunOptions, process: ProcessOptions) -> Iterator[RunContext]:
     """The run's context, with the run folder locked by the main process while it works."""
     resolved, run_dir = resolve_run(options)
-    dist = init_distributed(process.device)
+    dist = init_distributed(process.device, collective_timeout(process.collective_timeout))
     if resolved.data.source == "shards":  # refuse unusable shards before touching the run
         from trajloom_train.data import ShardClips
 
@@ -247,7 +270,7 @@ def _prepare(resolved: Recipe, run_dir: Path, dist: Dist, process: ProcessOption
         typer.echo(
             f"run folder: {run_dir} (recipe {resolved.name}, {dist.world_size} process(es), {dist.device})"
         )
-    barrier()
+    barrier("the barrier after rank 0 saved the run's config")
     return RunContext(
         resolved, run_dir, dist, stop_after=process.stop_after, progress=process.progress
     )
@@ -271,7 +294,8 @@ def _finish(ctx: RunContext) -> None:
         )
         if preview is not None:
             typer.echo(f"preview: {preview}")
-    barrier()
+    # rank 0's evaluation takes as long as the evaluation set: no collective timeout here
+    barrier(patient=True)
 
 
 def _run_options(
@@ -328,6 +352,7 @@ def _launch_or_train(
     The recipe is resolved here first, so that bad options fail once, before any launch.
     """
     if not under_launcher():
+        collective_timeout(process.collective_timeout)  # a bad value fails before any launch
         resolved, _ = resolve_run(options)
         wanted = parse_procs(process.procs)
         procs = auto_procs(resolved, process.device) if wanted is None else wanted
@@ -354,6 +379,7 @@ def _training_command(train: Callable[[RunOptions, ProcessOptions], None]) -> Ca
         stop_after: StopOpt = None,
         progress: ProgressOpt = True,
         procs: ProcsOpt = "auto",
+        timeout: TimeoutOpt = None,
     ) -> None:
         options = _run_options(
             recipe,
@@ -366,7 +392,8 @@ def _training_command(train: Callable[[RunOptions, ProcessOptions], None]) -> Ca
             text_encoder,
             eval_data,
         )
-        _launch_or_train(train, options, ProcessOptions(device, stop_after, progress, procs))
+        process = ProcessOptions(device, stop_after, progress, procs, timeout)
+        _launch_or_train(train, options, process)
 
     command.__doc__ = train.__doc__
     return command
@@ -385,10 +412,11 @@ def eval_command(
     overrides: SetOpt = None,
     eval_data: EvalDataOpt = None,
     device: DeviceOpt = "auto",
+    timeout: TimeoutOpt = None,
 ) -> None:
     """Export the trained set of a finished run, evaluate it and render the preview."""
     options = _run_options(recipe, name, runs_dir, overrides, eval_data=eval_data)
-    with _running(options, ProcessOptions(device)) as ctx:
+    with _running(options, ProcessOptions(device, collective_timeout=timeout)) as ctx:
         _finish(ctx)
 
 
@@ -415,15 +443,44 @@ def _root(ctx: typer.Context) -> None:
 
 def main() -> None:
     """Entry point: a one-line error and exit status 2 for bad input or an unusable run
-    folder (locked, not writable), 1 for a stage that diverged (its last checkpoint is kept).
+    folder (locked, not writable), 1 for a stage that diverged (its last checkpoint is kept)
+    or a process that lost the others (one died), 3 for a collective that timed out (the
+    watchdog's line, ``trajloom_train.distributed``), 143 / 130 after SIGTERM / SIGINT (the
+    progress saved; rank 0 says where).
     """
     try:
-        app()
+        with signals_raise():
+            app()
     except (ValueError, FileNotFoundError, KeyError, OutputError) as err:
         typer.echo(f"error: {err}", err=True)
         sys.exit(2)
     except DivergedError as err:
         typer.echo(f"error: {err}", err=True)
+        sys.exit(1)
+    except Interrupted as err:
+        if os.environ.get("RANK", "0") == "0":
+            typer.echo(str(err), err=True)
+        sys.exit(err.exit_code)
+    except Signalled as err:
+        signum = err.signum
+        if os.environ.get("RANK", "0") == "0":
+            typer.echo(
+                f"interrupted by {signal_name(signum)} in {where()}; rerun the same command "
+                "to resume",
+                err=True,
+            )
+        sys.exit(128 + signum)
+    except torch.distributed.DistError as err:
+        signum = stop_signal_received()
+        if signum is not None:  # told to stop (another process failed): no second report
+            sys.exit(128 + signum)
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        typer.echo(
+            f"error: rank {os.environ.get('RANK', '0')} lost the other processes in {where()} "
+            f"({first}); another process failed or was stopped; rerun the same command to "
+            "resume from the last checkpoint",
+            err=True,
+        )
         sys.exit(1)
     finally:
         shutdown()

@@ -597,8 +597,8 @@ def apply_overrides(recipe: Recipe, overrides: list[str]) -> Recipe:
 
 def scale_steps(recipe: Recipe, factor: float) -> Recipe:
     """Every stage's steps (and warmups, cadences) times ``factor`` (at least 1 step)."""
-    if not factor > 0:
-        raise ValueError(f"steps scale must be > 0, got {factor}")
+    if not (math.isfinite(factor) and factor > 0):
+        raise ValueError(f"--steps-scale must be a finite number > 0, got {factor}")
 
     def scaled(n: int, floor: int) -> int:
         return max(floor, round(n * factor)) if n else 0

@@ -207,7 +207,8 @@ def run_cache(
         latents = (c for batch in batches for c in encode_clips(vae, batch, factor, context))
         shards = write_latent_shards(latents, folder, prefix=f"latents-r{dist.rank:04d}")
         atomic_write_json(part, {"rank": dist.rank, "shards": shards, "data": report})
-    barrier()
+    # the others may still be encoding their share (of unbounded length): no timeout
+    barrier(patient=True)
     parts = [
         json.loads((folder / _PART.format(rank=r)).read_text()) for r in range(dist.world_size)
     ]
@@ -243,7 +244,7 @@ def run_cache(
             source=recipe.data.source,
             context=context.manifest(),
         )
-    barrier()
+    barrier("the barrier after rank 0 wrote the latent index")
     return summary
 
 

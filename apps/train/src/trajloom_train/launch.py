@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import sys
 
 import torch
@@ -84,15 +85,60 @@ def check_split(recipe: Recipe, procs: int) -> None:
             raise ValueError(f"--procs {procs}: {name}.{err}") from None
 
 
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def _status(codes: dict[int, int]) -> tuple[int, str | None]:
+    """The launch's exit status from its processes' (rank -> exit code, -N: killed by
+    signal N), and the line to print when no process could say what happened itself.
+
+    The root cause wins over what followed from it: a collective timeout (3: the waiting
+    rank said so; the launcher then killed the stuck one), bad input (2), a process
+    killed by a signal other than a stop signal (e.g. SIGKILL from the out-of-memory
+    killer: it could not say anything, so the launcher does), a failure with a message or
+    traceback (1: diverged, or lost the other processes), then a stop (130, 143).
+    """
+    values = set(codes.values())
+    for reported in (3, 2):
+        if reported in values:
+            return reported, None
+    stops = (-signal.SIGTERM, -signal.SIGINT)
+    for rank, code in codes.items():
+        if code < 0 and code not in stops:
+            return 128 - code, (
+                f"error: the training process of rank {rank} was killed by {_signal_name(-code)}"
+            )
+    statuses = [128 - c if c < 0 else c for c in codes.values()]
+    if 1 in statuses:
+        return 1, None
+    for rank, code in zip(codes, statuses, strict=True):
+        if code not in (0, 130, 143):
+            return code, f"error: the training process of rank {rank} exited with status {code}"
+    return next((c for c in statuses if c in (130, 143)), 1), None
+
+
 def launch(procs: int, argv: list[str]) -> int:
     """Run ``python -m trajloom_train ARGV`` as ``procs`` local processes; their exit status.
 
-    Each process gets ``cores / procs`` threads unless ``OMP_NUM_THREADS`` is set.
+    Each process gets ``cores / procs`` threads unless ``OMP_NUM_THREADS`` is set. The
+    elastic launcher's own log lines are kept quiet: a process that fails says why in one
+    line, and this function adds one only where the process could not (killed by a signal;
+    :func:`_status`).
     """
+    import logging
+
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
+    # the launcher's modules give each of their loggers its own level (LOGLEVEL, WARNING)
+    for name in ["torch.distributed.elastic", *logging.root.manager.loggerDict]:
+        if name.startswith(("torch.distributed.elastic", "torch.distributed.run")):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, usable_cores() // procs)))
     args = get_args_parser().parse_args(
         ["--standalone", f"--nproc-per-node={procs}", "--module", "trajloom_train", *argv]
@@ -100,11 +146,13 @@ def launch(procs: int, argv: list[str]) -> int:
     try:
         run(args)
     except ChildFailedError as err:
-        codes = [f.exitcode for f in err.failures.values()]
-        code = next((c for c in codes if c > 0), 1)
-        print(f"error: a training process exited with status {codes[0]}", file=sys.stderr)
+        code, line = _status({rank: f.exitcode for rank, f in sorted(err.failures.items())})
+        if line is not None:
+            print(line, file=sys.stderr)
         return code
-    except (KeyboardInterrupt, SignalException):
-        print("interrupted: rerun the same command to resume", file=sys.stderr)
+    except SignalException as err:
+        # The processes got the signal too (forwarded) and saved at their next step.
+        return 128 + int(err.sigval)
+    except KeyboardInterrupt:
         return 130
     return 0

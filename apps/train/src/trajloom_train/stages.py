@@ -69,7 +69,14 @@ from trajloom_train.context import (
     save_conditioned,
 )
 from trajloom_train.data import VAL, SyntheticSplit, TrainSource, sample_generator
-from trajloom_train.distributed import Dist, all_reduce_sum, barrier
+from trajloom_train.distributed import (
+    Dist,
+    all_reduce_sum,
+    barrier,
+    from_main,
+    set_place,
+    waiting,
+)
 from trajloom_train.evaluate import pipeline_config, render_preview
 from trajloom_train.latents import CacheContext, LatentSource, encode_clips, run_cache
 from trajloom_train.trainer import DONE_NAME, LossOut, Task, run_task, stage_done
@@ -235,7 +242,7 @@ def build_vae_task(ctx: RunContext) -> Task:
 def run_stats(ctx: RunContext) -> dict[str, Any]:
     """Encode ``stats.clips`` training clips (both windows) and write the latent statistics."""
     folder = ctx.stage_dir("stats")
-    if stage_done(folder):
+    if from_main(stage_done(folder), "rank 0's look at the stats stage"):
         return json.loads((folder / DONE_NAME).read_text())
     r = ctx.recipe
     vae = _frozen(load_pretrained(_require(ctx, "vae", "stats") / "final", device=ctx.device))
@@ -256,7 +263,7 @@ def run_stats(ctx: RunContext) -> dict[str, Any]:
             packed = torch.cat([acc.sum, acc.sumsq, torch.tensor([float(acc.count)])]).to(
                 ctx.device
             )
-            packed = all_reduce_sum(packed).cpu()
+            packed = all_reduce_sum(packed, "the sums of the latent statistics").cpu()
             acc.sum, acc.sumsq = packed[:c].clone(), packed[c : 2 * c].clone()
             acc.count = int(packed[-1])
             for attr, op in (
@@ -264,7 +271,8 @@ def run_stats(ctx: RunContext) -> dict[str, Any]:
                 ("max", torch.distributed.ReduceOp.MAX),
             ):
                 value = getattr(acc, attr).to(ctx.device)
-                torch.distributed.all_reduce(value, op=op)
+                with waiting(f"the {attr} of the latent statistics"):
+                    torch.distributed.all_reduce(value, op=op)
                 setattr(acc, attr, value.cpu())
     summary = {"stage": "stats", "clips": r.stats.clips, "vectors": accs["z_all"].count}
     if ctx.dist.is_main:
@@ -275,7 +283,7 @@ def run_stats(ctx: RunContext) -> dict[str, Any]:
         summary["z_all_mean"] = stats.mean.tolist()
         summary["z_all_std"] = stats.std.tolist()
         atomic_write_text(folder / DONE_NAME, json.dumps(summary, indent=2) + "\n")
-    barrier()
+    barrier("the barrier after rank 0 wrote the latent statistics")
     return summary
 
 
@@ -299,7 +307,7 @@ def _cache(ctx: RunContext) -> dict[str, Any]:
             f"[cache] {summary['windows']} windows in {summary['shards']} latent shards"
             + (f", {skips} bad samples skipped ({summary['skipped']})" if skips else "")
         )
-    barrier()
+    barrier("the barrier after rank 0 finished the cache stage")
     return summary
 
 
@@ -579,7 +587,9 @@ def run_stage(ctx: RunContext, name: str) -> dict[str, Any]:
     if name not in STAGES:
         raise ValueError(f"unknown stage {name!r}; choose one of {STAGES}")
     folder = ctx.stage_dir(name)
-    if stage_done(folder):
+    set_place(name)
+    # rank 0's look at the folder, sent to all: every process skips the stage or none does
+    if from_main(stage_done(folder), f"rank 0's look at the {name} stage"):
         if ctx.dist.is_main:
             print(f"[{name}] already done: {folder / DONE_NAME}")
         return json.loads((folder / DONE_NAME).read_text())

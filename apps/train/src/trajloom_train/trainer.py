@@ -18,6 +18,14 @@ parallelism give exactly the global-batch loss.
 
 Data parallelism is torch's ``DistributedDataParallel`` around a :class:`TaskModule`, whose
 forward is the stage's whole loss (see there); one process uses the plain module.
+
+Every process makes the same collectives in the same order: what gates one (saving,
+validating, previewing, logging, finishing, resuming) follows from the step counter and the
+recipe, which every process shares, or is decided by rank 0 and sent to the others
+(which checkpoint to resume from, whether a validation was lost) — never from each
+process's own look at the run folder, which rank 0 changes while the others read it.
+SIGTERM and SIGINT stop a stage at the next step boundary, agreed by every process
+through the step's all-reduce, after saving a checkpoint (``trajloom_train.interrupt``).
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import signal
 import time
 import warnings
 from collections.abc import Callable
@@ -40,13 +49,23 @@ from tqdm.auto import tqdm
 
 from trajloom_train.checkpoint import (
     atomic_write_text,
-    checkpoint_step,
-    latest_checkpoint,
+    restore_checkpoint,
     restore_state,
     save_state,
 )
 from trajloom_train.config import OptimConfig, StageConfig
-from trajloom_train.distributed import Dist, all_reduce_sum, barrier
+from trajloom_train.distributed import (
+    Dist,
+    all_gather_objects,
+    all_reduce_sum,
+    barrier,
+    from_main,
+    injected_delay,
+    set_place,
+    waiting,
+)
+from trajloom_train.interrupt import Interrupted, StopSignals
+from trajloom_train.launch import under_launcher
 from trajloom_train.state import EMA, TrainState
 
 __all__ = [
@@ -103,6 +122,12 @@ class Task:
     preview: Callable[[nn.Module, int], None] | None = None
     info: dict[str, Any] = field(default_factory=dict)  # written into DONE.json
     data_report: Callable[[], dict[str, Any]] | None = None
+    # True when which parameters the loss reaches depends on the batch (a parameter only
+    # some micro-batches use): DDP then searches the autograd graph for unused ones every
+    # step (find_unused_parameters). The stages reach every trainable parameter in every
+    # step (tests/apps/test_train_ddp_unused.py checks it), so they leave it False: no
+    # search, and no DDP warning that the search found nothing.
+    data_dependent_parameters: bool = False
 
 
 class TaskModule(nn.Module):
@@ -146,21 +171,21 @@ def data_parallel(task: Task, dist: Dist) -> nn.Module:
     module = TaskModule(task.model, task.loss)
     if not dist.distributed:
         return module
-    return DistributedDataParallel(
-        module,
-        # A single-device module whose batches make_batch already put on its device: no
-        # device_ids, so DDP does not copy (or walk) the batch.
-        device_ids=None,
-        **_NO_FORWARD_BUFFER_SYNC,
-        # The parameters a loss reaches can depend on the data: the generator's text_proj
-        # is used only when every clip of the micro-batch has a caption embedding, and a
-        # rank's micro-batch can lack one while another's has it. Without this flag DDP
-        # waits for gradients that never come and fails the next step; with it DDP walks
-        # the autograd graph from the loss once per step (cheap next to the step) and
-        # leaves the gradient of a parameter no process used as None, like one process.
-        # (When a stage reaches every parameter, DDP says so once in a warning: expected.)
-        find_unused_parameters=True,
-    )
+    with waiting("DDP's broadcast of rank 0's initial weights"):
+        return DistributedDataParallel(
+            module,
+            # A single-device module whose batches make_batch already put on its device: no
+            # device_ids, so DDP does not copy (or walk) the batch.
+            device_ids=None,
+            **_NO_FORWARD_BUFFER_SYNC,
+            # A task whose loss reaches some parameters only for some batches says so: DDP
+            # then walks the autograd graph from the loss once per step and leaves the
+            # gradient of a parameter no process used as None, like one process (without
+            # the flag it would wait for gradients that never come and fail the next
+            # step). Every stage of apps/train reaches every trainable parameter in every
+            # step, so none needs the walk (nor DDP's warning that it found nothing).
+            find_unused_parameters=task.data_dependent_parameters,
+        )
 
 
 def _syncing(module: nn.Module, last: bool) -> AbstractContextManager:
@@ -276,16 +301,26 @@ class StepResult:
     lr: float
     grad_norm: float
     logs: dict[str, float]  # means over this process's micro-batches
+    # A stop signal reached some process before this step's all-reduce: the signal every
+    # process stops with (SIGINT if any process got one first, else SIGTERM), else None.
+    stop: int | None = None
 
 
 def train_step(
-    task: Task, state: TrainState, dist: Dist, precision: str, module: nn.Module
+    task: Task,
+    state: TrainState,
+    dist: Dist,
+    precision: str,
+    module: nn.Module,
+    stop: Callable[[], int | None] | None = None,
 ) -> StepResult:
     """One optimizer step of ``task`` on the global batch of ``state.step``; advances it.
 
     ``module`` is :func:`data_parallel`'s for this task. Every micro-batch's loss is scaled
     by ``world_size / Σ denominators`` (summed over the micro-batches of every process) so
     that the gradients DDP averages over processes are those of the global-batch loss.
+    ``stop()``: this process's pending stop signal (or None); it travels in the step's
+    all-reduce, so every process gets the same :attr:`StepResult.stop`.
     """
     cfg = task.config
     lr = lr_at(state.step, cfg.optim, cfg.steps)
@@ -300,12 +335,16 @@ def train_step(
         task.denominator(b) if task.denominator is not None else torch.tensor(float(len(i)))
         for i, b in micro_batches
     ]
-    global_den = all_reduce_sum(torch.stack(dens).sum().to(dist.device, torch.float64))
+    global_den = all_reduce_sum(
+        torch.stack(dens).sum().to(dist.device, torch.float64), "the step's loss denominator"
+    )
     scale = dist.world_size / float(global_den.clamp_min(1e-12))
-    sums = torch.zeros(2, device=dist.device, dtype=torch.float64)  # numerators, extras
+    # numerators, extras, processes asked to stop by SIGTERM, by SIGINT
+    sums = torch.zeros(4, device=dist.device, dtype=torch.float64)
     logs: dict[str, float] = {}
     for i, (idx, batch) in enumerate(micro_batches):
-        with _syncing(module, last=i == accum - 1):
+        last = i == accum - 1
+        with _syncing(module, last=last):
             with _autocast(dist.device, precision):
                 out = module(batch, state.step, idx)
             total = out.numerator.float() * scale
@@ -313,15 +352,19 @@ def train_step(
             if out.extra is not None:
                 total = total + out.extra.float() * dist.world_size
                 sums[1] += out.extra.detach().double()
-            total.backward()
+            # DDP all-reduces the gradients during the last backward (on a GPU the norm
+            # below is where the process waits for it)
+            with waiting("the step's gradient all-reduce") if last else nullcontext():
+                total.backward()
         for k, v in out.logs.items():
             logs[k] = logs.get(k, 0.0) + float(v) / accum
-    params = state.params
-    # The norm of the averaged gradients (identical on every process); clipping at infinity
-    # only measures it.
-    limit = cfg.optim.clip_grad_norm if cfg.optim.clip_grad_norm > 0 else math.inf
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, limit))
-    sums = all_reduce_sum(sums)
+    with waiting("the step's gradient all-reduce"):
+        grad_norm = _grad_norm(state.params, cfg.optim.clip_grad_norm)
+    signum = stop() if stop is not None else None
+    if signum is not None:
+        sums[3 if signum == signal.SIGINT else 2] = 1.0
+    sums = all_reduce_sum(sums, "the step's loss and stop requests")
+    stopping = signal.SIGINT if sums[3] > 0 else signal.SIGTERM if sums[2] > 0 else None
     loss = float(sums[0] / global_den + sums[1])
     if not (math.isfinite(loss) and math.isfinite(grad_norm)):
         state.optimizer.zero_grad(set_to_none=True)
@@ -336,11 +379,23 @@ def train_step(
     if state.ema is not None:
         state.ema.update(state.model, state.step)
     state.step += 1
-    return StepResult(loss, lr, grad_norm, logs)
+    return StepResult(loss, lr, grad_norm, logs, stop=stopping)
+
+
+def _grad_norm(params: list[nn.Parameter], clip: float) -> float:
+    """The norm of the averaged gradients (identical on every process), clipped to ``clip``
+    when > 0; clipping at infinity only measures it."""
+    limit = clip if clip > 0 else math.inf
+    return float(torch.nn.utils.clip_grad_norm_(params, limit))
 
 
 class _Run:
-    """The hooks of one :func:`run_task` call: log, save, validate, preview, finish."""
+    """The hooks of one :func:`run_task` call: log, save, validate, preview, finish.
+
+    Each hook makes the same collectives on every process, and whether a hook runs follows
+    from the step counter (or from rank 0's word): ``saved_step`` is the step of the
+    checkpoint this call saved or resumed from, known to every process alike.
+    """
 
     def __init__(
         self,
@@ -351,13 +406,16 @@ class _Run:
         precision: str,
         log: MetricsLog,
         bar: tqdm,
+        saved_step: int | None,
     ) -> None:
         self.task, self.state, self.stage_dir, self.dist = task, state, stage_dir, dist
         self.precision, self.log, self.bar = precision, log, bar
         self.window_start, self.window_samples = time.perf_counter(), 0
+        self.saved_step = saved_step
 
     def on_step(self, result: StepResult) -> None:
         cfg, done = self.task.config, self.state.step
+        set_place(self.task.name, done)
         self.window_samples += cfg.batch_size
         self.bar.update(1)
         if done % cfg.log_every == 0 or done == cfg.steps:
@@ -367,10 +425,7 @@ class _Run:
         if self.validation_due(done):
             self.validate()
         if self.task.preview is not None and cfg.preview_every and done % cfg.preview_every == 0:
-            if self.dist.is_main:
-                self.task.preview(self.state.eval_module(), done)
-                self.state.model.train()
-            barrier()
+            self.preview()
 
     def validation_due(self, step: int) -> bool:
         cfg = self.task.config
@@ -383,7 +438,7 @@ class _Run:
         logs = result.logs
         if self.dist.distributed:
             packed = torch.tensor(list(logs.values()), device=self.dist.device, dtype=torch.float64)
-            packed = all_reduce_sum(packed) / self.dist.world_size
+            packed = all_reduce_sum(packed, "the mean of the step's logs") / self.dist.world_size
             logs = dict(zip(logs, packed.tolist(), strict=True))
         self.log.write(
             {
@@ -399,11 +454,19 @@ class _Run:
         self.bar.set_postfix(loss=f"{result.loss:.4g}", samples_s=f"{rate:.1f}", refresh=False)
 
     def save(self) -> None:
+        injected_delay("save", self.dist.rank)
         if self.dist.is_main:
             save_state(self.stage_dir, self.state, keep_last=self.task.config.keep_last)
-        barrier()
+        barrier("the barrier after rank 0 saved the checkpoint")
+        self.saved_step = self.state.step
+
+    def checkpoint_path(self) -> Path | None:
+        if self.saved_step is None:
+            return None
+        return self.stage_dir / "checkpoints" / f"step-{self.saved_step:08d}"
 
     def validate(self) -> dict[str, float]:
+        injected_delay("validate", self.dist.rank)
         metrics: dict[str, float] = {}
         if self.task.validate is not None and self.dist.is_main:
             with torch.no_grad(), _autocast(self.dist.device, self.precision):
@@ -413,14 +476,26 @@ class _Run:
             shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
             tqdm.write(f"[{self.task.name}] step {step} val {shown}")
             self.state.model.train()
-        barrier()
+        barrier("the barrier after rank 0's validation")
         return metrics
+
+    def preview(self) -> None:
+        injected_delay("preview", self.dist.rank)
+        if self.dist.is_main:
+            assert self.task.preview is not None
+            self.task.preview(self.state.eval_module(), self.state.step)
+            self.state.model.train()
+        barrier("the barrier after rank 0's preview")
 
     def finish(self, loss: float, wall0: float, cpu0: float) -> dict[str, Any]:
         """Final checkpoint, validation, export and ``DONE.json``; returns the summary."""
         task, steps = self.task, self.task.config.steps
-        newest = latest_checkpoint(self.stage_dir)
-        if newest is None or checkpoint_step(newest) != steps:
+        set_place(task.name, steps)
+        injected_delay("finish", self.dist.rank)
+        # The final checkpoint, unless this call resumed from it (a process that died
+        # between it and DONE.json): known from the shared step counter, never from a
+        # look at the checkpoint folder that rank 0 may be writing at that moment.
+        if self.saved_step != steps:
             self.save()
         metrics = self.validate()
         data = _sum_counts(task.data_report(), self.dist) if task.data_report else {}
@@ -444,7 +519,7 @@ class _Run:
             task.export(self.state.eval_module(), self.stage_dir / "final")
             text = json.dumps(summary, indent=2) + "\n"
             atomic_write_text(self.stage_dir / DONE_NAME, text)
-        barrier()
+        barrier("the barrier after rank 0 exported the stage")
         return summary
 
 
@@ -452,8 +527,7 @@ def _sum_counts(counts: dict[str, Any], dist: Dist) -> dict[str, Any]:
     """Counters (ints, and dicts of ints) summed over every process."""
     if not dist.distributed:
         return counts
-    gathered: list[dict[str, Any]] = [{} for _ in range(dist.world_size)]
-    torch.distributed.all_gather_object(gathered, counts)
+    gathered = all_gather_objects(counts, "gathering the data counters of every process")
 
     def add(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         out = dict(a)
@@ -480,16 +554,63 @@ def _describe_counts(data: dict[str, Any]) -> str:
     )
 
 
-def _resume(task: Task, stage_dir: Path, dist: Dist, log: MetricsLog) -> TrainState:
-    """A fresh state, or the stage's newest checkpoint with the log cut back to it."""
+@dataclass(frozen=True)
+class _Resumed:
+    """Rank 0's word on where a stage resumes: the checkpoint and whether its validation
+    was lost (due at that step but not in the log). Sent to every process."""
+
+    path: str | None = None
+    step: int = 0
+    validate: bool = False
+    error: str | None = None
+
+
+def _resume(
+    task: Task, stage_dir: Path, dist: Dist, log: MetricsLog
+) -> tuple[TrainState, _Resumed]:
+    """A fresh state, or the stage's newest checkpoint with the log cut back to it.
+
+    Rank 0 chooses the checkpoint (skipping damaged ones) and sends its choice; every
+    process loads that one, so all start at the same step.
+    """
     state = TrainState.create(task.model, task.config)
-    last = restore_state(state, stage_dir, device=dist.device)
-    if last is None:
-        return state
+    injected_delay("resume", dist.rank)
+    choice = _Resumed()
+    if dist.is_main:
+        try:
+            last = restore_state(state, stage_dir, device=dist.device)
+        except ValueError as err:
+            choice = _Resumed(error=str(err))
+        else:
+            if last is not None:
+                cfg = task.config
+                due = bool(cfg.val_every) and state.step % cfg.val_every == 0
+                due = due and 0 < state.step < cfg.steps
+                lost = due and not log.has("val", state.step)
+                choice = _Resumed(str(last), state.step, lost)
+    choice = from_main(choice, "rank 0's choice of the checkpoint to resume from")
+    if choice.error is not None:
+        raise ValueError(choice.error)
+    if choice.path is None:
+        return state, choice
+    if not dist.is_main:
+        restore_checkpoint(state, choice.path, device=dist.device)
+        if state.step != choice.step:
+            raise ValueError(f"{choice.path}: step {state.step}, rank 0 read {choice.step}")
     log.truncate_after(state.step)
     if dist.is_main:
-        tqdm.write(f"[{task.name}] resuming from {last} (step {state.step})")
-    return state
+        tqdm.write(f"[{task.name}] resuming from {choice.path} (step {state.step})")
+    return state, choice
+
+
+def _agreed_signal(signum: int | None, dist: Dist) -> int | None:
+    """The stop signal every process agrees on: SIGINT if any process got one first, else
+    SIGTERM if any got that, else None (one all-reduce; identity in one process)."""
+    flags = torch.zeros(2, device=dist.device, dtype=torch.float64)
+    if signum is not None:
+        flags[1 if signum == signal.SIGINT else 0] = 1.0
+    flags = all_reduce_sum(flags, "the stop requests at the end of the stage")
+    return signal.SIGINT if flags[1] > 0 else signal.SIGTERM if flags[0] > 0 else None
 
 
 def run_task(
@@ -507,37 +628,60 @@ def run_task(
     ``stop_after`` ends the process's work after that many steps of this call (a
     controlled interruption, for tests); the stage is then not marked done.
     Returns the summary written to ``DONE.json`` (or the progress so far).
+
+    SIGTERM or SIGINT while the stage trains: every process stops after the same step,
+    the progress is saved, and :class:`~trajloom_train.interrupt.Interrupted` is raised
+    (after the stage finished, when the signal came during its last step or its finish).
     """
     cfg = task.config
     log = MetricsLog(stage_dir / "metrics.jsonl", tb_dir, enabled=dist.is_main)
-    state = _resume(task, stage_dir, dist, log)
-    module = data_parallel(task, dist)  # after the restore: DDP starts from rank 0's weights
-    start = state.step
-    bar = tqdm(
-        total=cfg.steps,
-        initial=start,
-        desc=task.name,
-        disable=not (dist.is_main and progress),
-        dynamic_ncols=True,
-        mininterval=1.0,
-    )
-    run = _Run(task, state, stage_dir, dist, precision, log, bar)
-    if start and run.validation_due(start) and not log.has("val", start):
-        run.validate()  # the process died between the checkpoint and its validation
-    state.model.train()
-    wall0, cpu0 = time.perf_counter(), time.process_time()
-    end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
-    loss = float("nan")
-    while state.step < end:
-        result = train_step(task, state, dist, precision, module)
-        loss = result.loss
-        run.on_step(result)
-    bar.close()
-    if end < cfg.steps:  # interrupted on purpose: keep the progress, do not finish
-        if end > start:
-            run.save()
+    set_place(task.name)
+    try:
+        state, resumed = _resume(task, stage_dir, dist, log)
+        module = data_parallel(task, dist)  # after the restore: DDP starts from rank 0's weights
+        start = state.step
+        set_place(task.name, start)
+        bar = tqdm(
+            total=cfg.steps,
+            initial=start,
+            desc=task.name,
+            disable=not (dist.is_main and progress),
+            dynamic_ncols=True,
+            mininterval=1.0,
+        )
+        run = _Run(
+            task, state, stage_dir, dist, precision, log, bar, start if resumed.path else None
+        )
+        with StopSignals(escalate=not under_launcher()) as signals:
+            try:
+                if resumed.validate:
+                    run.validate()  # the process died between the checkpoint and its validation
+                state.model.train()
+                wall0, cpu0 = time.perf_counter(), time.process_time()
+                end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
+                loss = float("nan")
+                while state.step < end:
+                    result = train_step(task, state, dist, precision, module, signals.pending)
+                    injected_delay("step", dist.rank)
+                    loss = result.loss
+                    run.on_step(result)
+                    if result.stop is not None and state.step < cfg.steps:
+                        if run.saved_step != state.step:
+                            run.save()
+                        raise Interrupted(
+                            result.stop, task.name, state.step, cfg.steps, run.checkpoint_path()
+                        )
+            finally:
+                bar.close()
+            if end < cfg.steps:  # interrupted on purpose: keep the progress, do not finish
+                if end > start and run.saved_step != state.step:
+                    run.save()
+                return {"stage": task.name, "step": end, "finished": False}
+            summary = run.finish(loss, wall0, cpu0)
+            # a signal during the last step or the finish: the stage is done, stop after it
+            stop = _agreed_signal(signals.requested, dist)
+        if stop is not None:
+            raise Interrupted(stop, task.name, cfg.steps, cfg.steps, None, finished=True)
+        return summary
+    finally:
         log.close()
-        return {"stage": task.name, "step": end, "finished": False}
-    summary = run.finish(loss, wall0, cpu0)
-    log.close()
-    return summary
